@@ -1,0 +1,1 @@
+//! The actor tree (ractor): Supervisor owns NameRegistry, VpnMonitor and one Engine per container.

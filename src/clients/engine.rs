@@ -1,0 +1,1 @@
+//! `EngineClient`: the real AceStream engine HTTP API (PROTOCOLS.md section 2).

@@ -1,0 +1,1 @@
+//! `GluetunClient`: the real Gluetun control server over HTTP (PROTOCOLS.md section 1).

@@ -1,0 +1,73 @@
+//! What acevisor asks of the Gluetun control server and of engines, as traits, so the actors can
+//! run against the real HTTP clients or the in-memory world.
+
+pub mod engine;
+pub mod gluetun;
+
+use async_trait::async_trait;
+
+/// Tunnel status as the Gluetun control server reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelStatus {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Crashed,
+    Completed,
+    Other(String),
+}
+
+impl TunnelStatus {
+    pub fn parse(s: &str) -> TunnelStatus {
+        match s {
+            "starting" => TunnelStatus::Starting,
+            "running" => TunnelStatus::Running,
+            "stopping" => TunnelStatus::Stopping,
+            "stopped" => TunnelStatus::Stopped,
+            "crashed" => TunnelStatus::Crashed,
+            "completed" => TunnelStatus::Completed,
+            other => TunnelStatus::Other(other.to_string()),
+        }
+    }
+}
+
+/// One answer of the control server: tunnel status and forwarded port (`None` = not known yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlAnswer {
+    pub status: TunnelStatus,
+    pub forwarded_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// 401: wrong or missing API key. A configuration error, never "VPN down".
+    #[error("control server refused the API key (401): check the key and the auth role")]
+    Unauthorized,
+    #[error("control server unreachable: {0}")]
+    Unreachable(String),
+    #[error("control server answered unexpectedly: {0}")]
+    Protocol(String),
+}
+
+/// Where a VPN's control server is and how to authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlTarget {
+    pub vpn: String,
+    /// e.g. `http://172.18.0.2:8000`
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+/// The Gluetun control server.
+#[async_trait]
+pub trait VpnControl: Send + Sync + 'static {
+    async fn probe(&self, target: &ControlTarget) -> Result<ControlAnswer, ControlError>;
+}
+
+/// An engine's HTTP API.
+#[async_trait]
+pub trait EngineApi: Send + Sync + 'static {
+    /// `get_status`: Ok when the engine answers (the readiness and liveness probe).
+    async fn status(&self, host: &str, port: u16) -> Result<(), String>;
+}

@@ -1,0 +1,499 @@
+//! The typed config file (`config/acevisor.toml`): schema, defaults and validation.
+//!
+//! Owns the contract operators write against. Parsing refuses unknown keys and wrong types;
+//! `validate` refuses impossible combinations. Every error names the key path it is about, so
+//! `acevisor check-config` can say exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Label value that lets several acevisors share one Docker host.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    #[serde(default)]
+    pub docker: DockerConfig,
+    #[serde(default)]
+    pub engines: EnginesConfig,
+    #[serde(default)]
+    pub vpn: VpnConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// `unix:///path` or `tcp://host:port`; absent = `DOCKER_HOST`, else the local socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Docker network engines join in mode `none`.
+    #[serde(default = "default_network")]
+    pub network: String,
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// How long a stopped engine gets to exit before it is killed.
+    #[serde(default = "default_stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// Label namespace of everything acevisor creates.
+    #[serde(default = "default_label_prefix")]
+    pub label_prefix: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineVariant {
+    #[serde(rename = "krinkuto11-amd64")]
+    Krinkuto11Amd64,
+    #[serde(rename = "jopsis-amd64")]
+    JopsisAmd64,
+    #[serde(rename = "jopsis-arm32")]
+    JopsisArm32,
+    #[serde(rename = "jopsis-arm64")]
+    JopsisArm64,
+    Custom,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnginesConfig {
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u32,
+    #[serde(default = "default_min_free")]
+    pub min_free: u32,
+    #[serde(default = "default_idle_grace", with = "humantime_serde")]
+    pub idle_grace: Duration,
+    #[serde(default = "default_variant")]
+    pub variant: EngineVariant,
+    /// Image; required for `custom`, overrides the preset's image otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Command template (placeholders `{http_port}` `{https_port}` `{api_port}` `{p2p_port}` `{name}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Env template; values may use the same placeholders.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Mode `none`: ports engines listen on, published 1:1 on the host.
+    #[serde(default = "default_http_ports")]
+    pub http_ports: PortRange,
+    /// How long to wait for a new engine's HTTP API before it counts as failed.
+    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    pub ready_timeout: Duration,
+    /// How many engine creations may be under way at once.
+    #[serde(default = "default_create_concurrency")]
+    pub create_concurrency: u32,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default = "default_unhealthy_grace", with = "humantime_serde")]
+    pub unhealthy_grace: Duration,
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    #[serde(default = "default_restart_window", with = "humantime_serde")]
+    pub restart_window: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VpnMode {
+    None,
+    Single,
+    Redundant,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmergencyCapacity {
+    /// Each healthy VPN keeps its normal share; the failed VPN's share is simply missing.
+    Reduced,
+    /// The healthy VPNs are topped up so that together they hold `min_replicas`.
+    Shift,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VpnConfig {
+    #[serde(default = "default_mode")]
+    pub mode: VpnMode,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(default = "default_port_settle", with = "humantime_serde")]
+    pub port_settle: Duration,
+    /// Continuous tunnel trouble inside a running Gluetun tolerated before it counts as failed.
+    #[serde(default = "default_tunnel_grace", with = "humantime_serde")]
+    pub tunnel_grace: Duration,
+    /// After a VPN is Up, how long to wait for its forwarded port before placing ordinary engines
+    /// on it anyway. Absent = wait for the port forever.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub port_wait: Option<Duration>,
+    #[serde(default = "default_emergency_capacity")]
+    pub emergency_capacity: EmergencyCapacity,
+    /// Absent = never restart Gluetun.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub force_restart_after: Option<Duration>,
+    /// Timeout of one control-server request.
+    #[serde(default = "default_control_timeout", with = "humantime_serde")]
+    pub control_timeout: Duration,
+    #[serde(default)]
+    pub gluetun: Vec<GluetunConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GluetunConfig {
+    pub container: String,
+    /// Default: `http://<container IP>:8000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_url: Option<String>,
+    /// Name of the env var holding the control-server API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    pub engine_ports: PortRange,
+    #[serde(default = "default_true")]
+    pub forwarding: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Unset env var = open API (warned at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default = "default_log_format")]
+    pub log_format: LogFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+/// An inclusive port range written `"19000-19499"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn len(&self) -> u32 {
+        if self.end < self.start {
+            0
+        } else {
+            u32::from(self.end) - u32::from(self.start) + 1
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("`{s}` is not a port range like \"19000-19499\""))?;
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{}` in `{s}` is not a port (1-65535)", p.trim()))
+                .and_then(|n| {
+                    if n == 0 {
+                        Err(format!("port 0 in `{s}` is not a usable port"))
+                    } else {
+                        Ok(n)
+                    }
+                })
+        };
+        Ok(PortRange { start: parse(a)?, end: parse(b)? })
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_instance() -> String {
+    "default".into()
+}
+fn default_network() -> String {
+    "acevisor".into()
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_label_prefix() -> String {
+    "acevisor".into()
+}
+fn default_prefix() -> String {
+    "acestream".into()
+}
+fn default_min_replicas() -> u32 {
+    10
+}
+fn default_max_replicas() -> u32 {
+    20
+}
+fn default_min_free() -> u32 {
+    1
+}
+fn default_idle_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_variant() -> EngineVariant {
+    EngineVariant::Custom
+}
+fn default_http_ports() -> PortRange {
+    PortRange { start: 40000, end: 44999 }
+}
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_create_concurrency() -> u32 {
+    8
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_unhealthy_grace() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_restarts() -> u32 {
+    5
+}
+fn default_restart_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_mode() -> VpnMode {
+    VpnMode::Redundant
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_port_settle() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_tunnel_grace() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_emergency_capacity() -> EmergencyCapacity {
+    EmergencyCapacity::Reduced
+}
+fn default_control_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_listen() -> String {
+    "0.0.0.0:8000".into()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Pretty
+}
+fn default_service_name() -> String {
+    "acevisor".into()
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: None,
+            network: default_network(),
+            call_timeout: default_call_timeout(),
+            stop_timeout: default_stop_timeout(),
+            label_prefix: default_label_prefix(),
+        }
+    }
+}
+
+impl Default for EnginesConfig {
+    fn default() -> Self {
+        EnginesConfig {
+            prefix: default_prefix(),
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            min_free: default_min_free(),
+            idle_grace: default_idle_grace(),
+            variant: default_variant(),
+            image: None,
+            command: None,
+            env: BTreeMap::new(),
+            http_ports: default_http_ports(),
+            ready_timeout: default_ready_timeout(),
+            create_concurrency: default_create_concurrency(),
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            failure_threshold: default_failure_threshold(),
+            unhealthy_grace: default_unhealthy_grace(),
+            max_restarts: default_max_restarts(),
+            restart_window: default_restart_window(),
+        }
+    }
+}
+
+impl Default for VpnConfig {
+    fn default() -> Self {
+        VpnConfig {
+            mode: default_mode(),
+            poll_interval: default_poll_interval(),
+            port_settle: default_port_settle(),
+            tunnel_grace: default_tunnel_grace(),
+            port_wait: None,
+            emergency_capacity: default_emergency_capacity(),
+            force_restart_after: None,
+            control_timeout: default_control_timeout(),
+            gluetun: Vec::new(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: default_listen(), api_key_env: None }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: default_log_format(),
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            service_name: default_service_name(),
+        }
+    }
+}
+
+/// One reason a config is refused, with the key path it is about.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config file {path} is refused:\n{}", .errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, errors: Vec<ConfigError> },
+}
+
+impl Config {
+    /// Parses TOML text (no validation beyond types and unknown keys).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+        let config = Config::parse(&text)
+            .map_err(|message| LoadError::Parse { path: shown.clone(), message })?;
+        config.validate().map_err(|errors| LoadError::Invalid { path: shown, errors })?;
+        Ok(config)
+    }
+
+    /// Checks every combination serde cannot: returns all problems, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        crate::config_check::validate(self)
+    }
+}

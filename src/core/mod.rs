@@ -1,0 +1,14 @@
+//! The functional core: pure, synchronous, deterministic decisions over facts and time.
+//! Nothing here performs I/O or reads the clock; the actors feed facts in and perform effects.
+
+pub mod emergency;
+pub mod intensity;
+pub mod labels;
+pub mod model;
+pub mod naming;
+pub mod plan;
+pub mod port_tracker;
+pub mod ports;
+pub mod readiness;
+pub mod template;
+pub mod vpn_watch;

@@ -1,0 +1,1 @@
+//! `DockerRuntime`: `ContainerRuntime` over the Docker API (bollard), with a timeout on every call.

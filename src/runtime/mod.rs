@@ -1,0 +1,140 @@
+//! The `ContainerRuntime` trait: everything acevisor asks of Docker, as typed calls.
+//!
+//! `docker::DockerRuntime` implements it over the Docker API; `memory::MemoryRuntime` is the
+//! in-memory double with fault injection for fast tests.
+
+pub mod docker;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+/// Docker health of a container with a healthcheck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerHealth {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// What acevisor needs to know of one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    /// `None` when the container has no healthcheck.
+    pub health: Option<DockerHealth>,
+    /// Docker's `State.StartedAt` (changes when the container restarts in place).
+    pub started_at: String,
+    /// IP addresses by network name.
+    pub ips: BTreeMap<String, String>,
+}
+
+impl ContainerInfo {
+    /// The address on `network`, else any address the container has.
+    pub fn ip_on(&self, network: Option<&str>) -> Option<String> {
+        network
+            .and_then(|n| self.ips.get(n).cloned())
+            .or_else(|| self.ips.values().find(|ip| !ip.is_empty()).cloned())
+    }
+}
+
+/// How a new container is attached to the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// `network_mode: container:<id>`: share a VPN container's namespace (by ID, not name).
+    ContainerNamespace { container_id: String },
+    /// Join a Docker network and publish these TCP ports 1:1 on the host.
+    Network { network: String, publish: Vec<u16> },
+}
+
+/// A container to create and start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub attach: Attach,
+}
+
+/// Which containers to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// `key=value` label filters, all of which must match.
+    pub labels: Vec<String>,
+    /// Substring of the name (Docker's `name` filter).
+    pub name: Option<String>,
+    /// Include stopped containers.
+    pub all: bool,
+}
+
+/// A container event from Docker's events stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Start,
+    Die { exit_code: Option<i64> },
+    Stop,
+    Destroy,
+    Health(DockerHealth),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    pub name: String,
+    pub kind: EventKind,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why a runtime call failed. Every variant keeps the daemon's own message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("docker {op} timed out after {after:?}")]
+    Timeout { op: &'static str, after: Duration },
+    #[error("docker {op}: no such container {target}")]
+    NotFound { op: &'static str, target: String },
+    #[error("docker {op}: name {name} is still in use: {message}")]
+    Conflict { op: &'static str, name: String, message: String },
+    #[error("docker {op} failed ({status}): {message}")]
+    Api { op: &'static str, status: u16, message: String },
+    #[error("docker {op}: daemon unreachable: {message}")]
+    Unreachable { op: &'static str, message: String },
+}
+
+impl RuntimeError {
+    /// True when the daemon could not be asked at all (slow or down), as opposed to answering no.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, RuntimeError::Timeout { .. } | RuntimeError::Unreachable { .. })
+    }
+}
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+pub type EventStream = BoxStream<'static, RuntimeResult<ContainerEvent>>;
+
+/// Everything acevisor asks of Docker.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Is the daemon there?
+    async fn ping(&self) -> RuntimeResult<()>;
+    async fn list(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerInfo>>;
+    /// `Ok(None)` when there is no such container.
+    async fn inspect(&self, id_or_name: &str) -> RuntimeResult<Option<ContainerInfo>>;
+    /// Creates and starts; returns the new container's ID. A name still held by a container
+    /// being removed is waited out (within the call timeout), never renamed.
+    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String>;
+    async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()>;
+    /// Forced removal; `Ok` when the container is already gone.
+    async fn remove(&self, id: &str) -> RuntimeResult<()>;
+    async fn restart(&self, id: &str) -> RuntimeResult<()>;
+    /// Container events from now on. Subscribe before listing, so nothing falls between.
+    async fn events(&self) -> RuntimeResult<EventStream>;
+}
