@@ -48,6 +48,9 @@ pub struct DockerConfig {
     /// Label namespace of everything acevisor creates.
     #[serde(default = "default_label_prefix")]
     pub label_prefix: String,
+    /// Extra labels put on every container acevisor creates (tests tag their run with these).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -386,6 +389,7 @@ impl Default for DockerConfig {
             call_timeout: default_call_timeout(),
             stop_timeout: default_stop_timeout(),
             label_prefix: default_label_prefix(),
+            labels: BTreeMap::new(),
         }
     }
 }

@@ -8,4 +8,5 @@ pub mod clients;
 pub mod config;
 pub mod config_check;
 pub mod core;
+pub mod daemon;
 pub mod runtime;
