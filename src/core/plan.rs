@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::EmergencyCapacity;
+use crate::core::model::EnginePhase;
 use crate::core::model::{EngineFact, VpnView};
-use crate::core::ports::EnginePorts;
+use crate::core::ports::{EnginePorts, free_block};
 
 /// Everything `reconcile` decides from.
 #[derive(Clone, Debug)]
@@ -42,6 +43,8 @@ pub enum RemoveReason {
     Unhealthy,
     /// Its VPN is not in the config any more.
     UnknownVpn,
+    /// A second forwarded engine holding the VPN's port (never planned; cleaned up if found).
+    Duplicate,
 }
 
 impl RemoveReason {
@@ -53,6 +56,7 @@ impl RemoveReason {
             RemoveReason::Surplus => "surplus",
             RemoveReason::Unhealthy => "unhealthy",
             RemoveReason::UnknownVpn => "unknown_vpn",
+            RemoveReason::Duplicate => "duplicate",
         }
     }
 }
@@ -61,12 +65,278 @@ impl RemoveReason {
 pub enum Action {
     /// Create an engine on `vpn` with these ports (for a forwarded engine, `ports.p2p` is the
     /// VPN's forwarded port).
-    Create { vpn: Option<String>, vpn_id: Option<String>, forwarded: bool, ports: EnginePorts },
-    Remove { name: String, reason: RemoveReason },
+    Create {
+        vpn: Option<String>,
+        vpn_id: Option<String>,
+        forwarded: bool,
+        ports: EnginePorts,
+    },
+    Remove {
+        name: String,
+        reason: RemoveReason,
+    },
 }
 
-/// The actions that move the facts toward the desired state.
+/// The actions that move the facts toward the desired state, in the order to perform them:
+/// forwarded engines first, then ordinary creations, then removals (so a replacement is always
+/// created before what it replaces is removed).
 pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
-    let _ = input;
-    Vec::new()
+    let mut forwarded_creates = Vec::new();
+    let mut ordinary_creates = Vec::new();
+    let mut removals = Vec::new();
+
+    // Engines whose lane makes them dead or unknown go first; the rest stay "live" on their lane.
+    let mut live: Vec<&EngineFact> = Vec::new();
+    for e in input.engines {
+        if e.phase == EnginePhase::Removing {
+            continue;
+        }
+        let Some(lane) = input.lanes.iter().find(|l| l.key() == e.vpn_key()) else {
+            if e.phase != EnginePhase::Creating {
+                removals.push(remove(e, RemoveReason::UnknownVpn));
+            }
+            continue;
+        };
+        let dead = if lane.failed {
+            Some(RemoveReason::VpnFailed)
+        } else if is_stale(e, lane) {
+            Some(RemoveReason::Stale)
+        } else {
+            None
+        };
+        match dead {
+            // A creation under way is removed by the next pass, once its container exists.
+            Some(_) if e.phase == EnginePhase::Creating => {}
+            Some(reason) => removals.push(remove(e, reason)),
+            None => live.push(e),
+        }
+    }
+
+    let target = target_total(input);
+    let shares = lane_shares(input, target);
+    let mut total_counted = live.iter().filter(|e| e.counts()).count() as u32;
+
+    for (lane, share) in input.lanes.iter().zip(shares) {
+        let on_lane: Vec<&EngineFact> = live
+            .iter()
+            .copied()
+            .filter(|e| e.vpn_key() == lane.key())
+            .collect();
+        // Every port block held on the lane, whatever the phase: ports are free only once the
+        // container is gone.
+        let mut used_http: Vec<u16> = input
+            .engines
+            .iter()
+            .filter(|e| e.vpn_key() == lane.key())
+            .map(|e| e.http_port)
+            .collect();
+        let port = lane.forwarded_port();
+        if let Some(p) = port {
+            // Never hand out a block containing the forwarded port.
+            used_http.extend(blocks_containing(lane, p));
+        }
+        let mut counted = on_lane.iter().filter(|e| e.counts()).count() as u32;
+        let mut removed_here: Vec<&str> = Vec::new();
+
+        // The forwarded-engine invariant.
+        if let (true, Some(p)) = (lane.forwarding && lane.readiness.is_up(), port) {
+            let forwarded: Vec<&EngineFact> =
+                on_lane.iter().copied().filter(|e| e.forwarded).collect();
+            let mut holders: Vec<&EngineFact> = forwarded
+                .iter()
+                .copied()
+                .filter(|e| e.p2p_port == p)
+                .collect();
+            holders.sort_by_key(|e| (phase_rank(e.phase), e.ordinal));
+            let keeper = holders.first().copied();
+            for extra in holders.iter().skip(1) {
+                if extra.phase != EnginePhase::Creating {
+                    removals.push(remove(extra, RemoveReason::Duplicate));
+                    removed_here.push(&extra.name);
+                }
+            }
+            match keeper {
+                Some(k) if unhealthy_past_grace(k, input) => {
+                    // Its replacement needs the same P2P port: remove first, create next pass.
+                    removals.push(remove(k, RemoveReason::Unhealthy));
+                    removed_here.push(&k.name);
+                }
+                Some(k) => {
+                    if k.phase == EnginePhase::Ready {
+                        for old in forwarded.iter().filter(|e| e.p2p_port != p) {
+                            if old.phase != EnginePhase::Creating {
+                                removals.push(remove(old, RemoveReason::PortMismatch));
+                                removed_here.push(&old.name);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    // The forwarded slot is claimed now even when the port is still held by a
+                    // container on its way out, so ordinary engines never take its place.
+                    counted += 1;
+                    total_counted += 1;
+                    let port_held = input
+                        .engines
+                        .iter()
+                        .any(|e| e.vpn_key() == lane.key() && e.p2p_port == p);
+                    let block = free_block(&lane.engine_ports, &used_http);
+                    if let (false, Some(block)) = (port_held, block) {
+                        used_http.push(block.http);
+                        forwarded_creates.push(Action::Create {
+                            vpn: lane.name.clone(),
+                            vpn_id: lane.container_id.clone(),
+                            forwarded: true,
+                            ports: EnginePorts { p2p: p, ..block },
+                        });
+                    }
+                }
+            }
+        }
+
+        // Capacity: top the lane up to its share.
+        if placeable(lane) {
+            while counted < share && total_counted < input.max_replicas {
+                let Some(block) = free_block(&lane.engine_ports, &used_http) else {
+                    break;
+                };
+                used_http.push(block.http);
+                ordinary_creates.push(Action::Create {
+                    vpn: lane.name.clone(),
+                    vpn_id: lane.container_id.clone(),
+                    forwarded: false,
+                    ports: block,
+                });
+                counted += 1;
+                total_counted += 1;
+            }
+        }
+
+        // Unhealthy ordinary engines: replaced first (they do not count, so the deficit above
+        // creates the replacement), removed once the lane's ready engines fill its share.
+        let ready = on_lane
+            .iter()
+            .filter(|e| e.phase == EnginePhase::Ready)
+            .count() as u32;
+        for e in &on_lane {
+            if !e.forwarded
+                && unhealthy_past_grace(e, input)
+                && (ready >= share || !placeable(lane))
+            {
+                removals.push(remove(e, RemoveReason::Unhealthy));
+                removed_here.push(&e.name);
+            }
+        }
+
+        // Surplus: idle engines above the share, highest ordinal first, never the forwarded one.
+        if lane.readiness.is_up() && counted > share {
+            let mut idle: Vec<&EngineFact> = on_lane
+                .iter()
+                .copied()
+                .filter(|e| {
+                    e.phase == EnginePhase::Ready
+                        && !e.forwarded
+                        && e.streams == 0
+                        && !removed_here.contains(&e.name.as_str())
+                        && e.idle_since.is_some_and(|t| {
+                            input.now.saturating_duration_since(t) >= input.idle_grace
+                        })
+                })
+                .collect();
+            idle.sort_by_key(|e| std::cmp::Reverse(e.ordinal));
+            for e in idle.into_iter().take((counted - share) as usize) {
+                removals.push(remove(e, RemoveReason::Surplus));
+            }
+        }
+    }
+
+    forwarded_creates
+        .into_iter()
+        .chain(ordinary_creates)
+        .chain(removals)
+        .collect()
 }
+
+/// How many engines should exist in all: the floor, or enough to keep `min_free` idle, capped.
+pub fn target_total(input: &PlanInput<'_>) -> u32 {
+    let busy = input
+        .engines
+        .iter()
+        .filter(|e| e.counts() && e.streams > 0)
+        .count() as u32;
+    input
+        .min_replicas
+        .max(busy + input.min_free)
+        .min(input.max_replicas)
+}
+
+/// Each lane's share of `target`, in lane order. Normally the target is spread evenly over every
+/// configured lane. In an emergency, `reduced` keeps those shares (the failed lanes' shares are
+/// simply missing) and `shift` spreads the target over the lanes that have not failed.
+pub fn lane_shares(input: &PlanInput<'_>, target: u32) -> Vec<u32> {
+    let over: Vec<bool> = match input.emergency_capacity {
+        EmergencyCapacity::Shift if input.lanes.iter().any(|l| !l.failed) => {
+            input.lanes.iter().map(|l| !l.failed).collect()
+        }
+        _ => input.lanes.iter().map(|_| true).collect(),
+    };
+    let n = over.iter().filter(|b| **b).count() as u32;
+    let mut k = 0;
+    over.iter()
+        .map(|&counted| {
+            if !counted || n == 0 {
+                return 0;
+            }
+            let share = target / n + u32::from(k < target % n);
+            k += 1;
+            share
+        })
+        .collect()
+}
+
+/// Ordinary engines may be placed: Up, not failed, and the forwarded port known (or not expected,
+/// or waited for long enough).
+pub fn placeable(lane: &VpnView) -> bool {
+    lane.readiness.is_up()
+        && !lane.failed
+        && (!lane.forwarding || lane.forwarded_port().is_some() || lane.port_wait_expired)
+}
+
+fn is_stale(e: &EngineFact, lane: &VpnView) -> bool {
+    matches!((&e.vpn_id, &lane.container_id), (Some(a), Some(b)) if a != b)
+}
+
+fn unhealthy_past_grace(e: &EngineFact, input: &PlanInput<'_>) -> bool {
+    matches!(e.phase, EnginePhase::Unhealthy { since } if input.now.saturating_duration_since(since) >= input.unhealthy_grace)
+}
+
+fn phase_rank(p: EnginePhase) -> u8 {
+    match p {
+        EnginePhase::Ready => 0,
+        EnginePhase::Starting => 1,
+        EnginePhase::Creating => 2,
+        EnginePhase::Unhealthy { .. } => 3,
+        EnginePhase::Removing => 4,
+    }
+}
+
+/// HTTP ports of the lane's blocks that contain `port`, so no ordinary block takes it.
+fn blocks_containing(lane: &VpnView, port: u16) -> Option<u16> {
+    let r = &lane.engine_ports;
+    if !r.contains(port) {
+        return None;
+    }
+    let k = (port - r.start) / crate::core::ports::BLOCK;
+    Some(r.start + k * crate::core::ports::BLOCK)
+}
+
+fn remove(e: &EngineFact, reason: RemoveReason) -> Action {
+    Action::Remove {
+        name: e.name.clone(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -22,7 +22,11 @@ pub fn template_for(cfg: &EnginesConfig) -> EngineTemplate {
 }
 
 /// Command and env with the placeholders filled in.
-pub fn render(t: &EngineTemplate, name: &str, ports: &EnginePorts) -> (Vec<String>, BTreeMap<String, String>) {
+pub fn render(
+    t: &EngineTemplate,
+    name: &str,
+    ports: &EnginePorts,
+) -> (Vec<String>, BTreeMap<String, String>) {
     let _ = (t, name, ports);
     todo!()
 }
