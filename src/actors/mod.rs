@@ -1,1 +1,8 @@
-//! The actor tree (ractor): Supervisor owns NameRegistry, VpnMonitor and one Engine per container.
+//! The actor tree (ractor): the Supervisor owns the NameRegistry, the VpnMonitor and one Engine
+//! actor per engine container. They talk only through the typed messages of `messages`.
+
+pub mod engine;
+pub mod messages;
+pub mod name_registry;
+pub mod supervisor;
+pub mod vpn_monitor;

@@ -2,6 +2,7 @@
 //! Nothing here performs I/O or reads the clock; the actors feed facts in and perform effects.
 
 pub mod emergency;
+pub mod engine_spec;
 pub mod intensity;
 pub mod labels;
 pub mod model;

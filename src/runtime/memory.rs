@@ -1,2 +1,612 @@
 //! `MemoryRuntime`: an in-memory Docker, Gluetun and engine world with fault injection, for fast
-//! tests of the actor tree. Never the only test of a behaviour.
+//! tests of the actor tree. Never the only test of a behaviour: every behaviour also has a test
+//! against the real Docker engine with the testbed fakes.
+//!
+//! It models what matters to acevisor: containers with labels, state, health and `StartedAt`;
+//! engines sharing a VPN container's namespace (joined by ID, P2P ports exclusive within one
+//! namespace, stranded when the VPN restarts); the events stream; the Gluetun control server of
+//! each VPN container; the engines' HTTP API. Faults: failing or slow calls, dropped events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::clients::{
+    ControlAnswer, ControlError, ControlTarget, EngineApi, TunnelStatus, VpnControl,
+};
+use crate::runtime::{
+    Attach, ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, DockerHealth,
+    EventKind, EventStream, ListQuery, RuntimeError, RuntimeResult,
+};
+
+/// The Gluetun control server of a fake VPN container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlState {
+    pub status: TunnelStatus,
+    /// 0 = nothing forwarded yet.
+    pub port: u16,
+    /// When set, probes must carry this key (401 otherwise).
+    pub api_key: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct MemContainer {
+    info: ContainerInfo,
+    /// For engines: the namespace holder's ID and its `StartedAt` when the engine joined it.
+    joined: Option<(String, String)>,
+    /// For VPNs: the control server.
+    control: Option<ControlState>,
+    /// For engines: HTTP and P2P ports (from the command line `--http-port`/`--port`).
+    http_port: Option<u16>,
+    p2p_port: Option<u16>,
+    hung: bool,
+}
+
+#[derive(Default)]
+struct World {
+    containers: BTreeMap<String, MemContainer>,
+    next_id: u64,
+    clock: u64,
+    failing: HashMap<&'static str, u32>,
+    delay: Duration,
+    drop_events: bool,
+    calls: HashMap<&'static str, u32>,
+}
+
+/// The in-memory world. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct MemoryRuntime {
+    world: Arc<Mutex<World>>,
+    events: broadcast::Sender<ContainerEvent>,
+}
+
+impl Default for MemoryRuntime {
+    fn default() -> Self {
+        MemoryRuntime::new()
+    }
+}
+
+fn arg_after(cmd: &[String], flag: &str) -> Option<u16> {
+    cmd.iter()
+        .position(|a| a == flag)
+        .and_then(|i| cmd.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            cmd.iter()
+                .find_map(|a| a.strip_prefix(&format!("{flag}="))?.parse().ok())
+        })
+}
+
+impl MemoryRuntime {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(4096);
+        MemoryRuntime {
+            world: Arc::new(Mutex::new(World::default())),
+            events,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, w: &World, id: &str, kind: EventKind) {
+        if w.drop_events {
+            return;
+        }
+        let (name, labels) = w
+            .containers
+            .get(id)
+            .map(|c| (c.info.name.clone(), c.info.labels.clone()))
+            .unwrap_or_default();
+        let _ = self.events.send(ContainerEvent {
+            id: id.to_string(),
+            name,
+            kind,
+            labels,
+        });
+    }
+
+    fn new_identity(w: &mut World) -> (String, String) {
+        w.next_id += 1;
+        w.clock += 1;
+        (
+            format!("mem{:012x}", w.next_id),
+            format!("2026-01-01T00:00:{:09}Z", w.clock),
+        )
+    }
+
+    /// Adds a running fake Gluetun container; returns its ID.
+    pub fn add_vpn(&self, name: &str, port: u16, health: Option<DockerHealth>) -> String {
+        let mut w = self.lock();
+        let (id, started_at) = Self::new_identity(&mut w);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: name.to_string(),
+            image: "qmcgaw/gluetun".into(),
+            labels: BTreeMap::new(),
+            running: true,
+            health,
+            started_at,
+            ips: BTreeMap::from([("bridge".to_string(), format!("mem-{name}"))]),
+        };
+        let control = ControlState {
+            status: TunnelStatus::Running,
+            port,
+            api_key: None,
+        };
+        w.containers.insert(
+            id.clone(),
+            MemContainer {
+                info,
+                joined: None,
+                control: Some(control),
+                http_port: None,
+                p2p_port: None,
+                hung: false,
+            },
+        );
+        self.emit(&w, &id, EventKind::Start);
+        id
+    }
+
+    fn id_of(w: &World, name_or_id: &str) -> Option<String> {
+        if w.containers.contains_key(name_or_id) {
+            return Some(name_or_id.to_string());
+        }
+        w.containers
+            .values()
+            .find(|c| c.info.name == name_or_id)
+            .map(|c| c.info.id.clone())
+    }
+
+    fn with_container<R>(&self, name: &str, f: impl FnOnce(&mut MemContainer) -> R) -> Option<R> {
+        let mut w = self.lock();
+        let id = Self::id_of(&w, name)?;
+        w.containers.get_mut(&id).map(f)
+    }
+
+    /// `docker kill`: the container stops; engines in its namespace lose their network.
+    pub fn kill(&self, name: &str) {
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, name) else {
+            return;
+        };
+        if let Some(c) = w.containers.get_mut(&id) {
+            c.info.running = false;
+            c.info.health = c.info.health.map(|_| DockerHealth::Unhealthy);
+        }
+        self.emit(
+            &w,
+            &id,
+            EventKind::Die {
+                exit_code: Some(137),
+            },
+        );
+    }
+
+    /// `docker start` (also the second half of `docker restart`): a new `StartedAt`, health
+    /// `starting` when the container has a healthcheck, control server reporting no port yet.
+    pub fn start(&self, name: &str) {
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, name) else {
+            return;
+        };
+        w.clock += 1;
+        let started_at = format!("2026-01-01T00:00:{:09}Z", w.clock);
+        if let Some(c) = w.containers.get_mut(&id) {
+            c.info.running = true;
+            c.info.started_at = started_at;
+            c.info.health = c.info.health.map(|_| DockerHealth::Starting);
+            if let Some(ctl) = &mut c.control {
+                ctl.port = 0;
+                ctl.status = TunnelStatus::Running;
+            }
+        }
+        self.emit(&w, &id, EventKind::Start);
+    }
+
+    /// `docker restart`.
+    pub fn restart_in_place(&self, name: &str) {
+        self.kill(name);
+        self.start(name);
+    }
+
+    /// `docker rm -f` then `docker run` with the same name: a new ID. Returns it.
+    pub fn recreate_vpn(&self, name: &str, port: u16, health: Option<DockerHealth>) -> String {
+        self.remove_out_of_band(name);
+        self.add_vpn(name, port, health)
+    }
+
+    /// `docker rm -f` done by someone else.
+    pub fn remove_out_of_band(&self, name: &str) {
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, name) else {
+            return;
+        };
+        let running = w.containers.get(&id).is_some_and(|c| c.info.running);
+        if running {
+            self.emit(
+                &w,
+                &id,
+                EventKind::Die {
+                    exit_code: Some(137),
+                },
+            );
+        }
+        self.emit(&w, &id, EventKind::Destroy);
+        w.containers.remove(&id);
+    }
+
+    pub fn set_port(&self, vpn: &str, port: u16) {
+        self.with_container(vpn, |c| {
+            if let Some(ctl) = &mut c.control {
+                ctl.port = port;
+            }
+        });
+    }
+
+    pub fn set_tunnel(&self, vpn: &str, status: TunnelStatus) {
+        self.with_container(vpn, |c| {
+            if let Some(ctl) = &mut c.control {
+                ctl.status = status;
+            }
+        });
+    }
+
+    pub fn set_api_key(&self, vpn: &str, key: Option<&str>) {
+        self.with_container(vpn, |c| {
+            if let Some(ctl) = &mut c.control {
+                ctl.api_key = key.map(str::to_string);
+            }
+        });
+    }
+
+    /// Docker health changes (emits `health_status`).
+    pub fn set_health(&self, name: &str, health: DockerHealth) {
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, name) else {
+            return;
+        };
+        if let Some(c) = w.containers.get_mut(&id) {
+            c.info.health = Some(health);
+        }
+        self.emit(&w, &id, EventKind::Health(health));
+    }
+
+    /// An engine stops answering its HTTP API.
+    pub fn hang(&self, name: &str) {
+        self.with_container(name, |c| c.hung = true);
+    }
+
+    /// An engine process exits (container stays, exited).
+    pub fn exit(&self, name: &str, code: i64) {
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, name) else {
+            return;
+        };
+        if let Some(c) = w.containers.get_mut(&id) {
+            c.info.running = false;
+        }
+        self.emit(
+            &w,
+            &id,
+            EventKind::Die {
+                exit_code: Some(code),
+            },
+        );
+    }
+
+    /// The next `n` calls of `op` (`create`, `remove`, `list`, `inspect`, `stop`, `restart`,
+    /// `events`, `ping`) fail as if the daemon were unreachable.
+    pub fn fail_next(&self, op: &'static str, n: u32) {
+        self.lock().failing.insert(op, n);
+    }
+
+    /// Every call waits this long first.
+    pub fn set_delay(&self, d: Duration) {
+        self.lock().delay = d;
+    }
+
+    /// Stop delivering events (they are lost, as on a broken stream).
+    pub fn drop_events(&self, drop: bool) {
+        self.lock().drop_events = drop;
+    }
+
+    /// How many times `op` was called.
+    pub fn calls(&self, op: &'static str) -> u32 {
+        self.lock().calls.get(op).copied().unwrap_or(0)
+    }
+
+    /// Every container (for assertions).
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        self.lock()
+            .containers
+            .values()
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
+    /// The P2P port an engine was started with (what the fake engine itself would report).
+    pub fn p2p_port_of(&self, name: &str) -> Option<u16> {
+        let w = self.lock();
+        let id = Self::id_of(&w, name)?;
+        w.containers.get(&id)?.p2p_port
+    }
+
+    async fn enter(&self, op: &'static str) -> RuntimeResult<()> {
+        let delay = {
+            let mut w = self.lock();
+            *w.calls.entry(op).or_default() += 1;
+            if let Some(n) = w.failing.get_mut(op).filter(|n| **n > 0) {
+                *n -= 1;
+                return Err(RuntimeError::Unreachable {
+                    op,
+                    message: "injected fault".into(),
+                });
+            }
+            w.delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
+    /// Is the engine reachable: running, and its namespace holder still the one it joined?
+    fn engine_reachable(w: &World, c: &MemContainer) -> bool {
+        if !c.info.running || c.hung {
+            return false;
+        }
+        match &c.joined {
+            None => true,
+            Some((holder, started_at)) => w
+                .containers
+                .get(holder)
+                .is_some_and(|h| h.info.running && &h.info.started_at == started_at),
+        }
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for MemoryRuntime {
+    async fn ping(&self) -> RuntimeResult<()> {
+        self.enter("ping").await
+    }
+
+    async fn list(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerInfo>> {
+        self.enter("list").await?;
+        let w = self.lock();
+        Ok(w.containers
+            .values()
+            .filter(|c| query.all || c.info.running)
+            .filter(|c| {
+                query
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| c.info.name.contains(n.as_str()))
+            })
+            .filter(|c| {
+                query.labels.iter().all(|f| match f.split_once('=') {
+                    Some((k, v)) => c.info.labels.get(k).is_some_and(|x| x == v),
+                    None => c.info.labels.contains_key(f),
+                })
+            })
+            .map(|c| c.info.clone())
+            .collect())
+    }
+
+    async fn inspect(&self, id_or_name: &str) -> RuntimeResult<Option<ContainerInfo>> {
+        self.enter("inspect").await?;
+        let w = self.lock();
+        Ok(Self::id_of(&w, id_or_name)
+            .and_then(|id| w.containers.get(&id))
+            .map(|c| c.info.clone()))
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+        self.enter("create").await?;
+        let mut w = self.lock();
+        if w.containers.values().any(|c| c.info.name == spec.name) {
+            return Err(RuntimeError::Conflict {
+                op: "create",
+                name: spec.name.clone(),
+                message: format!(
+                    "Conflict. The container name \"/{}\" is already in use",
+                    spec.name
+                ),
+            });
+        }
+        let http_port = arg_after(&spec.cmd, "--http-port");
+        let p2p_port = arg_after(&spec.cmd, "--port");
+        let (joined, ips) = match &spec.attach {
+            Attach::ContainerNamespace { container_id } => {
+                let Some(holder) = w.containers.get(container_id) else {
+                    return Err(RuntimeError::Api {
+                        op: "create",
+                        status: 404,
+                        message: format!("No such container: {container_id}"),
+                    });
+                };
+                if !holder.info.running {
+                    return Err(RuntimeError::Api {
+                        op: "start",
+                        status: 409,
+                        message: format!(
+                            "cannot join network of a non running container: {container_id}"
+                        ),
+                    });
+                }
+                let started = holder.info.started_at.clone();
+                let clash = w.containers.values().any(|c| {
+                    c.info.running
+                        && c.joined.as_ref().is_some_and(|(h, _)| h == container_id)
+                        && (c.p2p_port.is_some() && c.p2p_port == p2p_port
+                            || c.http_port.is_some() && c.http_port == http_port)
+                });
+                if clash {
+                    return Err(RuntimeError::Api {
+                        op: "start",
+                        status: 500,
+                        message: format!("engine exited: port in use ({http_port:?}/{p2p_port:?})"),
+                    });
+                }
+                (Some((container_id.clone(), started)), BTreeMap::new())
+            }
+            Attach::Network { network, .. } => (
+                None,
+                BTreeMap::from([(network.clone(), format!("mem-{}", spec.name))]),
+            ),
+        };
+        let (id, started_at) = Self::new_identity(&mut w);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            labels: spec.labels.clone(),
+            running: true,
+            health: None,
+            started_at,
+            ips,
+        };
+        w.containers.insert(
+            id.clone(),
+            MemContainer {
+                info,
+                joined,
+                control: None,
+                http_port,
+                p2p_port,
+                hung: false,
+            },
+        );
+        self.emit(&w, &id, EventKind::Start);
+        Ok(id)
+    }
+
+    async fn stop(&self, id: &str, _timeout: Duration) -> RuntimeResult<()> {
+        self.enter("stop").await?;
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, id) else {
+            return Err(RuntimeError::NotFound {
+                op: "stop",
+                target: id.to_string(),
+            });
+        };
+        if let Some(c) = w.containers.get_mut(&id) {
+            c.info.running = false;
+        }
+        self.emit(&w, &id, EventKind::Die { exit_code: Some(0) });
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> RuntimeResult<()> {
+        self.enter("remove").await?;
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, id) else {
+            return Ok(());
+        };
+        if w.containers.get(&id).is_some_and(|c| c.info.running) {
+            self.emit(
+                &w,
+                &id,
+                EventKind::Die {
+                    exit_code: Some(137),
+                },
+            );
+        }
+        self.emit(&w, &id, EventKind::Destroy);
+        w.containers.remove(&id);
+        Ok(())
+    }
+
+    async fn restart(&self, id: &str) -> RuntimeResult<()> {
+        self.enter("restart").await?;
+        let name = {
+            let w = self.lock();
+            Self::id_of(&w, id)
+                .and_then(|id| w.containers.get(&id))
+                .map(|c| c.info.name.clone())
+        };
+        match name {
+            Some(name) => {
+                self.restart_in_place(&name);
+                Ok(())
+            }
+            None => Err(RuntimeError::NotFound {
+                op: "restart",
+                target: id.to_string(),
+            }),
+        }
+    }
+
+    async fn events(&self) -> RuntimeResult<EventStream> {
+        self.enter("events").await?;
+        let rx = self.events.subscribe();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((Ok(ev), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+#[async_trait]
+impl VpnControl for MemoryRuntime {
+    async fn probe(&self, target: &ControlTarget) -> Result<ControlAnswer, ControlError> {
+        let w = self.lock();
+        let Some(c) = w.containers.values().find(|c| c.info.name == target.vpn) else {
+            return Err(ControlError::Unreachable(format!(
+                "{}: no such host",
+                target.base_url
+            )));
+        };
+        let ctl = match (&c.control, c.info.running) {
+            (Some(ctl), true) => ctl,
+            _ => {
+                return Err(ControlError::Unreachable(format!(
+                    "{}: connection refused",
+                    target.base_url
+                )));
+            }
+        };
+        if ctl.api_key.is_some() && ctl.api_key != target.api_key {
+            return Err(ControlError::Unauthorized);
+        }
+        Ok(ControlAnswer {
+            status: ctl.status.clone(),
+            forwarded_port: (ctl.port != 0).then_some(ctl.port),
+        })
+    }
+}
+
+#[async_trait]
+impl EngineApi for MemoryRuntime {
+    async fn status(&self, host: &str, port: u16) -> Result<(), String> {
+        let w = self.lock();
+        // Behind a VPN the engine is reached at the VPN's address; in mode none at its own.
+        let found = w.containers.values().find(|c| {
+            c.http_port == Some(port)
+                && match &c.joined {
+                    Some((holder, _)) => w
+                        .containers
+                        .get(holder)
+                        .is_some_and(|h| h.info.ips.values().any(|ip| ip == host)),
+                    None => c.info.ips.values().any(|ip| ip == host),
+                }
+        });
+        match found {
+            Some(c) if Self::engine_reachable(&w, c) => Ok(()),
+            Some(_) => Err(format!("http://{host}:{port}: operation timed out")),
+            None => Err(format!("http://{host}:{port}: connection refused")),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The Engine actor: one per engine container. Creates (or adopts) its container, waits for its
+//! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, and
+//! removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::actors::messages::{EngineMsg, EngineReport, GoneCause, SupervisorMsg};
+use crate::clients::EngineApi;
+use crate::config::HealthConfig;
+use crate::runtime::{ContainerRuntime, ContainerSpec, EventKind};
+
+/// How the actor comes to its container.
+#[derive(Clone, Debug)]
+pub enum EngineMode {
+    Create(ContainerSpec),
+    Adopt { container_id: String },
+}
+
+pub struct EngineArgs {
+    pub name: String,
+    pub mode: EngineMode,
+    pub http_port: u16,
+    /// Address the engine answers on (the VPN's IP); `None` = look up the engine's own IP.
+    pub host: Option<String>,
+    /// Docker network to look the engine's IP up on (mode `none`).
+    pub network: Option<String>,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub engine_api: Arc<dyn EngineApi>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub health: HealthConfig,
+    pub ready_timeout: Duration,
+}
+
+pub struct EngineState {
+    args: EngineArgs,
+    container_id: Option<String>,
+    started: Instant,
+    ready: bool,
+    failures: u32,
+    unhealthy: bool,
+    removing: bool,
+}
+
+impl EngineState {
+    fn report(&self, report: EngineReport) {
+        let _ = self.args.supervisor.cast(SupervisorMsg::Engine {
+            name: self.args.name.clone(),
+            report,
+        });
+    }
+
+    fn readiness_poll(&self) -> Duration {
+        self.args.health.interval.min(Duration::from_millis(250))
+    }
+}
+
+pub struct Engine;
+
+impl Actor for Engine {
+    type Msg = EngineMsg;
+    type State = EngineState;
+    type Arguments = EngineArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EngineMsg>,
+        args: EngineArgs,
+    ) -> Result<EngineState, ActorProcessingErr> {
+        let container_id = match &args.mode {
+            EngineMode::Adopt { container_id } => Some(container_id.clone()),
+            EngineMode::Create(_) => None,
+        };
+        Ok(EngineState {
+            args,
+            container_id,
+            started: Instant::now(),
+            ready: false,
+            failures: 0,
+            unhealthy: false,
+            removing: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<EngineMsg>,
+        _st: &mut EngineState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.cast(EngineMsg::Start)?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EngineMsg>,
+        msg: EngineMsg,
+        st: &mut EngineState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EngineMsg::Start => start(&myself, st).await,
+            EngineMsg::ProbeReady if !st.removing && !st.ready => probe_ready(&myself, st).await,
+            EngineMsg::Probe if !st.removing => probe(&myself, st).await,
+            EngineMsg::Docker(kind) if !st.removing => on_docker(&myself, st, kind).await,
+            EngineMsg::Remove => remove(&myself, st, GoneCause::Removed).await,
+            EngineMsg::Crash => panic!("injected fault: engine actor {} crashed", st.args.name),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    if let EngineMode::Create(spec) = &st.args.mode {
+        match st.args.runtime.create_and_start(spec).await {
+            Ok(id) => {
+                info!(engine = %st.args.name, container_id = %id, "engine container started");
+                st.container_id = Some(id);
+            }
+            Err(e) => {
+                warn!(engine = %st.args.name, error = %e, "engine creation failed");
+                st.report(EngineReport::CreateFailed {
+                    error: e.to_string(),
+                });
+                myself.stop(None);
+                return;
+            }
+        }
+    }
+    let id = st.container_id.clone().unwrap_or_default();
+    if st.args.host.is_none() {
+        match st.args.runtime.inspect(&id).await {
+            Ok(Some(info)) => st.args.host = info.ip_on(st.args.network.as_deref()),
+            Ok(None) => {
+                st.report(EngineReport::Gone {
+                    cause: GoneCause::Destroyed,
+                });
+                myself.stop(None);
+                return;
+            }
+            Err(e) => {
+                warn!(engine = %st.args.name, error = %e, "cannot look up the engine's address yet")
+            }
+        }
+    }
+    st.started = Instant::now();
+    st.report(EngineReport::Created {
+        container_id: id,
+        host: st.args.host.clone(),
+    });
+    let _ = myself.cast(EngineMsg::ProbeReady);
+}
+
+async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    let answered = match &st.args.host {
+        Some(host) => st
+            .args
+            .engine_api
+            .status(host, st.args.http_port)
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if answered {
+        st.ready = true;
+        st.report(EngineReport::Ready);
+        myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+    } else if st.started.elapsed() >= st.args.ready_timeout {
+        warn!(engine = %st.args.name, timeout = ?st.args.ready_timeout, "engine API never answered: unhealthy");
+        st.ready = true;
+        st.unhealthy = true;
+        st.report(EngineReport::Unhealthy {
+            since: Instant::now(),
+        });
+        myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+    } else {
+        myself.send_after(st.readiness_poll(), || EngineMsg::ProbeReady);
+    }
+}
+
+async fn probe(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    let result = match &st.args.host {
+        Some(host) => st.args.engine_api.status(host, st.args.http_port).await,
+        None => Err("no address known".to_string()),
+    };
+    match result {
+        Ok(()) => {
+            st.failures = 0;
+            if st.unhealthy {
+                st.unhealthy = false;
+                info!(engine = %st.args.name, "engine healthy again");
+                st.report(EngineReport::Healthy);
+            }
+        }
+        Err(e) => {
+            st.failures += 1;
+            if st.failures >= st.args.health.failure_threshold && !st.unhealthy {
+                st.unhealthy = true;
+                warn!(engine = %st.args.name, failures = st.failures, error = %e, "engine unhealthy");
+                st.report(EngineReport::Unhealthy {
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+    myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+}
+
+async fn on_docker(myself: &ActorRef<EngineMsg>, st: &mut EngineState, kind: EventKind) {
+    match kind {
+        EventKind::Die { exit_code } => {
+            warn!(engine = %st.args.name, ?exit_code, "engine container died");
+            remove(myself, st, GoneCause::Died { exit_code }).await;
+        }
+        EventKind::Destroy => {
+            warn!(engine = %st.args.name, "engine container removed out of band");
+            st.removing = true;
+            st.report(EngineReport::Gone {
+                cause: GoneCause::Destroyed,
+            });
+            myself.stop(None);
+        }
+        _ => {}
+    }
+}
+
+/// Removes the container and reports it gone once Docker confirms; on a Docker error, retries
+/// with backoff (the number stays held until the container is really gone).
+async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneCause) {
+    st.removing = true;
+    let Some(id) = st.container_id.clone() else {
+        st.report(EngineReport::Gone { cause });
+        myself.stop(None);
+        return;
+    };
+    let result = match st.args.runtime.remove(&id).await {
+        Ok(()) => st
+            .args
+            .runtime
+            .inspect(&id)
+            .await
+            .map(|left| left.is_none()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(true) => {
+            st.report(EngineReport::Gone { cause });
+            myself.stop(None);
+        }
+        Ok(false) => {
+            myself.send_after(Duration::from_millis(200), || EngineMsg::Remove);
+        }
+        Err(e) => {
+            warn!(engine = %st.args.name, container_id = %id, error = %e, "engine removal failed; retrying");
+            myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
+        }
+    }
+}

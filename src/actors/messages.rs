@@ -1,0 +1,220 @@
+//! The typed messages between the actors, and the snapshots they publish. Actors share nothing
+//! else: every fact crosses as one of these.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use ractor::RpcReplyPort;
+use tokio::time::Instant;
+
+use crate::core::emergency::{EmergencyState, Transition};
+use crate::core::intensity::SlotReport;
+use crate::core::model::{EnginePhase, VpnView};
+use crate::core::vpn_watch::VpnEvent;
+use crate::runtime::{ContainerEvent, EventKind};
+
+/// What the VpnMonitor publishes: the events of this round and the fresh view of every VPN.
+#[derive(Clone, Debug)]
+pub struct VpnUpdate {
+    /// `(vpn, event)` in the order they happened.
+    pub events: Vec<(String, VpnEvent)>,
+    /// One planner lane per configured VPN, in config order.
+    pub lanes: Vec<VpnView>,
+    pub vpns: Vec<VpnStatus>,
+    pub emergency: EmergencyState,
+    pub transition: Option<Transition>,
+}
+
+/// What `/vpn/status` shows of one VPN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VpnStatus {
+    pub container_name: String,
+    pub container_id: Option<String>,
+    /// `down` / `starting` / `degraded` / `misconfigured` / `up`.
+    pub status: &'static str,
+    /// Docker health: `healthy` / `unhealthy` / `starting` / `none`.
+    pub health: &'static str,
+    pub connected: bool,
+    pub forwarded_port: Option<u16>,
+    pub ip: Option<String>,
+    pub failed: bool,
+    pub last_check_at: Option<SystemTime>,
+    /// The control server's last error, if any (401, unreachable, ...).
+    pub last_error: Option<String>,
+}
+
+/// Why an engine's container is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GoneCause {
+    /// acevisor removed it.
+    Removed,
+    /// Its process exited (acevisor then removed the exited container).
+    Died { exit_code: Option<i64> },
+    /// Someone removed it out of band.
+    Destroyed,
+}
+
+/// What an Engine actor reports to the Supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineReport {
+    Created {
+        container_id: String,
+        host: Option<String>,
+    },
+    CreateFailed {
+        error: String,
+    },
+    Ready,
+    Unhealthy {
+        since: Instant,
+    },
+    Healthy,
+    Gone {
+        cause: GoneCause,
+    },
+}
+
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    Vpn(VpnUpdate),
+    Engine {
+        name: String,
+        report: EngineReport,
+    },
+    Docker(ContainerEvent),
+    /// The events stream is (re)subscribed: re-list everything.
+    EventsSubscribed,
+    /// Docker could not be listed or its events stream broke.
+    DockerTrouble(String),
+    Tick,
+    /// Respawn a crashed Engine actor once its backoff has passed.
+    Respawn {
+        name: String,
+    },
+    Snapshot(RpcReplyPort<SupervisorSnapshot>),
+    /// Fault injection for tests: make the Engine actor of `name` panic.
+    CrashEngine {
+        name: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum EngineMsg {
+    Start,
+    ProbeReady,
+    Probe,
+    Docker(EventKind),
+    Remove,
+    /// Fault injection for tests.
+    Crash,
+}
+
+#[derive(Debug)]
+pub enum MonitorMsg {
+    Poll,
+    Docker(ContainerEvent),
+    Snapshot(RpcReplyPort<VpnUpdate>),
+}
+
+#[derive(Debug)]
+pub enum NameMsg {
+    Seed(Vec<u32>),
+    Reserve(RpcReplyPort<u32>),
+    Confirm(u32),
+    Release(u32),
+    Removing(u32),
+    Gone(u32),
+    Held(RpcReplyPort<usize>),
+}
+
+/// One engine as the API and tests see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineView {
+    pub name: String,
+    pub ordinal: u32,
+    pub vpn: Option<String>,
+    pub vpn_id: Option<String>,
+    pub forwarded: bool,
+    pub p2p_port: u16,
+    pub http_port: u16,
+    pub phase: EnginePhase,
+    pub container_id: Option<String>,
+    pub host: Option<String>,
+    pub streams: u32,
+}
+
+impl EngineView {
+    pub fn phase_label(&self) -> &'static str {
+        match self.phase {
+            EnginePhase::Creating => "creating",
+            EnginePhase::Starting => "starting",
+            EnginePhase::Ready => "ready",
+            EnginePhase::Unhealthy { .. } => "unhealthy",
+            EnginePhase::Removing => "removing",
+        }
+    }
+}
+
+/// Counts of decisions since start (the metrics and the tests read these).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub vpn_failed: u64,
+    pub vpn_recovered: u64,
+    pub port_changed: u64,
+    pub emergency_entered: u64,
+    pub emergency_exited: u64,
+    pub outage_entered: u64,
+    pub engines_created: u64,
+    pub create_failures: u64,
+    pub engines_removed: BTreeMap<&'static str, u64>,
+    pub engines_lost: u64,
+    pub actor_restarts: u64,
+    pub restarts_suppressed: u64,
+    pub reconciles: u64,
+}
+
+impl Counters {
+    pub fn removed_total(&self) -> u64 {
+        self.engines_removed.values().sum()
+    }
+}
+
+/// Everything the Supervisor knows, for the API and tests.
+#[derive(Clone, Debug)]
+pub struct SupervisorSnapshot {
+    pub engines: Vec<EngineView>,
+    pub lanes: Vec<VpnView>,
+    pub vpns: Vec<VpnStatus>,
+    pub emergency: EmergencyState,
+    pub counters: Counters,
+    pub intensity: Vec<SlotReport>,
+    /// Lanes where creation is held back, and until when.
+    pub holds: Vec<(String, Instant)>,
+    /// The first listing and reconcile are done.
+    pub ready: bool,
+    /// The last Docker call of the Supervisor failed with this.
+    pub docker_error: Option<String>,
+}
+
+impl SupervisorSnapshot {
+    pub fn engines_on(&self, vpn: &str) -> Vec<&EngineView> {
+        self.engines
+            .iter()
+            .filter(|e| e.vpn.as_deref() == Some(vpn))
+            .collect()
+    }
+
+    pub fn forwarded_on(&self, vpn: &str) -> Vec<&EngineView> {
+        self.engines_on(vpn)
+            .into_iter()
+            .filter(|e| e.forwarded)
+            .collect()
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.engines
+            .iter()
+            .filter(|e| e.phase == EnginePhase::Ready)
+            .count()
+    }
+}

@@ -1,0 +1,796 @@
+//! The Supervisor actor: the root of the tree. It holds the facts (engines, VPN views), runs
+//! `plan::reconcile` whenever a fact changes, performs the plan through its children, and
+//! supervises them: a crashed child is restarted within the restart-intensity limits instead of
+//! taking the daemon down.
+//!
+//! It never waits on Docker for an engine: every engine's container work happens in that engine's
+//! own actor, concurrently, so the Supervisor (and the API through it) keeps answering.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::actors::engine::{Engine, EngineArgs, EngineMode};
+use crate::actors::messages::{
+    Counters, EngineMsg, EngineReport, EngineView, GoneCause, MonitorMsg, NameMsg, SupervisorMsg,
+    SupervisorSnapshot, VpnStatus, VpnUpdate,
+};
+use crate::actors::name_registry::NameRegistry;
+use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor};
+use crate::clients::{EngineApi, VpnControl};
+use crate::config::{Config, VpnMode};
+use crate::core::emergency::EmergencyState;
+use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
+use crate::core::intensity::{Intensity, Verdict};
+use crate::core::labels::LabelKeys;
+use crate::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
+use crate::core::naming::{engine_name, parse_ordinal};
+use crate::core::plan::{self, Action, PlanInput};
+use crate::core::template::{EngineTemplate, template_for};
+use crate::core::vpn_watch::{VpnEvent, WatchTimings};
+use crate::runtime::{ContainerRuntime, ListQuery};
+
+/// The effects the tree works through.
+#[derive(Clone)]
+pub struct Deps {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub control: Arc<dyn VpnControl>,
+    pub engine_api: Arc<dyn EngineApi>,
+}
+
+pub struct SupervisorArgs {
+    pub config: Config,
+    pub deps: Deps,
+    /// Gluetun API keys by VPN index, read from the configured env vars.
+    pub gluetun_keys: Vec<Option<String>>,
+}
+
+struct EngineEntry {
+    fact: EngineFact,
+    container_id: Option<String>,
+    host: Option<String>,
+    actor: Option<ActorRef<EngineMsg>>,
+}
+
+pub struct SupervisorState {
+    cfg: Config,
+    deps: Deps,
+    gluetun_keys: Vec<Option<String>>,
+    template: EngineTemplate,
+    keys: LabelKeys,
+    names: Option<ActorRef<NameMsg>>,
+    monitor: Option<ActorRef<MonitorMsg>>,
+    engines: BTreeMap<String, EngineEntry>,
+    actor_names: HashMap<ActorId, String>,
+    lanes: Vec<VpnView>,
+    vpns: Vec<VpnStatus>,
+    emergency: EmergencyState,
+    vpn_seen: bool,
+    listed: bool,
+    ready: bool,
+    counters: Counters,
+    intensity: Intensity,
+    holds: HashMap<String, Instant>,
+    create_backoff: HashMap<String, Duration>,
+    docker_error: Option<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let cfg = args.config;
+        let (lanes, vpn_seen) = if cfg.vpn.mode == VpnMode::None {
+            (vec![direct_lane(&cfg)], true)
+        } else {
+            (Vec::new(), false)
+        };
+        let health = &cfg.engines.health;
+        Ok(SupervisorState {
+            template: template_for(&cfg.engines),
+            keys: LabelKeys::new(&cfg.docker.label_prefix),
+            intensity: Intensity::new(health.max_restarts, health.restart_window),
+            deps: args.deps,
+            gluetun_keys: args.gluetun_keys,
+            names: None,
+            monitor: None,
+            engines: BTreeMap::new(),
+            actor_names: HashMap::new(),
+            lanes,
+            vpns: Vec::new(),
+            emergency: EmergencyState::Normal,
+            vpn_seen,
+            listed: false,
+            ready: false,
+            counters: Counters::default(),
+            holds: HashMap::new(),
+            create_backoff: HashMap::new(),
+            docker_error: None,
+            tasks: Vec::new(),
+            cfg,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        spawn_names(&myself, st, Vec::new()).await?;
+        if st.cfg.vpn.mode != VpnMode::None {
+            spawn_monitor(&myself, st).await?;
+        }
+        // Subscribe to events before the first listing; the task asks for the listing itself.
+        st.tasks.push(tokio::spawn(events_loop(
+            st.deps.runtime.clone(),
+            myself.clone(),
+        )));
+        st.tasks
+            .push(myself.send_interval(st.cfg.vpn.poll_interval, || SupervisorMsg::Tick));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.tasks.iter().for_each(JoinHandle::abort);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Vpn(update) => on_vpn_update(&myself, st, update).await,
+            SupervisorMsg::Engine { name, report } => on_engine_report(st, name, report),
+            SupervisorMsg::Docker(ev) => {
+                if let Some(m) = st
+                    .monitor
+                    .as_ref()
+                    .filter(|_| st.cfg.vpn.gluetun.iter().any(|g| g.container == ev.name))
+                {
+                    let _ = m.cast(MonitorMsg::Docker(ev));
+                } else if let Some(entry) = st.engines.get(&ev.name) {
+                    let ours = entry.container_id.as_ref().is_none_or(|id| *id == ev.id);
+                    if let (true, Some(actor)) = (ours, &entry.actor) {
+                        let _ = actor.cast(EngineMsg::Docker(ev.kind));
+                    }
+                } else if ev.kind == crate::runtime::EventKind::Destroy {
+                    // A container holding one of our names (not ours) is gone: the number is free.
+                    if let (Some(n), Some(names)) =
+                        (parse_ordinal(&st.cfg.engines.prefix, &ev.name), &st.names)
+                    {
+                        let _ = names.cast(NameMsg::Gone(n));
+                    }
+                }
+                return Ok(());
+            }
+            SupervisorMsg::EventsSubscribed => {
+                st.listed = false;
+                relist(&myself, st).await;
+            }
+            SupervisorMsg::DockerTrouble(e) => {
+                warn!(error = %e, "Docker trouble; will re-list when the events stream is back");
+                st.docker_error = Some(e);
+                return Ok(());
+            }
+            SupervisorMsg::Tick => {}
+            SupervisorMsg::Respawn { name } => respawn_engine(&myself, st, &name).await,
+            SupervisorMsg::Snapshot(reply) => {
+                let _ = reply.send(snapshot(st));
+                return Ok(());
+            }
+            SupervisorMsg::CrashEngine { name } => {
+                if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
+                    let _ = actor.cast(EngineMsg::Crash);
+                }
+                return Ok(());
+            }
+        }
+        reconcile(&myself, st).await;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        if st.monitor.as_ref().is_some_and(|m| m.get_id() == id) {
+            error!(error = ?failure, "VpnMonitor stopped; restarting it");
+            st.monitor = None;
+            spawn_monitor(&myself, st).await?;
+        } else if st.names.as_ref().is_some_and(|n| n.get_id() == id) {
+            error!(error = ?failure, "NameRegistry stopped; restarting it from the known engines");
+            let seed = st.engines.values().map(|e| e.fact.ordinal).collect();
+            spawn_names(&myself, st, seed).await?;
+        } else if let Some(name) = st.actor_names.remove(&id) {
+            let Some(err) = failure else { return Ok(()) };
+            error!(engine = %name, error = %err, "engine actor crashed");
+            if let Some(entry) = st.engines.get_mut(&name) {
+                entry.actor = None;
+            }
+            respawn_engine(&myself, st, &name).await;
+        }
+        Ok(())
+    }
+}
+
+fn direct_lane(cfg: &Config) -> VpnView {
+    VpnView {
+        name: None,
+        container_id: None,
+        readiness: Readiness::Up {
+            forwarded_port: None,
+        },
+        failed: false,
+        forwarding: false,
+        port_wait_expired: false,
+        engine_ports: cfg.engines.http_ports,
+    }
+}
+
+async fn spawn_names(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    seed: Vec<u32>,
+) -> Result<(), ActorProcessingErr> {
+    let (names, _) = Actor::spawn_linked(None, NameRegistry, seed, myself.get_cell()).await?;
+    st.names = Some(names);
+    Ok(())
+}
+
+async fn spawn_monitor(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    let v = &st.cfg.vpn;
+    let args = MonitorArgs {
+        vpns: v.gluetun.clone(),
+        api_keys: st.gluetun_keys.clone(),
+        timings: WatchTimings {
+            port_settle: v.port_settle,
+            tunnel_grace: v.tunnel_grace,
+            port_wait: v.port_wait,
+            force_restart_after: v.force_restart_after,
+        },
+        poll_interval: v.poll_interval,
+        runtime: st.deps.runtime.clone(),
+        control: st.deps.control.clone(),
+        supervisor: myself.clone(),
+    };
+    let (monitor, _) = Actor::spawn_linked(None, VpnMonitor, args, myself.get_cell()).await?;
+    st.monitor = Some(monitor);
+    Ok(())
+}
+
+/// Subscribes to Docker events and forwards them; after the stream breaks, resubscribes with
+/// backoff (each subscription triggers a full re-list, so nothing missed stays missed).
+async fn events_loop(runtime: Arc<dyn ContainerRuntime>, sup: ActorRef<SupervisorMsg>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match runtime.events().await {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(200);
+                if sup.cast(SupervisorMsg::EventsSubscribed).is_err() {
+                    return;
+                }
+                let why = loop {
+                    match stream.next().await {
+                        Some(Ok(ev)) => {
+                            if sup.cast(SupervisorMsg::Docker(ev)).is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => break format!("Docker events stream broke: {e}"),
+                        None => break "Docker events stream ended".to_string(),
+                    }
+                };
+                if sup.cast(SupervisorMsg::DockerTrouble(why)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if sup
+                    .cast(SupervisorMsg::DockerTrouble(format!(
+                        "cannot subscribe to Docker events: {e}"
+                    )))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn on_vpn_update(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    update: VpnUpdate,
+) {
+    for (_, ev) in &update.events {
+        match ev {
+            VpnEvent::Failed { .. } => st.counters.vpn_failed += 1,
+            VpnEvent::Recovered { .. } => st.counters.vpn_recovered += 1,
+            VpnEvent::PortChanged(_) => st.counters.port_changed += 1,
+        }
+    }
+    if let Some(t) = &update.transition {
+        match (&t.from, &t.to) {
+            (_, EmergencyState::Emergency { .. })
+                if !matches!(t.from, EmergencyState::Emergency { .. }) =>
+            {
+                st.counters.emergency_entered += 1
+            }
+            (EmergencyState::Emergency { .. }, EmergencyState::Normal) => {
+                st.counters.emergency_exited += 1
+            }
+            _ => {}
+        }
+        if matches!(t.to, EmergencyState::Outage { .. })
+            && !matches!(t.from, EmergencyState::Outage { .. })
+        {
+            st.counters.outage_entered += 1;
+        }
+    }
+    st.lanes = update.lanes;
+    st.vpns = update.vpns;
+    st.emergency = update.emergency;
+    let first = !st.vpn_seen;
+    st.vpn_seen = true;
+    if first && !st.listed {
+        relist(myself, st).await;
+    }
+}
+
+fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport) {
+    let Some(entry) = st.engines.get_mut(&name) else {
+        return;
+    };
+    let lane = entry.fact.vpn_key().to_string();
+    let n = entry.fact.ordinal;
+    let removing = entry.fact.phase == EnginePhase::Removing;
+    match report {
+        EngineReport::Created { container_id, host } => {
+            entry.container_id = Some(container_id);
+            entry.host = host.or(entry.host.take());
+            if !removing {
+                entry.fact.phase = EnginePhase::Starting;
+            }
+            st.counters.engines_created += 1;
+            names_cast(st, NameMsg::Confirm(n));
+        }
+        EngineReport::CreateFailed { error } => {
+            st.engines.remove(&name);
+            st.counters.create_failures += 1;
+            names_cast(st, NameMsg::Release(n));
+            let backoff = st
+                .create_backoff
+                .entry(lane.clone())
+                .or_insert(Duration::from_millis(250));
+            *backoff = (*backoff * 2).min(Duration::from_secs(30));
+            warn!(engine = %name, vpn = %lane, error = %error, backoff = ?*backoff, "engine creation failed; backing off");
+            let until = Instant::now() + *backoff;
+            st.holds.insert(lane, until);
+        }
+        EngineReport::Ready => {
+            if !removing {
+                entry.fact.phase = EnginePhase::Ready;
+                if entry.fact.streams == 0 {
+                    entry.fact.idle_since = Some(Instant::now());
+                }
+            }
+            info!(engine = %name, vpn = %lane, forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "engine ready");
+            st.create_backoff.remove(&lane);
+        }
+        EngineReport::Unhealthy { since } if !removing => {
+            entry.fact.phase = EnginePhase::Unhealthy { since }
+        }
+        EngineReport::Healthy if !removing => entry.fact.phase = EnginePhase::Ready,
+        EngineReport::Gone { cause } => {
+            st.engines.remove(&name);
+            names_cast(st, NameMsg::Gone(n));
+            if cause != GoneCause::Removed {
+                st.counters.engines_lost += 1;
+                if let Verdict::BackOff { until } = st.intensity.request(&name, Instant::now()) {
+                    st.counters.restarts_suppressed += 1;
+                    warn!(engine = %name, vpn = %lane, "engine slot restarted too often; backing off");
+                    st.holds.insert(lane, until);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn names_cast(st: &SupervisorState, msg: NameMsg) {
+    if let Some(names) = &st.names {
+        let _ = names.cast(msg);
+    }
+}
+
+/// Rebuilds the engine facts from Docker (labels are the state): seeds the names, adopts managed
+/// engines not known yet, forgets engines Docker no longer has.
+async fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
+    if !st.vpn_seen {
+        return; // adoption needs the VPNs' current container IDs; done on the first VPN update
+    }
+    let prefix = st.cfg.engines.prefix.clone();
+    let query = ListQuery {
+        labels: Vec::new(),
+        name: Some(format!("{prefix}-")),
+        all: true,
+    };
+    let all = match st.deps.runtime.list(&query).await {
+        Ok(all) => all,
+        Err(e) => {
+            warn!(error = %e, "cannot list containers; retrying");
+            st.docker_error = Some(e.to_string());
+            myself.send_after(Duration::from_secs(1), || SupervisorMsg::EventsSubscribed);
+            return;
+        }
+    };
+    st.docker_error = None;
+    let ordinals: Vec<u32> = all
+        .iter()
+        .filter_map(|c| parse_ordinal(&prefix, &c.name))
+        .collect();
+    names_cast(st, NameMsg::Seed(ordinals));
+
+    let known: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let vanished: Vec<String> = st
+        .engines
+        .iter()
+        .filter(|(name, e)| e.fact.phase != EnginePhase::Creating && !known.contains(name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in vanished {
+        warn!(engine = %name, "engine no longer exists in Docker");
+        on_engine_report(
+            st,
+            name,
+            EngineReport::Gone {
+                cause: GoneCause::Destroyed,
+            },
+        );
+    }
+
+    for c in all {
+        if st.engines.contains_key(&c.name) {
+            continue;
+        }
+        let Some(l) = st.keys.decode(&st.cfg.instance, &c.labels) else {
+            continue;
+        };
+        if parse_ordinal(&prefix, &c.name) != Some(l.ordinal) {
+            continue;
+        }
+        let fact = EngineFact {
+            name: c.name.clone(),
+            ordinal: l.ordinal,
+            vpn: l.vpn,
+            vpn_id: l.vpn_id,
+            forwarded: l.forwarded,
+            p2p_port: l.p2p_port,
+            http_port: l.http_port,
+            phase: if c.running {
+                EnginePhase::Starting
+            } else {
+                EnginePhase::Removing
+            },
+            streams: 0,
+            idle_since: None,
+        };
+        info!(engine = %c.name, running = c.running, forwarded = fact.forwarded, "adopting engine");
+        let host = lane_host(st, fact.vpn.as_deref());
+        st.engines.insert(
+            c.name.clone(),
+            EngineEntry {
+                fact,
+                container_id: Some(c.id.clone()),
+                host,
+                actor: None,
+            },
+        );
+        if spawn_engine(
+            myself,
+            st,
+            &c.name,
+            EngineMode::Adopt {
+                container_id: c.id.clone(),
+            },
+        )
+        .await
+            && !c.running
+        {
+            // An exited engine serves nothing: remove it so its name and ports come back.
+            st.counters
+                .engines_removed
+                .entry("exited")
+                .and_modify(|n| *n += 1)
+                .or_insert(1);
+            if let Some(a) = st.engines.get(&c.name).and_then(|e| e.actor.as_ref()) {
+                let _ = a.cast(EngineMsg::Remove);
+            }
+        }
+    }
+    st.listed = true;
+}
+
+fn lane_host(st: &SupervisorState, vpn: Option<&str>) -> Option<String> {
+    let vpn = vpn?;
+    st.vpns
+        .iter()
+        .find(|v| v.container_name == vpn)
+        .and_then(|v| v.ip.clone())
+}
+
+/// Spawns the Engine actor of an entry; false (entry dropped) when the spawn failed.
+async fn spawn_engine(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    name: &str,
+    mode: EngineMode,
+) -> bool {
+    let Some(entry) = st.engines.get(name) else {
+        return false;
+    };
+    let none_mode = entry.fact.vpn.is_none();
+    let args = EngineArgs {
+        name: name.to_string(),
+        mode,
+        http_port: entry.fact.http_port,
+        host: entry.host.clone(),
+        network: none_mode.then(|| st.cfg.docker.network.clone()),
+        runtime: st.deps.runtime.clone(),
+        engine_api: st.deps.engine_api.clone(),
+        supervisor: myself.clone(),
+        health: st.cfg.engines.health.clone(),
+        ready_timeout: st.cfg.engines.ready_timeout,
+    };
+    match Actor::spawn_linked(None, Engine, args, myself.get_cell()).await {
+        Ok((actor, _)) => {
+            st.actor_names.insert(actor.get_id(), name.to_string());
+            if let Some(entry) = st.engines.get_mut(name) {
+                entry.actor = Some(actor);
+            }
+            true
+        }
+        Err(e) => {
+            error!(engine = %name, error = %e, "cannot start the engine actor");
+            if let Some(entry) = st.engines.remove(name) {
+                names_cast(st, NameMsg::Release(entry.fact.ordinal));
+            }
+            false
+        }
+    }
+}
+
+/// Restarts a crashed Engine actor on its container, within the intensity limits.
+async fn respawn_engine(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, name: &str) {
+    let now = Instant::now();
+    if let Verdict::BackOff { until } = st.intensity.request(&format!("actor:{name}"), now) {
+        st.counters.restarts_suppressed += 1;
+        warn!(engine = %name, "engine actor crashed too often; backing off before restarting it");
+        let name = name.to_string();
+        myself.send_after(until.saturating_duration_since(now), move || {
+            SupervisorMsg::Respawn { name }
+        });
+        return;
+    }
+    let Some(entry) = st.engines.get_mut(name) else {
+        return;
+    };
+    if entry.actor.is_some() {
+        return;
+    }
+    let container_id = match entry.container_id.clone() {
+        Some(id) => Some(id),
+        None => st
+            .deps
+            .runtime
+            .inspect(name)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.id),
+    };
+    let Some(container_id) = container_id else {
+        // It crashed before its container existed: forget it; the plan creates it again.
+        if let Some(entry) = st.engines.remove(name) {
+            names_cast(st, NameMsg::Release(entry.fact.ordinal));
+        }
+        return;
+    };
+    let Some(entry) = st.engines.get_mut(name) else {
+        return;
+    };
+    entry.container_id = Some(container_id.clone());
+    let removing = entry.fact.phase == EnginePhase::Removing;
+    if !removing {
+        entry.fact.phase = EnginePhase::Starting;
+    }
+    st.counters.actor_restarts += 1;
+    info!(engine = %name, "restarting engine actor on its container");
+    if spawn_engine(myself, st, name, EngineMode::Adopt { container_id }).await && removing {
+        if let Some(a) = st.engines.get(name).and_then(|e| e.actor.as_ref()) {
+            let _ = a.cast(EngineMsg::Remove);
+        }
+    }
+}
+
+/// Runs the plan over the current facts and performs it.
+async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
+    if !(st.listed && st.vpn_seen) {
+        return;
+    }
+    let now = Instant::now();
+    st.holds.retain(|_, until| *until > now);
+    let facts: Vec<EngineFact> = st.engines.values().map(|e| e.fact.clone()).collect();
+    let e = &st.cfg.engines;
+    let actions = plan::reconcile(&PlanInput {
+        now,
+        min_replicas: e.min_replicas,
+        max_replicas: e.max_replicas,
+        min_free: e.min_free,
+        idle_grace: e.idle_grace,
+        unhealthy_grace: e.health.unhealthy_grace,
+        emergency_capacity: st.cfg.vpn.emergency_capacity,
+        lanes: &st.lanes,
+        engines: &facts,
+    });
+    st.counters.reconciles += 1;
+    let mut creating = facts
+        .iter()
+        .filter(|f| f.phase == EnginePhase::Creating)
+        .count() as u32;
+    for action in actions {
+        match action {
+            Action::Create {
+                vpn,
+                vpn_id,
+                forwarded,
+                ports,
+            } => {
+                let lane = vpn.clone().unwrap_or_default();
+                if st.holds.contains_key(&lane) || creating >= st.cfg.engines.create_concurrency {
+                    continue;
+                }
+                let Some(names) = st.names.clone() else {
+                    return;
+                };
+                let n = match ractor::call_t!(names, NameMsg::Reserve, 5_000) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        warn!(error = %e, "name registry did not answer; creation deferred");
+                        return;
+                    }
+                };
+                let name = engine_name(&st.cfg.engines.prefix, n);
+                let spec = engine_spec(
+                    &st.template,
+                    &SpecContext {
+                        instance: &st.cfg.instance,
+                        keys: &st.keys,
+                        extra_labels: &st.cfg.docker.labels,
+                        network: &st.cfg.docker.network,
+                    },
+                    &EngineSlot {
+                        name: &name,
+                        ordinal: n,
+                        vpn: vpn.as_deref(),
+                        vpn_id: vpn_id.as_deref(),
+                        forwarded,
+                        ports,
+                    },
+                );
+                info!(engine = %name, vpn = %lane, forwarded, p2p_port = ports.p2p, http_port = ports.http, "creating engine");
+                let fact = EngineFact {
+                    name: name.clone(),
+                    ordinal: n,
+                    vpn: vpn.clone(),
+                    vpn_id,
+                    forwarded,
+                    p2p_port: ports.p2p,
+                    http_port: ports.http,
+                    phase: EnginePhase::Creating,
+                    streams: 0,
+                    idle_since: None,
+                };
+                let host = lane_host(st, vpn.as_deref());
+                st.engines.insert(
+                    name.clone(),
+                    EngineEntry {
+                        fact,
+                        container_id: None,
+                        host,
+                        actor: None,
+                    },
+                );
+                if spawn_engine(myself, st, &name, EngineMode::Create(spec)).await {
+                    creating += 1;
+                }
+            }
+            Action::Remove { name, reason } => {
+                let Some(entry) = st.engines.get_mut(&name) else {
+                    continue;
+                };
+                info!(engine = %name, vpn = %entry.fact.vpn_key(), reason = reason.label(), forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "removing engine");
+                entry.fact.phase = EnginePhase::Removing;
+                *st.counters
+                    .engines_removed
+                    .entry(reason.label())
+                    .or_insert(0) += 1;
+                let n = entry.fact.ordinal;
+                if let Some(actor) = &entry.actor {
+                    let _ = actor.cast(EngineMsg::Remove);
+                }
+                names_cast(st, NameMsg::Removing(n));
+            }
+        }
+    }
+    if !st.ready {
+        st.ready = true;
+        info!(engines = st.engines.len(), "first reconcile done");
+    }
+}
+
+fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
+    SupervisorSnapshot {
+        engines: st
+            .engines
+            .values()
+            .map(|e| EngineView {
+                name: e.fact.name.clone(),
+                ordinal: e.fact.ordinal,
+                vpn: e.fact.vpn.clone(),
+                vpn_id: e.fact.vpn_id.clone(),
+                forwarded: e.fact.forwarded,
+                p2p_port: e.fact.p2p_port,
+                http_port: e.fact.http_port,
+                phase: e.fact.phase,
+                container_id: e.container_id.clone(),
+                host: e.host.clone(),
+                streams: e.fact.streams,
+            })
+            .collect(),
+        lanes: st.lanes.clone(),
+        vpns: st.vpns.clone(),
+        emergency: st.emergency.clone(),
+        counters: st.counters.clone(),
+        intensity: st.intensity.report(Instant::now()),
+        holds: st.holds.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        ready: st.ready,
+        docker_error: st.docker_error.clone(),
+    }
+}

@@ -1,0 +1,359 @@
+//! The VpnMonitor actor: observes every configured Gluetun (Docker state and health, control
+//! server), feeds the per-VPN `VpnWatch` machines and the `Emergency` machine, and sends the
+//! Supervisor `Failed` / `Recovered` / `PortChanged` with a fresh view of every VPN.
+//!
+//! It observes on every Docker event about a VPN container and on `poll_interval` as a safety net,
+//! and publishes only when something changed: a quiet poll sends nothing and logs nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::actors::messages::{MonitorMsg, SupervisorMsg, VpnStatus, VpnUpdate};
+use crate::clients::{ControlAnswer, ControlError, ControlTarget, VpnControl};
+use crate::config::GluetunConfig;
+use crate::core::emergency::{Emergency, VpnHealth};
+use crate::core::model::{Readiness, VpnView};
+use crate::core::readiness::{ContainerFacts, readiness};
+use crate::core::vpn_watch::{Observation, VpnEvent, VpnWatch, WatchTimings};
+use crate::runtime::{ContainerInfo, ContainerRuntime, DockerHealth, RuntimeError};
+
+pub struct MonitorArgs {
+    pub vpns: Vec<GluetunConfig>,
+    /// Resolved API keys, by VPN index (read from the configured env vars at start).
+    pub api_keys: Vec<Option<String>>,
+    pub timings: WatchTimings,
+    pub poll_interval: Duration,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub control: Arc<dyn VpnControl>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+struct Watched {
+    config: GluetunConfig,
+    api_key: Option<String>,
+    watch: VpnWatch,
+    info: Option<ContainerInfo>,
+    last_error: Option<String>,
+    last_check_at: Option<SystemTime>,
+}
+
+pub struct MonitorState {
+    args_poll: Duration,
+    runtime: Arc<dyn ContainerRuntime>,
+    control: Arc<dyn VpnControl>,
+    supervisor: ActorRef<SupervisorMsg>,
+    vpns: Vec<Watched>,
+    emergency: Emergency,
+    last_published: Option<(Vec<VpnView>, Vec<VpnStatus>)>,
+}
+
+pub struct VpnMonitor;
+
+impl Actor for VpnMonitor {
+    type Msg = MonitorMsg;
+    type State = MonitorState;
+    type Arguments = MonitorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<MonitorMsg>,
+        args: MonitorArgs,
+    ) -> Result<MonitorState, ActorProcessingErr> {
+        let vpns = args
+            .vpns
+            .into_iter()
+            .zip(args.api_keys)
+            .map(|(config, api_key)| Watched {
+                config,
+                api_key,
+                watch: VpnWatch::new(args.timings),
+                info: None,
+                last_error: None,
+                last_check_at: None,
+            })
+            .collect();
+        Ok(MonitorState {
+            args_poll: args.poll_interval,
+            runtime: args.runtime,
+            control: args.control,
+            supervisor: args.supervisor,
+            vpns,
+            emergency: Emergency::new(),
+            last_published: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<MonitorMsg>,
+        st: &mut MonitorState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.cast(MonitorMsg::Poll)?;
+        myself.send_interval(st.args_poll, || MonitorMsg::Poll);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<MonitorMsg>,
+        msg: MonitorMsg,
+        st: &mut MonitorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MonitorMsg::Poll => observe(st, None).await,
+            MonitorMsg::Docker(ev) => {
+                let which = st.vpns.iter().position(|v| v.config.container == ev.name);
+                if which.is_some() {
+                    observe(st, which).await;
+                }
+            }
+            MonitorMsg::Snapshot(reply) => {
+                let _ = reply.send(update(st, Vec::new(), None));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Looks at one VPN (`Some(i)`) or all of them, and publishes what changed.
+async fn observe(st: &mut MonitorState, only: Option<usize>) {
+    let indexes: Vec<usize> = match only {
+        Some(i) => vec![i],
+        None => (0..st.vpns.len()).collect(),
+    };
+    let looks = join_all(indexes.iter().map(|&i| {
+        let v = &st.vpns[i];
+        look(
+            st.runtime.as_ref(),
+            st.control.as_ref(),
+            &v.config,
+            v.api_key.clone(),
+        )
+    }))
+    .await;
+
+    let now = Instant::now();
+    let mut events = Vec::new();
+    for (i, look) in indexes.into_iter().zip(looks) {
+        let v = &mut st.vpns[i];
+        let Look {
+            info,
+            control,
+            docker_error,
+        } = look;
+        if let Some(e) = docker_error {
+            // Docker itself did not answer: no conclusion about the VPN can be drawn.
+            warn!(vpn = %v.config.container, error = %e, "cannot inspect VPN container");
+            v.last_error = Some(e.to_string());
+            continue;
+        }
+        v.last_check_at = Some(SystemTime::now());
+        let facts = info.as_ref().map(|c| ContainerFacts {
+            running: c.running,
+            health: c.health,
+        });
+        let r = readiness(facts.as_ref(), control.as_ref());
+        let error = control
+            .as_ref()
+            .and_then(|c| c.as_ref().err())
+            .map(|e| e.to_string());
+        if error != v.last_error {
+            match &control {
+                Some(Err(ControlError::Unauthorized)) => error!(
+                    vpn = %v.config.container,
+                    "Gluetun control server answered 401: the API key is wrong or missing, or its auth role lacks \
+                     GET /v1/vpn/status, GET /v1/portforward, GET /v1/openvpn/portforwarded, GET /v1/publicip/ip; \
+                     the VPN is reported misconfigured and its engines are left alone"
+                ),
+                Some(Err(e)) => {
+                    warn!(vpn = %v.config.container, error = %e, "Gluetun control server not answering")
+                }
+                _ if v.last_error.is_some() => {
+                    info!(vpn = %v.config.container, "Gluetun control server answering again")
+                }
+                _ => {}
+            }
+            v.last_error = error;
+        }
+        let obs = Observation {
+            container_id: info.as_ref().map(|c| c.id.clone()),
+            started_at: info.as_ref().map(|c| c.started_at.clone()),
+            readiness: r,
+        };
+        v.info = info;
+        for ev in v
+            .watch
+            .observe(now, obs)
+            .into_iter()
+            .chain(v.watch.tick(now))
+        {
+            log_event(&v.config.container, &ev);
+            events.push((v.config.container.clone(), ev));
+        }
+        if v.watch.take_force_restart(now) {
+            if let Some(id) = v.info.as_ref().map(|c| c.id.clone()) {
+                warn!(vpn = %v.config.container, "VPN down longer than force_restart_after: restarting it once");
+                let runtime = st.runtime.clone();
+                let name = v.config.container.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.restart(&id).await {
+                        error!(vpn = %name, error = %e, "forced restart of the VPN failed");
+                    }
+                });
+            }
+        }
+    }
+
+    let health: Vec<VpnHealth> = st
+        .vpns
+        .iter()
+        .map(|v| VpnHealth {
+            name: v.config.container.clone(),
+            failed: v.watch.failed(),
+            up: v.watch.readiness().is_up(),
+        })
+        .collect();
+    let transition = st.emergency.update(now, &health);
+    if let Some(t) = &transition {
+        warn!(from = t.from.label(), to = t.to.label(), state = ?t.to, "emergency state changed");
+    }
+    let upd = update(st, events, transition);
+    let current = (
+        upd.lanes.clone(),
+        upd.vpns.iter().map(without_time).collect::<Vec<_>>(),
+    );
+    let changed = st.last_published.as_ref() != Some(&current);
+    if changed || !upd.events.is_empty() || upd.transition.is_some() {
+        st.last_published = Some(current);
+        let _ = st.supervisor.cast(SupervisorMsg::Vpn(upd));
+    }
+}
+
+fn without_time(s: &VpnStatus) -> VpnStatus {
+    VpnStatus {
+        last_check_at: None,
+        ..s.clone()
+    }
+}
+
+fn log_event(vpn: &str, ev: &VpnEvent) {
+    match ev {
+        VpnEvent::Failed { cause } => warn!(vpn, cause = cause.label(), "VPN failed"),
+        VpnEvent::Recovered { forwarded_port } => info!(vpn, ?forwarded_port, "VPN recovered"),
+        VpnEvent::PortChanged(c) => info!(vpn, old = c.old, new = c.new, "forwarded port changed"),
+    }
+}
+
+fn update(
+    st: &MonitorState,
+    events: Vec<(String, VpnEvent)>,
+    transition: Option<crate::core::emergency::Transition>,
+) -> VpnUpdate {
+    let now = Instant::now();
+    let lanes = st
+        .vpns
+        .iter()
+        .map(|v| VpnView {
+            name: Some(v.config.container.clone()),
+            container_id: v.watch.container_id().map(str::to_string),
+            readiness: v.watch.readiness(),
+            failed: v.watch.failed(),
+            forwarding: v.config.forwarding,
+            port_wait_expired: v.watch.port_wait_expired(now),
+            engine_ports: v.config.engine_ports,
+        })
+        .collect();
+    let vpns = st.vpns.iter().map(status_of).collect();
+    VpnUpdate {
+        events,
+        lanes,
+        vpns,
+        emergency: st.emergency.state().clone(),
+        transition,
+    }
+}
+
+fn status_of(v: &Watched) -> VpnStatus {
+    let r = v.watch.readiness();
+    VpnStatus {
+        container_name: v.config.container.clone(),
+        container_id: v.watch.container_id().map(str::to_string),
+        status: r.label(),
+        health: match v.info.as_ref().and_then(|c| c.health) {
+            Some(DockerHealth::Healthy) => "healthy",
+            Some(DockerHealth::Unhealthy) => "unhealthy",
+            Some(DockerHealth::Starting) => "starting",
+            None => "none",
+        },
+        connected: r.is_up(),
+        forwarded_port: match r {
+            Readiness::Up { forwarded_port } => forwarded_port,
+            _ => None,
+        },
+        ip: v.info.as_ref().and_then(|c| c.ip_on(None)),
+        failed: v.watch.failed(),
+        last_check_at: v.last_check_at,
+        last_error: v.last_error.clone(),
+    }
+}
+
+struct Look {
+    info: Option<ContainerInfo>,
+    control: Option<Result<ControlAnswer, ControlError>>,
+    docker_error: Option<RuntimeError>,
+}
+
+/// Inspects the container and, when it runs past Docker's `starting`, asks its control server.
+async fn look(
+    runtime: &dyn ContainerRuntime,
+    control: &dyn VpnControl,
+    cfg: &GluetunConfig,
+    api_key: Option<String>,
+) -> Look {
+    let info = match runtime.inspect(&cfg.container).await {
+        Ok(info) => info,
+        Err(e) => {
+            return Look {
+                info: None,
+                control: None,
+                docker_error: Some(e),
+            };
+        }
+    };
+    let ask = info
+        .as_ref()
+        .filter(|c| c.running && c.health != Some(DockerHealth::Starting));
+    let answer = match ask {
+        Some(c) => {
+            let base_url = match (&cfg.control_url, c.ip_on(None)) {
+                (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+                (None, Some(ip)) => Some(format!("http://{ip}:8000")),
+                (None, None) => None,
+            };
+            match base_url {
+                Some(base_url) => {
+                    let target = ControlTarget {
+                        vpn: cfg.container.clone(),
+                        base_url,
+                        api_key,
+                    };
+                    Some(control.probe(&target).await)
+                }
+                None => Some(Err(ControlError::Unreachable(
+                    "the VPN container has no IP address".into(),
+                ))),
+            }
+        }
+        None => None,
+    };
+    Look {
+        info,
+        control: answer,
+        docker_error: None,
+    }
+}

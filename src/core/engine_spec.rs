@@ -1,0 +1,65 @@
+//! The container spec of a new engine: template rendered with its ports and name, labels that
+//! record everything a restarted acevisor needs, and how it attaches to the network.
+
+use std::collections::BTreeMap;
+
+use crate::core::labels::{EngineLabels, LabelKeys};
+use crate::core::ports::EnginePorts;
+use crate::core::template::{EngineTemplate, config_hash, render};
+use crate::runtime::{Attach, ContainerSpec};
+
+/// What the spec of one engine depends on besides the template.
+#[derive(Clone, Debug)]
+pub struct EngineSlot<'a> {
+    pub name: &'a str,
+    pub ordinal: u32,
+    pub vpn: Option<&'a str>,
+    pub vpn_id: Option<&'a str>,
+    pub forwarded: bool,
+    pub ports: EnginePorts,
+}
+
+/// Where engines without a VPN go (mode `none`).
+#[derive(Clone, Debug)]
+pub struct SpecContext<'a> {
+    pub instance: &'a str,
+    pub keys: &'a LabelKeys,
+    pub extra_labels: &'a BTreeMap<String, String>,
+    pub network: &'a str,
+}
+
+pub fn engine_spec(
+    template: &EngineTemplate,
+    ctx: &SpecContext<'_>,
+    slot: &EngineSlot<'_>,
+) -> ContainerSpec {
+    let (cmd, env) = render(template, slot.name, &slot.ports);
+    let mut labels = ctx.extra_labels.clone();
+    labels.extend(ctx.keys.encode(&EngineLabels {
+        instance: ctx.instance.to_string(),
+        ordinal: slot.ordinal,
+        vpn: slot.vpn.map(str::to_string),
+        vpn_id: slot.vpn_id.map(str::to_string),
+        forwarded: slot.forwarded,
+        p2p_port: slot.ports.p2p,
+        http_port: slot.ports.http,
+        config_hash: config_hash(template),
+    }));
+    let attach = match slot.vpn_id {
+        Some(id) => Attach::ContainerNamespace {
+            container_id: id.to_string(),
+        },
+        None => Attach::Network {
+            network: ctx.network.to_string(),
+            publish: vec![slot.ports.http],
+        },
+    };
+    ContainerSpec {
+        name: slot.name.to_string(),
+        image: template.image.clone(),
+        cmd,
+        env,
+        labels,
+        attach,
+    }
+}
