@@ -1,0 +1,394 @@
+//! Black-box tests of the two testbed images on the local Docker engine. Skipped when Docker is
+//! unreachable, unless `ACEVISOR_REQUIRE_DOCKER=1` (then a missing Docker fails the test). Builds
+//! the images with `build-images.sh` when they are missing. Every container carries a per-test
+//! `acevisor-test.run` label and a guard removes them all, on failure too. Containers are reached
+//! by their IP on the default bridge.
+
+use acevisor_testbed::http::{self, ClientResponse};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const GLUETUN: &str = "acevisor-testbed/gluetun:dev";
+const ENGINE: &str = "acevisor-testbed/engine:dev";
+const LABEL: &str = "acevisor-test.run";
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("cannot run the docker CLI")
+}
+
+/// Runs docker and returns trimmed stdout; panics with stderr on failure.
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// True when the tests should run: Docker answers and the images exist (built if needed).
+fn docker_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        let required = std::env::var("ACEVISOR_REQUIRE_DOCKER").as_deref() == Ok("1");
+        let reachable = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !reachable {
+            assert!(
+                !required,
+                "ACEVISOR_REQUIRE_DOCKER=1 but Docker is not reachable"
+            );
+            eprintln!("skipping image tests: Docker is not reachable");
+            return false;
+        }
+        let missing = [GLUETUN, ENGINE]
+            .iter()
+            .any(|i| !docker(&["image", "inspect", i]).status.success());
+        if missing {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/build-images.sh");
+            let status = Command::new(script)
+                .status()
+                .expect("cannot run build-images.sh");
+            assert!(status.success(), "build-images.sh failed");
+        }
+        true
+    })
+}
+
+/// Containers of one test; dropping it removes every container with its label.
+struct Run {
+    label: String,
+}
+
+impl Run {
+    fn new(test: &str) -> Run {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Run {
+            label: format!("images-{test}-{}-{nanos:x}", std::process::id()),
+        }
+    }
+
+    /// `docker run -d` with the run label; returns the container id.
+    fn start(&self, args: &[&str]) -> String {
+        let label = format!("{LABEL}={}", self.label);
+        let mut all = vec!["run", "-d", "--label", &label];
+        all.extend_from_slice(args);
+        docker_ok(&all)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let filter = format!("label={LABEL}={}", self.label);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        let ids = String::from_utf8_lossy(&ids.stdout);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            let _ = docker(&args);
+        }
+    }
+}
+
+fn inspect(id: &str, format: &str) -> String {
+    docker_ok(&["inspect", "-f", format, id])
+}
+
+fn ip(id: &str) -> String {
+    let ip = inspect(id, "{{.NetworkSettings.IPAddress}}");
+    assert!(!ip.is_empty(), "container {id} has no bridge IP");
+    ip
+}
+
+/// Polls `f` every 50 ms until it yields a value or `secs` pass.
+fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn call(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> ClientResponse {
+    http::request(addr, method, target, headers, body, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{target}: {e}"))
+}
+
+fn get(addr: &str, target: &str) -> ClientResponse {
+    call(addr, "GET", target, &[], "")
+}
+
+/// Waits until something answers HTTP on `addr`.
+fn wait_http(addr: &str, target: &str) {
+    poll(10, &format!("http://{addr}{target}"), || {
+        http::request(addr, "GET", target, &[], "", Duration::from_millis(500)).ok()
+    });
+}
+
+const KEY: (&str, &str) = ("X-API-Key", "k3y");
+
+#[test]
+fn gluetun_api_auth_port_and_reconnect() {
+    if !docker_ready() {
+        return;
+    }
+    let run = Run::new("api");
+    let g = run.start(&[
+        "-e",
+        "FAKE_API_KEY=k3y",
+        "-e",
+        "FAKE_FORWARDED_PORT=40000",
+        GLUETUN,
+    ]);
+    let addr = format!("{}:8000", ip(&g));
+    wait_http(&addr, "/testbed/healthz");
+
+    assert_eq!(get(&addr, "/v1/vpn/status").status, 401);
+    assert_eq!(get(&addr, "/v1/portforward?api_key=wrong").status, 401);
+    let status = call(&addr, "GET", "/v1/vpn/status", &[KEY], "");
+    assert_eq!(
+        (status.status, status.body.as_str()),
+        (200, r#"{"status":"running"}"#)
+    );
+    assert_eq!(
+        get(&addr, "/v1/portforward?api_key=k3y").body,
+        r#"{"port":40000,"ports":[40000]}"#
+    );
+    assert_eq!(get(&addr, "/v1/nope").status, 404);
+    assert_eq!(
+        call(&addr, "POST", "/v1/portforward", &[KEY], "").status,
+        405
+    );
+    let legacy = call(&addr, "GET", "/v1/openvpn/portforwarded", &[KEY], "");
+    assert_eq!(
+        (legacy.status, legacy.header("location")),
+        (301, Some("/v1/portforward"))
+    );
+    let ip_answer = call(&addr, "GET", "/v1/publicip/ip", &[KEY], "").body;
+    assert!(
+        ip_answer.contains(r#""public_ip":"203.0.113.7""#),
+        "{ip_answer}"
+    );
+    assert!(
+        call(&addr, "GET", "/v1/version", &[KEY], "")
+            .body
+            .contains(r#""version":"#)
+    );
+
+    // Test routes need no key.
+    assert_eq!(
+        call(&addr, "PUT", "/testbed/port", &[], r#"{"port":40001}"#).status,
+        200
+    );
+    let pf = || call(&addr, "GET", "/v1/portforward", &[KEY], "").body;
+    assert_eq!(pf(), r#"{"port":40001,"ports":[40001]}"#);
+
+    let stop = call(
+        &addr,
+        "PUT",
+        "/v1/vpn/status",
+        &[KEY],
+        r#"{"status":"stopped"}"#,
+    );
+    assert_eq!(stop.body, r#"{"outcome":"stopped"}"#);
+    assert_eq!(pf(), r#"{"port":0,"ports":null}"#);
+    let bad = call(&addr, "PUT", "/v1/vpn/status", &[KEY], r#"{"status":"up"}"#);
+    assert_eq!(bad.status, 400);
+    call(
+        &addr,
+        "PUT",
+        "/v1/vpn/status",
+        &[KEY],
+        r#"{"status":"running"}"#,
+    );
+    assert_eq!(pf(), r#"{"port":40001,"ports":[40001]}"#);
+
+    let body = r#"{"port":40100,"after_ms":300}"#;
+    assert_eq!(
+        call(&addr, "POST", "/testbed/reconnect", &[], body).status,
+        200
+    );
+    let vpn = || call(&addr, "GET", "/v1/vpn/status", &[KEY], "").body;
+    assert_eq!(vpn(), r#"{"status":"stopped"}"#);
+    assert_eq!(pf(), r#"{"port":0,"ports":null}"#);
+    poll(5, "reconnect to finish", || {
+        (vpn() == r#"{"status":"running"}"#).then_some(())
+    });
+    assert_eq!(pf(), r#"{"port":40100,"ports":[40100]}"#);
+}
+
+#[test]
+fn gluetun_docker_health_and_fast_stop() {
+    if !docker_ready() {
+        return;
+    }
+    let run = Run::new("health");
+    let g = run.start(&[GLUETUN]);
+    let addr = format!("{}:8000", ip(&g));
+    let health = || inspect(&g, "{{.State.Health.Status}}");
+    poll(15, "docker health healthy", || {
+        (health() == "healthy").then_some(())
+    });
+    wait_http(&addr, "/testbed/healthz");
+    let r = call(&addr, "PUT", "/testbed/health", &[], r#"{"healthy":false}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&addr, "/testbed/healthz").status, 503);
+    poll(15, "docker health unhealthy", || {
+        (health() == "unhealthy").then_some(())
+    });
+    assert_eq!(inspect(&g, "{{.State.Status}}"), "running");
+
+    // SIGTERM handling: without it PID 1 ignores SIGTERM and `docker stop` waits the full 10 s.
+    let t = Instant::now();
+    docker_ok(&["stop", &g]);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "docker stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(inspect(&g, "{{.State.ExitCode}}"), "0");
+}
+
+/// Waits until the container has exited and returns its exit code.
+fn wait_exit(id: &str) -> i32 {
+    poll(10, &format!("container {id} to exit"), || {
+        let s = inspect(id, "{{.State.Status}} {{.State.ExitCode}}");
+        let (state, code) = s.split_once(' ')?;
+        (state == "exited").then(|| code.parse().unwrap())
+    })
+}
+
+#[test]
+fn engines_in_one_gluetun_namespace() {
+    if !docker_ready() {
+        return;
+    }
+    let run = Run::new("engines");
+    let g = run.start(&["-e", "FAKE_FORWARDED_PORT=34817", GLUETUN]);
+    let gip = ip(&g);
+    let ns = format!("container:{g}");
+    let flags = [
+        "--http-port",
+        "6881",
+        "--port",
+        "34817",
+        "--bind-all",
+        "--client-console",
+    ];
+    let mut args = vec!["--network", ns.as_str(), ENGINE];
+    args.extend(flags);
+    let e1 = run.start(&args);
+    let a1 = format!("{gip}:6881");
+    wait_http(&a1, "/webui/api/service?method=get_version");
+    let status = get(&a1, "/server/api?api_version=3&method=get_status").body;
+    assert!(
+        status.contains(r#""status":"idle","p2p_port":34817,"http_port":6881"#),
+        "{status}"
+    );
+
+    // Same P2P port, other HTTP port, same namespace: must fail loudly.
+    let e2 = run.start(&[
+        "--network",
+        &ns,
+        ENGINE,
+        "--http-port",
+        "6882",
+        "--port",
+        "34817",
+    ]);
+    assert_ne!(wait_exit(&e2), 0);
+    let logs = docker(&["logs", &e2]);
+    let stderr = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        stderr.contains("fake-engine: cannot bind p2p port 34817 (tcp): Address in use"),
+        "stderr: {stderr}"
+    );
+
+    // Configured by env and CONF instead of flags.
+    let e3 = run.start(&[
+        "--network",
+        &ns,
+        "-e",
+        "P2P_PORT=34818",
+        "-e",
+        "CONF=--http-port=6883\n--bind-all",
+        ENGINE,
+    ]);
+    let a3 = format!("{gip}:6883");
+    wait_http(&a3, "/webui/api/service?method=get_version");
+    let status = get(&a3, "/server/api?api_version=3&method=get_status").body;
+    assert!(
+        status.contains(r#""p2p_port":34818,"http_port":6883"#),
+        "{status}"
+    );
+
+    // A playback session, addressed through the Host header the client used.
+    let start = get(&a1, "/ace/getstream?id=0123456789abcdef&format=json&pid=t1").body;
+    let stat_url = format!("http://{a1}/ace/stat/");
+    assert!(
+        start.contains(&format!(r#""stat_url":"{stat_url}"#)),
+        "{start}"
+    );
+    let sid = start
+        .split(r#""playback_session_id":""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let stat = get(&a1, &format!("/ace/stat/{sid}")).body;
+    assert!(stat.starts_with(r#"{"response":{"status":"dl""#), "{stat}");
+    assert!(
+        get(&a1, "/server/api?method=get_status")
+            .body
+            .contains(r#""status":"busy""#)
+    );
+    let stop = get(&a1, &format!("/ace/cmd/{sid}?method=stop")).body;
+    assert_eq!(stop, r#"{"response":"ok","error":null}"#);
+    let stat = get(&a1, &format!("/ace/stat/{sid}")).body;
+    assert_eq!(
+        stat,
+        r#"{"response":null,"error":"unknown playback session id"}"#
+    );
+
+    // Hang: the engine still accepts but never answers.
+    assert_eq!(call(&a1, "PUT", "/testbed/hang", &[], "").status, 200);
+    let hung = http::request(
+        &a1,
+        "GET",
+        "/server/api?method=get_status",
+        &[],
+        "",
+        Duration::from_millis(300),
+    );
+    assert!(hung.is_err(), "a hung engine answered: {hung:?}");
+    assert_eq!(inspect(&e1, "{{.State.Status}}"), "running");
+
+    // Exit with a chosen code.
+    assert_eq!(
+        call(&a3, "POST", "/testbed/exit", &[], r#"{"code":3}"#).status,
+        200
+    );
+    assert_eq!(wait_exit(&e3), 3);
+}
