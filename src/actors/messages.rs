@@ -96,6 +96,31 @@ pub enum SupervisorMsg {
     CrashEngine {
         name: String,
     },
+    /// Active streams per engine name (from the streams owner); engines not listed have none.
+    StreamCounts(BTreeMap<String, u32>),
+    /// One more engine within `max_replicas`; answered when it is ready, or why not.
+    Provision(RpcReplyPort<Result<EngineView, ProvisionError>>),
+}
+
+/// Why a provisioning request cannot be served now (PROTOCOLS.md: the 503 `detail.code`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProvisionError {
+    /// No VPN can take engines now.
+    VpnDisconnected { recovery_eta_seconds: Option<u64> },
+    /// Engine creation keeps failing; creation is paused.
+    CircuitBreaker { retry_after_seconds: u64 },
+    /// `max_replicas` reached.
+    MaxCapacity,
+}
+
+impl ProvisionError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProvisionError::VpnDisconnected { .. } => "vpn_disconnected",
+            ProvisionError::CircuitBreaker { .. } => "circuit_breaker",
+            ProvisionError::MaxCapacity => "max_capacity",
+        }
+    }
 }
 
 #[derive(Debug)]

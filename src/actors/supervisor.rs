@@ -200,6 +200,12 @@ impl Actor for Supervisor {
                 let _ = reply.send(snapshot(st));
                 return Ok(());
             }
+            SupervisorMsg::StreamCounts(counts) => on_stream_counts(st, counts),
+            SupervisorMsg::Provision(reply) => {
+                // Provisioning arrives with the API issue; answer honestly until then.
+                let _ = reply.send(Err(crate::actors::messages::ProvisionError::MaxCapacity));
+                return Ok(());
+            }
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);
@@ -430,6 +436,18 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
             }
         }
         _ => {}
+    }
+}
+
+fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String, u32>) {
+    let now = Instant::now();
+    for (name, entry) in st.engines.iter_mut() {
+        let streams = counts.get(name).copied().unwrap_or(0);
+        if streams == entry.fact.streams {
+            continue;
+        }
+        entry.fact.idle_since = (streams == 0).then_some(now);
+        entry.fact.streams = streams;
     }
 }
 
