@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 const KEY: &str = "s3cret";
-const TIMEOUT: Duration = Duration::from_millis(500);
+/// Generous: answers from the in-test servers must not time out on a loaded machine.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -671,4 +672,76 @@ async fn stop_stream_sends_method_stop() {
             .await,
         Err(StatError::SessionEnded)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn unauthorized_is_logged_once_per_vpn_until_it_recovers() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so the whole test runs under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_g, good) = start_gluetun(Gluetun::new(Generation::Current, json!({ "port": 1 }))).await;
+    let client = gluetun_client();
+    let keyless = ControlTarget {
+        api_key: None,
+        ..good.clone()
+    };
+    let other_vpn = ControlTarget {
+        vpn: "gluetun-b".into(),
+        ..keyless.clone()
+    };
+    let count = || logs.text().matches("answered 401").count();
+
+    for _ in 0..3 {
+        assert_eq!(
+            client.probe(&keyless).await,
+            Err(ControlError::Unauthorized)
+        );
+    }
+    assert_eq!(count(), 1);
+    let text = logs.text();
+    assert!(text.contains("ERROR"), "{text}");
+    assert!(text.contains("no API key is configured"), "{text}");
+    assert!(text.contains("GET /v1/portforward"), "{text}");
+    assert!(text.contains("GET /v1/publicip/ip"), "{text}");
+
+    assert_eq!(
+        client.probe(&other_vpn).await,
+        Err(ControlError::Unauthorized)
+    );
+    assert_eq!(count(), 2, "another VPN gets its own message");
+
+    client.probe(&good).await.unwrap();
+    assert_eq!(
+        client.probe(&keyless).await,
+        Err(ControlError::Unauthorized)
+    );
+    assert_eq!(count(), 3, "a 401 after a recovery is news again");
 }
