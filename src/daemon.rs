@@ -35,10 +35,22 @@ pub fn gluetun_keys(config: &Config) -> Vec<Option<String>> {
 
 /// Starts the actor tree over `deps`. The Supervisor is unnamed, so tests can run many trees in
 /// one process.
-pub async fn start(config: Config, deps: Deps, gluetun_keys: Vec<Option<String>>) -> anyhow::Result<(ActorRef<SupervisorMsg>, JoinHandle<()>)> {
-    let (sup, handle) = Actor::spawn(None, Supervisor, SupervisorArgs { config, deps, gluetun_keys })
-        .await
-        .context("cannot start the supervisor")?;
+pub async fn start(
+    config: Config,
+    deps: Deps,
+    gluetun_keys: Vec<Option<String>>,
+) -> anyhow::Result<(ActorRef<SupervisorMsg>, JoinHandle<()>)> {
+    let (sup, handle) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            config,
+            deps,
+            gluetun_keys,
+        },
+    )
+    .await
+    .context("cannot start the supervisor")?;
     Ok((sup, handle))
 }
 
@@ -51,14 +63,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(e) => warn!(error = %e, "Docker not reachable yet; acevisor keeps trying"),
     }
     if config.vpn.mode == VpnMode::None {
-        if let Err(e) = docker.create_network_if_missing(&config.docker.network).await {
+        if let Err(e) = docker
+            .create_network_if_missing(&config.docker.network, &config.docker.labels)
+            .await
+        {
             warn!(network = %config.docker.network, error = %e, "cannot create the engine network");
         }
     }
     let deps = Deps {
         runtime: Arc::new(docker),
-        control: Arc::new(GluetunClient::new(config.vpn.control_timeout).context("cannot build the Gluetun client")?),
-        engine_api: Arc::new(EngineClient::new(config.engines.health.timeout).context("cannot build the engine client")?),
+        control: Arc::new(
+            GluetunClient::new(config.vpn.control_timeout)
+                .context("cannot build the Gluetun client")?,
+        ),
+        engine_api: Arc::new(
+            EngineClient::new(config.engines.health.timeout)
+                .context("cannot build the engine client")?,
+        ),
     };
     let keys = gluetun_keys(&config);
     info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
