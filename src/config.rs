@@ -508,7 +508,7 @@ impl Config {
     /// The error names the key path (`vpn.gluetun[1].engine_ports: ...`), then the line, column
     /// and source line: `toml` itself reports only the innermost key and the position.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+        toml::from_str(text).map_err(|e| crate::config_check::describe_parse_error(text, &e))
     }
 
     /// Reads, parses and validates a config file.
@@ -532,104 +532,5 @@ impl Config {
     /// Checks every combination serde cannot: returns all problems, not just the first.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         crate::config_check::validate(self)
-    }
-}
-
-/// `key.path: message`, then where it is and the source line with the span underlined.
-fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
-    let Some(span) = e.span() else {
-        return message.to_string();
-    };
-    let mut key = toml::de::DeTable::parse(text)
-        .ok()
-        .and_then(|root| key_path_at(root.get_ref(), &span, ""));
-    // serde reports a missing field at the table that lacks it: name the field itself.
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.strip_suffix('`'))
-    {
-        key = Some(match key {
-            Some(table) => format!("{table}.{field}"),
-            None => field.to_string(),
-        });
-    }
-    let start = span.start.min(text.len());
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line_no = text[..start].matches('\n').count() + 1;
-    let column = text[line_start..start].chars().count() + 1;
-    let source_line = text[line_start..line_end].trim_end_matches('\r');
-    let width = text[start..span.end.clamp(start, line_end)]
-        .chars()
-        .count()
-        .max(1);
-    let gutter = " ".repeat(line_no.to_string().len());
-    let head = match key {
-        Some(key) => format!("{key}: {message}"),
-        None => message.to_string(),
-    };
-    format!(
-        "{head}\n{gutter}--> line {line_no}, column {column}\n{gutter} |\n{line_no} | {source_line}\n{gutter} | {}{}",
-        " ".repeat(column - 1),
-        "^".repeat(width)
-    )
-}
-
-/// The dotted path (`vpn.gluetun[1].engine_ports`) of the innermost key or value covering `span`.
-fn key_path_at(
-    table: &toml::de::DeTable<'_>,
-    span: &std::ops::Range<usize>,
-    prefix: &str,
-) -> Option<String> {
-    let covers =
-        |s: std::ops::Range<usize>| s.start <= span.start && span.start < s.end.max(s.start + 1);
-    for (key, value) in table.iter() {
-        let segment = toml_key_segment(key.get_ref());
-        let path = if prefix.is_empty() {
-            segment
-        } else {
-            format!("{prefix}.{segment}")
-        };
-        if covers(key.span()) {
-            return Some(path);
-        }
-        if let Some(found) = value_path_at(value, span, &path) {
-            return Some(found);
-        }
-    }
-    None
-}
-
-fn value_path_at(
-    value: &toml::Spanned<toml::de::DeValue<'_>>,
-    span: &std::ops::Range<usize>,
-    path: &str,
-) -> Option<String> {
-    let inner = match value.get_ref() {
-        toml::de::DeValue::Table(t) => key_path_at(t, span, path),
-        toml::de::DeValue::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| value_path_at(item, span, &format!("{path}[{i}]"))),
-        _ => None,
-    };
-    let own = value.span();
-    inner.or_else(|| {
-        (own.start <= span.start && span.start < own.end.max(own.start + 1))
-            .then(|| path.to_string())
-    })
-}
-
-/// A key as a dotted path writes it: bare when TOML allows, quoted otherwise.
-fn toml_key_segment(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-    if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
     }
 }

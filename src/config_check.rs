@@ -1,4 +1,5 @@
-//! Validation of a parsed `Config`: every cross-field rule, each error naming its key path.
+//! Validation of a parsed `Config`: every cross-field rule, each error naming its key path; and
+//! the wording of parse errors, which `toml` reports with only the innermost key.
 //!
 //! serde already refused unknown keys and wrong types; this module refuses what parses but
 //! cannot work (inverted or overlapping port ranges, ranges too small for `max_replicas`, a mode
@@ -7,6 +8,7 @@
 //! written the way the file spells them: `vpn.gluetun[1].engine_ports`, `engines.env.FOO`.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, EngineVariant, PortRange, VpnMode};
@@ -118,6 +120,99 @@ fn key_segment(key: &str) -> String {
     } else {
         format!("{key:?}")
     }
+}
+
+/// `key.path: message`, then where it is and the source line with the span underlined.
+pub fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let mut key = toml::de::DeTable::parse(text)
+        .ok()
+        .and_then(|root| key_path_at(root.get_ref(), &span, ""));
+    // serde reports a missing field at the table that lacks it: name the field itself.
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        key = Some(match key {
+            Some(table) => format!("{table}.{field}"),
+            None => field.to_string(),
+        });
+    }
+    let head = match key {
+        Some(key) => format!("{key}: {message}"),
+        None => message.to_string(),
+    };
+    format!("{head}\n{}", source_excerpt(text, &span))
+}
+
+/// ` --> line L, column C` and the source line with the span underlined.
+fn source_excerpt(text: &str, span: &Range<usize>) -> String {
+    let start = char_boundary_at_or_before(text, span.start);
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let end = char_boundary_at_or_before(text, span.end.clamp(start, line_end));
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let source_line = text[line_start..line_end].trim_end_matches('\r');
+    let width = text[start..end].chars().count().max(1);
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        "{gutter}--> line {line_no}, column {column}\n{gutter} |\n{line_no} | {source_line}\n\
+         {gutter} | {}{}",
+        " ".repeat(column - 1),
+        "^".repeat(width)
+    )
+}
+
+fn char_boundary_at_or_before(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Whether a span (empty spans count as one byte) covers the start of `error`.
+fn covers(span: Range<usize>, error: &Range<usize>) -> bool {
+    span.start <= error.start && error.start < span.end.max(span.start + 1)
+}
+
+/// The dotted path (`vpn.gluetun[1].engine_ports`) of the innermost key or value covering `span`.
+fn key_path_at(table: &toml::de::DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<String> {
+    for (key, value) in table.iter() {
+        let segment = key_segment(key.get_ref());
+        let path = if prefix.is_empty() {
+            segment
+        } else {
+            format!("{prefix}.{segment}")
+        };
+        if covers(key.span(), span) {
+            return Some(path);
+        }
+        if let Some(found) = value_path_at(value, span, &path) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+fn value_path_at(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    span: &Range<usize>,
+    path: &str,
+) -> Option<String> {
+    let inner = match value.get_ref() {
+        toml::de::DeValue::Table(t) => key_path_at(t, span, path),
+        toml::de::DeValue::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| value_path_at(item, span, &format!("{path}[{i}]"))),
+        _ => None,
+    };
+    inner.or_else(|| covers(value.span(), span).then(|| path.to_string()))
 }
 
 fn check_top(config: &Config, p: &mut Problems) {
@@ -635,5 +730,81 @@ mod tests {
             "{}",
             reasons(&c)
         );
+    }
+
+    fn parse_error(text: &str) -> String {
+        Config::parse(text).expect_err("must be refused")
+    }
+
+    #[test]
+    fn parse_errors_name_the_full_key_path_and_position() {
+        let e = parse_error("[engines]\nimage = \"x\"\nfoo = 1\n");
+        assert!(e.starts_with("engines.foo: unknown field `foo`"), "{e}");
+        assert!(e.contains("line 3, column 1"), "{e}");
+
+        let text = "[[vpn.gluetun]]\ncontainer = \"a\"\nengine_ports = \"1-100\"\n\
+                    [[vpn.gluetun]]\ncontainer = \"b\"\nengine_ports = 7\n";
+        let e = parse_error(text);
+        assert!(
+            e.starts_with("vpn.gluetun[1].engine_ports: invalid type"),
+            "{e}"
+        );
+        assert!(
+            e.contains("6 | engine_ports = 7\n  |                ^"),
+            "{e}"
+        );
+
+        let e = parse_error("[[vpn.gluetun]]\ncontainer = \"a\"\n");
+        assert!(
+            e.starts_with("vpn.gluetun[0].engine_ports: missing field"),
+            "{e}"
+        );
+
+        let e = parse_error("vpn.gluetun = [{container = \"a\", engine_ports = \"1-9\", x = 1}]");
+        assert!(e.starts_with("vpn.gluetun[0].x: unknown field"), "{e}");
+
+        let e = parse_error("[engines]\nenv = { \"MY VAR\" = 1 }\n");
+        assert!(e.starts_with("engines.env.\"MY VAR\": invalid type"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_after_multibyte_text_point_at_the_right_column() {
+        let e = parse_error("instance = \"é\" ; x\n");
+        assert!(e.contains("line 1, column 16"), "{e}");
+        let e = parse_error("[engines]\nprefix = \"ñandú\"\nmin_replicas = \"ñ\"\n");
+        assert!(e.starts_with("engines.min_replicas: invalid type"), "{e}");
+        assert!(e.contains("line 3, column 16"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position_even_without_a_key() {
+        let e = parse_error("[engines\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, parsing and validating answer with errors, never a panic.
+        #[test]
+        fn bad_input_never_panics(
+            text in "(\\[|\\]|\\{|\\}|=|\"|#|\n|[a-z_.]{1,12}| |[0-9-]{1,6}|é){0,40}",
+        ) {
+            if let Ok(config) = Config::parse(&text) {
+                let _ = validate(&config);
+            }
+        }
+
+        /// Damaging the shipped default anywhere yields an error or a config, never a panic.
+        #[test]
+        fn damaged_default_never_panics(at in 0usize..4000, len in 0usize..40, junk in "[\\[\\]{}=\"#\n a-z0-9é]{0,8}") {
+            let text = include_str!("../config/acevisor.toml");
+            let mut at = at.min(text.len());
+            while !text.is_char_boundary(at) { at -= 1; }
+            let mut end = (at + len).min(text.len());
+            while !text.is_char_boundary(end) { end -= 1; }
+            let damaged = format!("{}{junk}{}", &text[..at], &text[end..]);
+            if let Ok(config) = Config::parse(&damaged) {
+                let _ = validate(&config);
+            }
+        }
     }
 }
