@@ -152,20 +152,12 @@ pub struct VpnConfig {
     pub tunnel_grace: Duration,
     /// After a VPN is Up, how long to wait for its forwarded port before placing ordinary engines
     /// on it anyway. Absent = wait for the port forever.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "humantime_serde"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub port_wait: Option<Duration>,
     #[serde(default = "default_emergency_capacity")]
     pub emergency_capacity: EmergencyCapacity,
     /// Absent = never restart Gluetun.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "humantime_serde"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub force_restart_after: Option<Duration>,
     /// Timeout of one control-server request.
     #[serde(default = "default_control_timeout", with = "humantime_serde")]
@@ -281,10 +273,7 @@ impl FromStr for PortRange {
                     }
                 })
         };
-        Ok(PortRange {
-            start: parse(a)?,
-            end: parse(b)?,
-        })
+        Ok(PortRange { start: parse(a)?, end: parse(b)? })
     }
 }
 
@@ -335,10 +324,7 @@ fn default_variant() -> EngineVariant {
     EngineVariant::Custom
 }
 fn default_http_ports() -> PortRange {
-    PortRange {
-        start: 40000,
-        end: 44999,
-    }
+    PortRange { start: 40000, end: 44999 }
 }
 fn default_ready_timeout() -> Duration {
     Duration::from_secs(60)
@@ -459,10 +445,7 @@ impl Default for VpnConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            listen: default_listen(),
-            api_key_env: None,
-        }
+        ApiConfig { listen: default_listen(), api_key_env: None }
     }
 }
 
@@ -489,24 +472,18 @@ pub struct ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read config file {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
     #[error("config file {path} is refused:\n{}", .errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        path: String,
-        errors: Vec<ConfigError>,
-    },
+    Invalid { path: String, errors: Vec<ConfigError> },
 }
 
 impl Config {
     /// Parses TOML text (no validation beyond types and unknown keys).
     ///
-    /// The error names the key path (`vpn.gluetun[1].engine_ports: ...`), then the line, column
-    /// and source line: `toml` itself reports only the innermost key and the position.
+    /// The error starts with the full key path (`vpn.gluetun[1].engine_ports: ...`), then the
+    /// line, column and source line: `toml` alone names only the innermost key.
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| crate::config_check::describe_parse_error(text, &e))
     }
@@ -514,18 +491,11 @@ impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        let config = Config::parse(&text).map_err(|message| LoadError::Parse {
-            path: shown.clone(),
-            message,
-        })?;
-        config.validate().map_err(|errors| LoadError::Invalid {
-            path: shown,
-            errors,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+        let config = Config::parse(&text)
+            .map_err(|message| LoadError::Parse { path: shown.clone(), message })?;
+        config.validate().map_err(|errors| LoadError::Invalid { path: shown, errors })?;
         Ok(config)
     }
 

@@ -8,11 +8,7 @@ pub enum EmergencyState {
     /// No VPN failed.
     Normal,
     /// Some VPNs failed while others are Up.
-    Emergency {
-        failed: Vec<String>,
-        healthy: Vec<String>,
-        since: Instant,
-    },
+    Emergency { failed: Vec<String>, healthy: Vec<String>, since: Instant },
     /// VPNs failed and none is Up: nothing can be served.
     Outage { failed: Vec<String>, since: Instant },
 }

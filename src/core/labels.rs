@@ -24,9 +24,7 @@ pub struct LabelKeys {
 
 impl LabelKeys {
     pub fn new(prefix: &str) -> Self {
-        LabelKeys {
-            prefix: prefix.trim_end_matches('.').to_string(),
-        }
+        LabelKeys { prefix: prefix.trim_end_matches('.').to_string() }
     }
 
     pub fn key(&self, name: &str) -> String {

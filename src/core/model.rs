@@ -112,9 +112,6 @@ impl EngineFact {
 
     /// Still counts toward capacity (not unhealthy, not being removed).
     pub fn counts(&self) -> bool {
-        matches!(
-            self.phase,
-            EnginePhase::Creating | EnginePhase::Starting | EnginePhase::Ready
-        )
+        matches!(self.phase, EnginePhase::Creating | EnginePhase::Starting | EnginePhase::Ready)
     }
 }

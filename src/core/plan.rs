@@ -61,16 +61,8 @@ impl RemoveReason {
 pub enum Action {
     /// Create an engine on `vpn` with these ports (for a forwarded engine, `ports.p2p` is the
     /// VPN's forwarded port).
-    Create {
-        vpn: Option<String>,
-        vpn_id: Option<String>,
-        forwarded: bool,
-        ports: EnginePorts,
-    },
-    Remove {
-        name: String,
-        reason: RemoveReason,
-    },
+    Create { vpn: Option<String>, vpn_id: Option<String>, forwarded: bool, ports: EnginePorts },
+    Remove { name: String, reason: RemoveReason },
 }
 
 /// The actions that move the facts toward the desired state.

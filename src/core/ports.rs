@@ -23,12 +23,7 @@ pub fn block_count(range: &PortRange) -> u32 {
 
 /// The block whose HTTP port is `http`.
 pub fn block_at(http: u16) -> EnginePorts {
-    EnginePorts {
-        http,
-        https: http + 1,
-        api: http + 2,
-        p2p: http + 3,
-    }
+    EnginePorts { http, https: http + 1, api: http + 2, p2p: http + 3 }
 }
 
 /// The lowest block of `range` whose HTTP port is not in `used_http`.
@@ -45,10 +40,7 @@ mod tests {
 
     #[test]
     fn blocks_are_disjoint_and_lowest_first() {
-        let r = PortRange {
-            start: 19000,
-            end: 19011,
-        };
+        let r = PortRange { start: 19000, end: 19011 };
         assert_eq!(block_count(&r), 3);
         assert_eq!(free_block(&r, &[]).unwrap().http, 19000);
         assert_eq!(free_block(&r, &[19000]).unwrap(), block_at(19004));
@@ -58,10 +50,7 @@ mod tests {
 
     #[test]
     fn partial_block_at_end_is_not_used() {
-        let r = PortRange {
-            start: 100,
-            end: 106,
-        };
+        let r = PortRange { start: 100, end: 106 };
         assert_eq!(block_count(&r), 1);
         assert_eq!(free_block(&r, &[100]), None);
     }

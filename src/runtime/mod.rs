@@ -103,17 +103,9 @@ pub enum RuntimeError {
     #[error("docker {op}: no such container {target}")]
     NotFound { op: &'static str, target: String },
     #[error("docker {op}: name {name} is still in use: {message}")]
-    Conflict {
-        op: &'static str,
-        name: String,
-        message: String,
-    },
+    Conflict { op: &'static str, name: String, message: String },
     #[error("docker {op} failed ({status}): {message}")]
-    Api {
-        op: &'static str,
-        status: u16,
-        message: String,
-    },
+    Api { op: &'static str, status: u16, message: String },
     #[error("docker {op}: daemon unreachable: {message}")]
     Unreachable { op: &'static str, message: String },
 }
@@ -121,10 +113,7 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// True when the daemon could not be asked at all (slow or down), as opposed to answering no.
     pub fn is_transport(&self) -> bool {
-        matches!(
-            self,
-            RuntimeError::Timeout { .. } | RuntimeError::Unreachable { .. }
-        )
+        matches!(self, RuntimeError::Timeout { .. } | RuntimeError::Unreachable { .. })
     }
 }
 
