@@ -3,6 +3,8 @@
 
 pub mod emergency;
 pub mod intensity;
+#[cfg(test)]
+mod invariants;
 pub mod labels;
 pub mod model;
 pub mod naming;

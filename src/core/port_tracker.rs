@@ -322,10 +322,10 @@ mod tests {
                 let change = match *s {
                     Step::Read(d, p) => {
                         now += Duration::from_millis(d);
-                        if let Some(p) = p.filter(|&p| p != 0) {
-                            if latest.map(|(l, _)| l) != Some(p) {
-                                latest = Some((p, now));
-                            }
+                        if let Some(p) = p.filter(|&p| p != 0)
+                            && latest.map(|(l, _)| l) != Some(p)
+                        {
+                            latest = Some((p, now));
                         }
                         t.observe(now, p)
                     }
