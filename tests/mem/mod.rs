@@ -1,0 +1,208 @@
+//! Harness for actor-tree tests on the in-memory runtime: a config builder, a running tree, and
+//! waits on conditions with a (virtual-time) deadline. Tests run with tokio's paused clock, so
+//! realistic timings (5 s polls, 76 s outages) take milliseconds.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use acevisor::actors::messages::{SupervisorMsg, SupervisorSnapshot};
+use acevisor::actors::supervisor::Deps;
+use acevisor::config::Config;
+use acevisor::core::model::EnginePhase;
+use acevisor::runtime::DockerHealth;
+use acevisor::runtime::memory::MemoryRuntime;
+use ractor::ActorRef;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub const VPN1: &str = "gluetun";
+pub const VPN2: &str = "gluetun_2";
+
+/// A redundant (two VPNs) or single config with BEHAVIOR.md's default timings.
+pub fn config(mode: &str, min: u32, extra: &str) -> Config {
+    let second = if mode == "redundant" {
+        format!("[[vpn.gluetun]]\ncontainer = \"{VPN2}\"\nengine_ports = \"19500-19999\"\n")
+    } else {
+        String::new()
+    };
+    let text = format!(
+        r#"
+instance = "memtest"
+[engines]
+min_replicas = {min}
+max_replicas = 20
+min_free = 0
+variant = "custom"
+image = "acevisor-testbed/engine:dev"
+command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--port", "{{p2p_port}}"]
+ready_timeout = "30s"
+[engines.health]
+interval = "2s"
+failure_threshold = 2
+unhealthy_grace = "10s"
+max_restarts = 3
+restart_window = "5m"
+[vpn]
+mode = "{mode}"
+poll_interval = "5s"
+port_settle = "3s"
+tunnel_grace = "60s"
+{extra}
+[[vpn.gluetun]]
+container = "{VPN1}"
+engine_ports = "19000-19499"
+{second}
+"#
+    );
+    let cfg = Config::parse(&text).expect("test config parses");
+    cfg.validate().expect("test config is valid");
+    cfg
+}
+
+pub struct Tree {
+    pub mem: MemoryRuntime,
+    pub sup: ActorRef<SupervisorMsg>,
+    handle: Option<JoinHandle<()>>,
+    seen: Mutex<BTreeSet<String>>,
+}
+
+impl Tree {
+    pub async fn start(mem: &MemoryRuntime, cfg: Config) -> Tree {
+        let deps = Deps {
+            runtime: Arc::new(mem.clone()),
+            control: Arc::new(mem.clone()),
+            engine_api: Arc::new(mem.clone()),
+        };
+        let keys = vec![None; cfg.vpn.gluetun.len()];
+        let (sup, handle) = acevisor::daemon::start(cfg, deps, keys)
+            .await
+            .expect("tree starts");
+        Tree {
+            mem: mem.clone(),
+            sup,
+            handle: Some(handle),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Stops the tree (engines keep running, as on SIGTERM).
+    pub async fn stop(mut self) {
+        self.sup.stop(None);
+        if let Some(h) = self.handle.take() {
+            h.await.expect("supervisor stops cleanly");
+        }
+    }
+
+    pub async fn snap(&self) -> SupervisorSnapshot {
+        ractor::call_t!(self.sup, SupervisorMsg::Snapshot, 10_000).expect("supervisor answers")
+    }
+
+    /// Waits (virtual time) until `pred` holds, checking the invariants on every look.
+    pub async fn wait(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&SupervisorSnapshot) -> bool,
+    ) -> SupervisorSnapshot {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.snap().await;
+            check_invariants(&s);
+            check_new_names(&self.seen, &s);
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Lets `d` of virtual time pass while checking the invariants and `always` on every look.
+    pub async fn hold(
+        &self,
+        d: Duration,
+        always: impl Fn(&SupervisorSnapshot) -> bool,
+        what: &str,
+    ) -> SupervisorSnapshot {
+        let until = Instant::now() + d;
+        loop {
+            let s = self.snap().await;
+            check_invariants(&s);
+            check_new_names(&self.seen, &s);
+            assert!(always(&s), "{what} broken: {s:#?}");
+            if Instant::now() >= until {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Adds two healthy VPNs with forwarded ports.
+pub fn two_vpns(mem: &MemoryRuntime, p1: u16, p2: u16) {
+    mem.add_vpn(VPN1, p1, Some(DockerHealth::Healthy));
+    mem.add_vpn(VPN2, p2, Some(DockerHealth::Healthy));
+}
+
+/// BEHAVIOR.md's invariants that must hold at every instant.
+pub fn check_invariants(s: &SupervisorSnapshot) {
+    for lane in &s.lanes {
+        let vpn = lane.key();
+        let live: Vec<_> = s
+            .engines_on(vpn)
+            .into_iter()
+            .filter(|e| e.phase != EnginePhase::Removing)
+            .collect();
+        let mut p2p: Vec<u16> = live.iter().map(|e| e.p2p_port).collect();
+        p2p.sort_unstable();
+        let n = p2p.len();
+        p2p.dedup();
+        assert_eq!(
+            n,
+            p2p.len(),
+            "two engines share a P2P port on {vpn}: {s:#?}"
+        );
+        if lane.failed {
+            assert!(
+                live.iter().all(|e| e.phase == EnginePhase::Creating),
+                "engines kept on failed VPN {vpn}: {s:#?}"
+            );
+        }
+    }
+}
+
+/// A name seen for the first time must be within [1, held] where held counts it too: the
+/// lowest free number with k names held is at most k+1.
+fn check_new_names(seen: &Mutex<BTreeSet<String>>, s: &SupervisorSnapshot) {
+    let mut seen = seen.lock().unwrap();
+    let held = s.engines.len() as u32;
+    for e in &s.engines {
+        if seen.insert(e.name.clone()) {
+            assert!(
+                e.ordinal >= 1 && e.ordinal <= held,
+                "new name {} with {held} held: {s:#?}",
+                e.name
+            );
+        }
+    }
+    seen.retain(|n| s.engines.iter().any(|e| &e.name == n));
+}
+
+/// Engines ready on `vpn`, and the forwarded ones among them.
+pub fn ready_on(s: &SupervisorSnapshot, vpn: &str) -> usize {
+    s.engines_on(vpn)
+        .iter()
+        .filter(|e| e.phase == EnginePhase::Ready)
+        .count()
+}
+
+/// `n` ready engines on `vpn`, exactly one of them forwarded, holding `port`.
+pub fn full(s: &SupervisorSnapshot, vpn: &str, n: usize, port: u16) -> bool {
+    let fw = s.forwarded_on(vpn);
+    s.engines_on(vpn).len() == n && ready_on(s, vpn) == n && fw.len() == 1 && fw[0].p2p_port == port
+}
