@@ -414,18 +414,21 @@ async fn shift_capacity_tops_the_healthy_vpn_up_during_an_emergency() {
 async fn engine_removed_out_of_band_is_replaced_with_the_freed_lowest_number() {
     let tree = ten_engines_five_per_vpn().await;
     let m = &tree.mem;
+    let old = tree
+        .snap()
+        .await
+        .engines
+        .iter()
+        .find(|e| e.name == "acestream-3")
+        .unwrap()
+        .container_id
+        .clone();
     m.remove_out_of_band("acestream-3");
-    tree.wait("acestream-3 gone", 5 * SEC, |s| {
-        s.engines
-            .iter()
-            .all(|e| e.name != "acestream-3" || e.phase != EnginePhase::Ready)
-    })
-    .await;
     let s = tree
-        .wait("acestream-3 back", 10 * SEC, |s| {
-            s.engines
-                .iter()
-                .any(|e| e.name == "acestream-3" && e.phase == EnginePhase::Ready)
+        .wait("acestream-3 replaced", 10 * SEC, |s| {
+            s.engines.iter().any(|e| {
+                e.name == "acestream-3" && e.phase == EnginePhase::Ready && e.container_id != old
+            })
         })
         .await;
     assert_eq!(s.engines.len(), 10);

@@ -3,8 +3,7 @@
 //! realistic timings (5 s polls, 76 s outages) take milliseconds.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use acevisor::actors::messages::{SupervisorMsg, SupervisorSnapshot};
@@ -65,7 +64,6 @@ pub struct Tree {
     pub mem: MemoryRuntime,
     pub sup: ActorRef<SupervisorMsg>,
     handle: Option<JoinHandle<()>>,
-    seen: Mutex<BTreeSet<String>>,
 }
 
 impl Tree {
@@ -83,7 +81,6 @@ impl Tree {
             mem: mem.clone(),
             sup,
             handle: Some(handle),
-            seen: Mutex::default(),
         }
     }
 
@@ -110,7 +107,6 @@ impl Tree {
         loop {
             let s = self.snap().await;
             check_invariants(&s);
-            check_new_names(&self.seen, &s);
             if pred(&s) {
                 return s;
             }
@@ -133,7 +129,6 @@ impl Tree {
         loop {
             let s = self.snap().await;
             check_invariants(&s);
-            check_new_names(&self.seen, &s);
             assert!(always(&s), "{what} broken: {s:#?}");
             if Instant::now() >= until {
                 return s;
@@ -167,6 +162,10 @@ pub fn check_invariants(s: &SupervisorSnapshot) {
             p2p.len(),
             "two engines share a P2P port on {vpn}: {s:#?}"
         );
+        assert_eq!(
+            s.counters.names_above_bound, 0,
+            "a name above live+1 was handed out"
+        );
         if lane.failed {
             assert!(
                 live.iter().all(|e| e.phase == EnginePhase::Creating),
@@ -174,23 +173,6 @@ pub fn check_invariants(s: &SupervisorSnapshot) {
             );
         }
     }
-}
-
-/// A name seen for the first time must be within [1, held] where held counts it too: the
-/// lowest free number with k names held is at most k+1.
-fn check_new_names(seen: &Mutex<BTreeSet<String>>, s: &SupervisorSnapshot) {
-    let mut seen = seen.lock().unwrap();
-    let held = s.engines.len() as u32;
-    for e in &s.engines {
-        if seen.insert(e.name.clone()) {
-            assert!(
-                e.ordinal >= 1 && e.ordinal <= held,
-                "new name {} with {held} held: {s:#?}",
-                e.name
-            );
-        }
-    }
-    seen.retain(|n| s.engines.iter().any(|e| &e.name == n));
 }
 
 /// Engines ready on `vpn`, and the forwarded ones among them.
