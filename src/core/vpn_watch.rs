@@ -109,9 +109,10 @@ impl VpnWatch {
     pub fn observe(&mut self, now: Instant, obs: Observation) -> Vec<VpnEvent> {
         let mut events = Vec::new();
 
-        // Set when this very call emits the Failed: then it must not also recover.
-        let failed_by_this_call = self.identity_changed(&obs) && !self.failed;
-        if self.identity_changed(&obs) {
+        let replaced = self.identity_changed(&obs);
+        // This very call emits the Failed: then it must not also recover.
+        let failed_by_this_call = replaced && !self.failed;
+        if replaced {
             self.fail(now, FailCause::ContainerGone, &mut events);
             // The runs of the previous container say nothing about the new one.
             self.degraded_since = None;
