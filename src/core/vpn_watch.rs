@@ -8,7 +8,11 @@
 //! - `Degraded` for `tunnel_grace` without interruption -> `Failed { TunnelDown }`.
 //! - `Starting` / `Misconfigured` never fail a VPN (its engines are left alone).
 //! - `Up` after a `Failed` -> `Recovered`; its port (or the first one seen later) is the new
-//!   baseline without a `PortChanged`.
+//!   baseline without a `PortChanged`. A `Failed` and a `Recovered` never come from the same
+//!   call: a container restarted in place (same ID) and already `Up` when we look stays failed
+//!   until the next observation, so the failure is published (engines removed, emergency
+//!   entered) before the recovery. Engines carry only the VPN's container ID, which a restart in
+//!   place keeps, so the `failed` flag is the only thing that tells the planner they are dead.
 //! - While not failed, ports feed the `PortTracker`, whose settled changes become `PortChanged`.
 //!   Nothing reaches the tracker while failed, so no `PortChanged` can compare a pre-failure port
 //!   with a post-recovery one.
@@ -99,12 +103,16 @@ impl VpnWatch {
 
     /// Feeds one observation taken at `now`; returns the events it causes, in order.
     ///
-    /// One call may return `[Failed, Recovered]`: a VPN restarted in place and already `Up` by the
-    /// time we look at it still lost its namespace, so its engines must go before new ones come.
+    /// A VPN restarted in place (or recreated) and already `Up` by the time we look at it still
+    /// lost its namespace: this call returns `[Failed]` and leaves it failed (readiness `Up`
+    /// without a port); the next observation that finds it `Up` recovers it.
     pub fn observe(&mut self, now: Instant, obs: Observation) -> Vec<VpnEvent> {
         let mut events = Vec::new();
 
-        if self.identity_changed(&obs) {
+        let replaced = self.identity_changed(&obs);
+        // This very call emits the Failed: then it must not also recover.
+        let failed_by_this_call = replaced && !self.failed;
+        if replaced {
             self.fail(now, FailCause::ContainerGone, &mut events);
             // The runs of the previous container say nothing about the new one.
             self.degraded_since = None;
@@ -133,7 +141,9 @@ impl VpnWatch {
                 let port = forwarded_port.filter(|&p| p != 0);
                 self.degraded_since = None;
                 self.up_since.get_or_insert(now);
-                if self.failed {
+                if failed_by_this_call {
+                    // Published as failed first; recovered by the next Up observation.
+                } else if self.failed {
                     self.failed = false;
                     self.outage_since = None;
                     self.force_restart_taken = false;
@@ -162,6 +172,8 @@ impl VpnWatch {
     /// Readiness as the planner sees it: for `Up`, the *settled* port.
     ///
     /// `Down` before the first observation: nothing is known, so nothing may be placed there.
+    /// `Up` can be seen together with `failed()` only between a restart-in-place `Failed` and the
+    /// next observation (port `None`); the planner places nothing on a failed VPN.
     pub fn readiness(&self) -> Readiness {
         match self.last {
             None => Readiness::Down,
@@ -187,6 +199,9 @@ impl VpnWatch {
         let Some(wait) = self.timings.port_wait else {
             return false;
         };
+        if self.failed {
+            return false;
+        }
         match (self.last, self.up_since) {
             (Some(Readiness::Up { .. }), Some(since)) => {
                 self.tracker.baseline().is_none() && now.saturating_duration_since(since) >= wait
@@ -197,8 +212,8 @@ impl VpnWatch {
 
     /// True once per outage, when the VPN has been Down for `force_restart_after`.
     ///
-    /// The outage runs from the `Failed` until the `Recovered` (a failed VPN is never `Up`), so a
-    /// `TunnelDown` outage counts from its `Failed`, not from the start of the `Degraded` run.
+    /// The outage runs from the `Failed` until the `Recovered`, so a `TunnelDown` outage counts
+    /// from its `Failed`, not from the start of the `Degraded` run.
     pub fn take_force_restart(&mut self, now: Instant) -> bool {
         let (Some(after), Some(since)) = (self.timings.force_restart_after, self.outage_since)
         else {
@@ -639,22 +654,28 @@ mod tests {
         assert_eq!(r.port_changes(), 0);
     }
 
-    /// Restarted in place and already Up when we look: both events, in order, in one call.
+    /// Restarted in place and already Up when we look: failed first (published as such, so its
+    /// engines are removed), recovered by the next observation.
     #[test]
     fn restart_in_place_seen_already_up() {
         let mut r = Replay::new(timings());
         r.up(0.0, Some(40000));
         r.started_at = "2026-01-01T00:05:00Z".into();
+        assert_eq!(r.up(5.0, Some(41000)), vec![gone()]);
+        assert!(r.watch.failed());
+        assert_eq!(r.watch.readiness(), up(None), "no port for a failed VPN");
+        assert!(!r.watch.port_wait_expired(r.at(600_000)));
+        assert_eq!(r.tick(6.0), vec![]);
+        assert!(r.watch.failed(), "a tick does not recover");
         assert_eq!(
-            r.up(5.0, Some(41000)),
-            vec![
-                gone(),
-                VpnEvent::Recovered {
-                    forwarded_port: Some(41000)
-                }
-            ]
+            r.up(7.0, Some(41000)),
+            vec![VpnEvent::Recovered {
+                forwarded_port: Some(41000)
+            }]
         );
         assert_eq!(r.watch.readiness(), up(Some(41000)));
+        r.ticks(7.0, 60.0);
+        assert_eq!(r.port_changes(), 0);
     }
 
     /// Die event first (Down), then the restart: one Failed only.
@@ -722,15 +743,16 @@ mod tests {
         );
         assert_eq!(w.container_id(), Some("a"));
         // New ID without StartedAt: the old StartedAt must not linger and cause a second failure.
+        assert_eq!(
+            w.observe(t0, obs(Some("b"), None, up(Some(1)))),
+            vec![gone()]
+        );
         let ev = w.observe(t0, obs(Some("b"), None, up(Some(1))));
         assert_eq!(
             ev,
-            vec![
-                gone(),
-                VpnEvent::Recovered {
-                    forwarded_port: Some(1)
-                }
-            ]
+            vec![VpnEvent::Recovered {
+                forwarded_port: Some(1)
+            }]
         );
         assert_eq!(
             w.observe(t0, obs(Some("b"), Some("s9"), up(Some(1)))),
@@ -858,12 +880,15 @@ mod tests {
             let mut w = VpnWatch::new(timings());
             let mut failed = false;
             let mut observed = false;
+            // The latest observe call (ticks aside) emitted a Failed.
+            let mut last_observation_failed = false;
             // A Recovered happened and no non-zero port was observed since.
             let mut awaiting_first_port = false;
             // Non-zero ports observed since the last Failed (a PortChanged may only mention these).
             let mut ports_since_failure: Vec<u16> = Vec::new();
             for step in steps {
                 let was_failed = w.failed();
+                let is_observation = matches!(step, Step::See { .. });
                 let (events, seen_port) = match step {
                     Step::See { dt, id, started, readiness } => {
                         now += Duration::from_millis(dt);
@@ -911,6 +936,9 @@ mod tests {
                         }
                     }
                 }
+                if is_observation {
+                    last_observation_failed = failed_here;
+                }
                 if let Some(p) = seen_port && !failed {
                     ports_since_failure.push(p);
                 }
@@ -924,12 +952,17 @@ mod tests {
                 prop_assert_eq!(w.failed(), failed);
                 match w.readiness() {
                     Readiness::Up { forwarded_port } => {
-                        prop_assert!(!w.failed());
                         prop_assert_ne!(forwarded_port, Some(0));
+                        if w.failed() {
+                            // Only right after a restart-in-place Failed, before any port.
+                            prop_assert!(last_observation_failed);
+                            prop_assert_eq!(forwarded_port, None);
+                        }
                     }
                     Readiness::Down => prop_assert!(w.failed() || !observed),
                     _ => {}
                 }
+                prop_assert!(!(failed_here && recovered_here), "Failed and Recovered in one call");
                 if w.port_wait_expired(now) {
                     prop_assert_eq!(w.readiness(), Readiness::Up { forwarded_port: None });
                 }
