@@ -83,6 +83,7 @@ fn run(path: &Path) -> ExitCode {
 }
 
 fn run_daemon(config: Config) -> anyhow::Result<()> {
+    acevisor::telemetry::init(&config.telemetry);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
