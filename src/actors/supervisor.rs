@@ -391,10 +391,12 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
         EngineReport::Created { container_id, host } => {
             entry.container_id = Some(container_id);
             entry.host = host.or(entry.host.take());
+            if entry.fact.phase == EnginePhase::Creating {
+                st.counters.engines_created += 1;
+            }
             if !removing {
                 entry.fact.phase = EnginePhase::Starting;
             }
-            st.counters.engines_created += 1;
             names_cast(st, NameMsg::Confirm(n));
         }
         EngineReport::CreateFailed { error } => {
