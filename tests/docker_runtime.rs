@@ -670,3 +670,81 @@ async fn an_absent_daemon_gives_unreachable() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fake daemon on a Unix socket: answers `/_ping`, and `/events` with one `die` event before
+/// closing the connection. Sends the request line of each `/events` call to `requests`.
+async fn serve_one_event_then_close(
+    listener: tokio::net::UnixListener,
+    requests: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let request_line = head.lines().next().unwrap_or_default().to_string();
+            let path = request_line.split_whitespace().nth(1).unwrap_or_default();
+            let (content_type, body) = if path.starts_with("/events") {
+                let _ = requests.send(request_line.clone());
+                let event = r#"{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"name":"acestream-1","exitCode":"3","acevisor.role":"engine"}},"time":1,"timeNano":1}"#;
+                ("application/json", format!("{event}\n"))
+            } else {
+                ("text/plain", "OK".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_event_stream_closed_by_the_daemon_ends_with_an_error() {
+    let dir = std::env::temp_dir().join(format!("acevisor-{}", RunId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("closing.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(serve_one_event_then_close(listener, requests_tx));
+
+    let host = format!("unix://{}", socket.display());
+    let rt = DockerRuntime::connect(Some(&host), Duration::from_secs(2)).unwrap();
+    let mut events = rt.events().await.expect("the fake daemon answers ping");
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap();
+    let event = first.expect("an item").expect("the die event");
+    assert_eq!(event.kind, EventKind::Die { exit_code: Some(3) });
+    assert_eq!(event.name, "acestream-1");
+    assert_eq!(
+        event.labels,
+        BTreeMap::from([("acevisor.role".to_string(), "engine".to_string())])
+    );
+    let last = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap();
+    match last {
+        Some(Err(e)) => assert!(e.is_transport(), "{e}"),
+        other => panic!("a closed stream must end with an error, got {other:?}"),
+    }
+
+    // The subscription asked for container events only, replayed from the time of the call.
+    let request = requests.recv().await.unwrap();
+    assert!(request.contains("since="), "{request}");
+    assert!(request.contains("filters="), "{request}");
+
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

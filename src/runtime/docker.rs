@@ -13,6 +13,7 @@
 //!   the exit code and the container's last log lines, and the container is removed.
 //! - **Events without a gap.** `events()` asks Docker to replay from the moment of the call, so
 //!   "subscribe, then list" loses nothing even though the HTTP request goes out on first poll.
+//!   The stream never simply ends: a closed connection is a final `Err` item (reconnect, re-list).
 //!
 //! Each Docker call runs inside a `docker.<op>` tracing span with `container` and `error` fields.
 
@@ -607,6 +608,14 @@ impl ContainerRuntime for DockerRuntime {
                     Err(e) => Some(Err(BollardCall::Docker(e).into_runtime("events", ""))),
                 }
             })
+            // A stream that just ends would look like "no more events"; it means the daemon
+            // closed the connection (restart, shutdown), so say so and let the caller reconnect.
+            .chain(futures_util::stream::once(async {
+                Err(RuntimeError::Unreachable {
+                    op: "events",
+                    message: "the daemon closed the event stream".into(),
+                })
+            }))
             .boxed();
         Ok(stream)
     }
