@@ -94,7 +94,7 @@ async fn engine_in_a_vpn_namespace_is_created_listed_and_inspected() {
     // A long health interval so the first inspect reliably sees `starting`.
     let options = GluetunOptions {
         forwarded_port: Some(40123),
-        health_interval: Some(Duration::from_secs(2)),
+        health_interval: Some(Duration::from_secs(3)),
         ..Default::default()
     };
     let vpn_id = support::start_fake_gluetun(&run, "vpn", &options);
@@ -426,6 +426,9 @@ async fn a_start_failure_carries_the_containers_message_and_leaves_nothing() {
         return;
     };
     support::ensure_testbed_images();
+    // A generous settle window: the behaviour is under test here, not the default's length on a
+    // loaded machine.
+    let rt = rt.with_start_settle(Duration::from_secs(1));
     let run = RunId::new();
     let _cleanup = run.cleanup();
 

@@ -138,6 +138,11 @@ impl DockerRuntime {
         })
     }
 
+    /// `connect` with the `[docker]` section of the config.
+    pub fn from_config(config: &crate::config::DockerConfig) -> RuntimeResult<Self> {
+        DockerRuntime::connect(config.host.as_deref(), config.call_timeout)
+    }
+
     /// Changes how long a new container must survive its start (`DEFAULT_START_SETTLE`).
     /// `Duration::ZERO` turns the check off.
     pub fn with_start_settle(mut self, settle: Duration) -> Self {
