@@ -279,6 +279,15 @@ async fn remove_is_idempotent_and_inspect_of_a_missing_container_is_none() {
     assert_eq!(rt.inspect(&id).await.unwrap(), None);
     assert_eq!(rt.inspect(&spec.name).await.unwrap(), None);
     rt.remove(&id).await.expect("second removal is fine");
+
+    // Two removals at once: Docker answers the later one 409 "removal already in progress";
+    // both must come back `Ok` only once the container is really gone.
+    let spec = engine_spec(&run, "engine-2", behind(&vpn_id), ENGINE_HTTP, ENGINE_P2P);
+    let id = rt.create_and_start(&spec).await.unwrap();
+    let (a, b) = tokio::join!(rt.remove(&id), rt.remove(&id));
+    a.expect("first concurrent removal");
+    b.expect("second concurrent removal");
+    assert_eq!(rt.inspect(&id).await.unwrap(), None);
     rt.remove(&run.name("never-existed"))
         .await
         .expect("removing nothing is fine");
