@@ -479,6 +479,41 @@ async fn a_start_failure_carries_the_containers_message_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn an_engine_behind_a_stopped_or_vanished_vpn_fails_clearly_and_leaves_nothing() {
+    let Some(rt) = support::require_docker().await else {
+        return;
+    };
+    support::ensure_testbed_images();
+    let run = RunId::new();
+    let _cleanup = run.cleanup();
+
+    let vpn_id = support::start_fake_gluetun(&run, "vpn", &GluetunOptions::default());
+    rt.stop(&vpn_id, Duration::from_secs(5)).await.unwrap();
+    let spec = engine_spec(&run, "engine-1", behind(&vpn_id), ENGINE_HTTP, ENGINE_P2P);
+    match rt.create_and_start(&spec).await {
+        Err(RuntimeError::Api { op, message, .. }) => {
+            assert_eq!(op, "start_container");
+            assert!(message.contains("non running container"), "{message}");
+        }
+        result => panic!("expected a start failure, got {result:?}"),
+    }
+    assert_eq!(rt.inspect(&spec.name).await.unwrap(), None);
+
+    // A recreated VPN leaves engines pointing at an ID that no longer exists.
+    rt.remove(&vpn_id).await.unwrap();
+    match rt.create_and_start(&spec).await {
+        Err(RuntimeError::Api { message, .. }) => {
+            assert!(
+                message.contains(&vpn_id[..12]),
+                "names the missing VPN: {message}"
+            )
+        }
+        result => panic!("expected a failure, got {result:?}"),
+    }
+    assert!(rt.list(&managed_by(&run)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn missing_image_or_network_is_a_clear_error_and_leaves_nothing() {
     let Some(rt) = support::require_docker().await else {
         return;
