@@ -795,3 +795,56 @@ async fn an_event_stream_closed_by_the_daemon_ends_with_an_error() {
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_scripted_fake_gluetun_turns_unhealthy_and_changes_its_port() {
+    let Some(rt) = support::require_docker().await else {
+        return;
+    };
+    support::ensure_testbed_images();
+    let run = RunId::new();
+    let _cleanup = run.cleanup();
+
+    let mut events = rt.events().await.unwrap();
+    let options = GluetunOptions {
+        forwarded_port: Some(40123),
+        ..Default::default()
+    };
+    let vpn_id = support::start_fake_gluetun(&run, "vpn", &options);
+    let ip = support::container_ip(&vpn_id, None).expect("gluetun address");
+    let port = support::wait_for(Duration::from_secs(10), "control server", || {
+        let ip = ip.clone();
+        async move { support::gluetun_port(&ip).await }
+    })
+    .await;
+    assert_eq!(port, 40123);
+    next_event(
+        &mut events,
+        Duration::from_secs(20),
+        "gluetun healthy",
+        |e| e.id == vpn_id && e.kind == EventKind::Health(DockerHealth::Healthy),
+    )
+    .await;
+
+    support::gluetun_set_port(&ip, 40200).await;
+    assert_eq!(support::gluetun_port(&ip).await, Some(40200));
+
+    support::gluetun_set_healthy(&ip, false).await;
+    next_event(
+        &mut events,
+        Duration::from_secs(20),
+        "gluetun unhealthy",
+        |e| e.id == vpn_id && e.kind == EventKind::Health(DockerHealth::Unhealthy),
+    )
+    .await;
+    let vpn = rt.inspect(&vpn_id).await.unwrap().unwrap();
+    assert_eq!(vpn.health, Some(DockerHealth::Unhealthy));
+    assert!(vpn.running, "unhealthy is not down");
+
+    // An engine started out-of-band in the VPN's namespace looks like any other container.
+    let engine_id =
+        support::start_fake_engine(&run, "oob", &vpn_id, ENGINE_HTTP, ENGINE_P2P, &[("x", "y")]);
+    let engine = rt.inspect(&engine_id).await.unwrap().unwrap();
+    assert!(engine.running && engine.ips.is_empty());
+    assert_eq!(engine.labels.get("x").map(String::as_str), Some("y"));
+}
