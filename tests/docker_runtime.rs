@@ -94,7 +94,7 @@ async fn engine_in_a_vpn_namespace_is_created_listed_and_inspected() {
     // A long health interval so the first inspect reliably sees `starting`.
     let options = GluetunOptions {
         forwarded_port: Some(40123),
-        health_interval: Some(Duration::from_secs(2)),
+        health_interval: Some(Duration::from_secs(3)),
         ..Default::default()
     };
     let vpn_id = support::start_fake_gluetun(&run, "vpn", &options);
@@ -279,6 +279,15 @@ async fn remove_is_idempotent_and_inspect_of_a_missing_container_is_none() {
     assert_eq!(rt.inspect(&id).await.unwrap(), None);
     assert_eq!(rt.inspect(&spec.name).await.unwrap(), None);
     rt.remove(&id).await.expect("second removal is fine");
+
+    // Two removals at once: Docker answers the later one 409 "removal already in progress";
+    // both must come back `Ok` only once the container is really gone.
+    let spec = engine_spec(&run, "engine-2", behind(&vpn_id), ENGINE_HTTP, ENGINE_P2P);
+    let id = rt.create_and_start(&spec).await.unwrap();
+    let (a, b) = tokio::join!(rt.remove(&id), rt.remove(&id));
+    a.expect("first concurrent removal");
+    b.expect("second concurrent removal");
+    assert_eq!(rt.inspect(&id).await.unwrap(), None);
     rt.remove(&run.name("never-existed"))
         .await
         .expect("removing nothing is fine");
@@ -426,6 +435,9 @@ async fn a_start_failure_carries_the_containers_message_and_leaves_nothing() {
         return;
     };
     support::ensure_testbed_images();
+    // A generous settle window: the behaviour is under test here, not the default's length on a
+    // loaded machine.
+    let rt = rt.with_start_settle(Duration::from_secs(1));
     let run = RunId::new();
     let _cleanup = run.cleanup();
 
@@ -464,6 +476,41 @@ async fn a_start_failure_carries_the_containers_message_and_leaves_nothing() {
         .map(|c| c.id)
         .collect();
     assert_eq!(left, vec![first_id]);
+}
+
+#[tokio::test]
+async fn an_engine_behind_a_stopped_or_vanished_vpn_fails_clearly_and_leaves_nothing() {
+    let Some(rt) = support::require_docker().await else {
+        return;
+    };
+    support::ensure_testbed_images();
+    let run = RunId::new();
+    let _cleanup = run.cleanup();
+
+    let vpn_id = support::start_fake_gluetun(&run, "vpn", &GluetunOptions::default());
+    rt.stop(&vpn_id, Duration::from_secs(5)).await.unwrap();
+    let spec = engine_spec(&run, "engine-1", behind(&vpn_id), ENGINE_HTTP, ENGINE_P2P);
+    match rt.create_and_start(&spec).await {
+        Err(RuntimeError::Api { op, message, .. }) => {
+            assert_eq!(op, "start_container");
+            assert!(message.contains("non running container"), "{message}");
+        }
+        result => panic!("expected a start failure, got {result:?}"),
+    }
+    assert_eq!(rt.inspect(&spec.name).await.unwrap(), None);
+
+    // A recreated VPN leaves engines pointing at an ID that no longer exists.
+    rt.remove(&vpn_id).await.unwrap();
+    match rt.create_and_start(&spec).await {
+        Err(RuntimeError::Api { message, .. }) => {
+            assert!(
+                message.contains(&vpn_id[..12]),
+                "names the missing VPN: {message}"
+            )
+        }
+        result => panic!("expected a failure, got {result:?}"),
+    }
+    assert!(rt.list(&managed_by(&run)).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -669,4 +716,135 @@ async fn an_absent_daemon_gives_unreachable() {
     assert!(err.is_transport());
 
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fake daemon on a Unix socket: answers `/_ping`, and `/events` with one `die` event before
+/// closing the connection. Sends the request line of each `/events` call to `requests`.
+async fn serve_one_event_then_close(
+    listener: tokio::net::UnixListener,
+    requests: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let request_line = head.lines().next().unwrap_or_default().to_string();
+            let path = request_line.split_whitespace().nth(1).unwrap_or_default();
+            let (content_type, body) = if path.starts_with("/events") {
+                let _ = requests.send(request_line.clone());
+                let event = r#"{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"name":"acestream-1","exitCode":"3","acevisor.role":"engine"}},"time":1,"timeNano":1}"#;
+                ("application/json", format!("{event}\n"))
+            } else {
+                ("text/plain", "OK".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_event_stream_closed_by_the_daemon_ends_with_an_error() {
+    let dir = std::env::temp_dir().join(format!("acevisor-{}", RunId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("closing.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(serve_one_event_then_close(listener, requests_tx));
+
+    let host = format!("unix://{}", socket.display());
+    let rt = DockerRuntime::connect(Some(&host), Duration::from_secs(2)).unwrap();
+    let mut events = rt.events().await.expect("the fake daemon answers ping");
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap();
+    let event = first.expect("an item").expect("the die event");
+    assert_eq!(event.kind, EventKind::Die { exit_code: Some(3) });
+    assert_eq!(event.name, "acestream-1");
+    assert_eq!(
+        event.labels,
+        BTreeMap::from([("acevisor.role".to_string(), "engine".to_string())])
+    );
+    let last = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap();
+    match last {
+        Some(Err(e)) => assert!(e.is_transport(), "{e}"),
+        other => panic!("a closed stream must end with an error, got {other:?}"),
+    }
+
+    // The subscription asked for container events only, replayed from the time of the call.
+    let request = requests.recv().await.unwrap();
+    assert!(request.contains("since="), "{request}");
+    assert!(request.contains("filters="), "{request}");
+
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_scripted_fake_gluetun_turns_unhealthy_and_changes_its_port() {
+    let Some(rt) = support::require_docker().await else {
+        return;
+    };
+    support::ensure_testbed_images();
+    let run = RunId::new();
+    let _cleanup = run.cleanup();
+
+    let mut events = rt.events().await.unwrap();
+    let options = GluetunOptions {
+        forwarded_port: Some(40123),
+        ..Default::default()
+    };
+    let vpn_id = support::start_fake_gluetun(&run, "vpn", &options);
+    let ip = support::container_ip(&vpn_id, None).expect("gluetun address");
+    let port = support::wait_for(Duration::from_secs(10), "control server", || {
+        let ip = ip.clone();
+        async move { support::gluetun_port(&ip).await }
+    })
+    .await;
+    assert_eq!(port, 40123);
+    next_event(
+        &mut events,
+        Duration::from_secs(20),
+        "gluetun healthy",
+        |e| e.id == vpn_id && e.kind == EventKind::Health(DockerHealth::Healthy),
+    )
+    .await;
+
+    support::gluetun_set_port(&ip, 40200).await;
+    assert_eq!(support::gluetun_port(&ip).await, Some(40200));
+
+    support::gluetun_set_healthy(&ip, false).await;
+    next_event(
+        &mut events,
+        Duration::from_secs(20),
+        "gluetun unhealthy",
+        |e| e.id == vpn_id && e.kind == EventKind::Health(DockerHealth::Unhealthy),
+    )
+    .await;
+    let vpn = rt.inspect(&vpn_id).await.unwrap().unwrap();
+    assert_eq!(vpn.health, Some(DockerHealth::Unhealthy));
+    assert!(vpn.running, "unhealthy is not down");
+
+    // An engine started out-of-band in the VPN's namespace looks like any other container.
+    let engine_id =
+        support::start_fake_engine(&run, "oob", &vpn_id, ENGINE_HTTP, ENGINE_P2P, &[("x", "y")]);
+    let engine = rt.inspect(&engine_id).await.unwrap().unwrap();
+    assert!(engine.running && engine.ips.is_empty());
+    assert_eq!(engine.labels.get("x").map(String::as_str), Some("y"));
 }

@@ -13,6 +13,7 @@
 //!   the exit code and the container's last log lines, and the container is removed.
 //! - **Events without a gap.** `events()` asks Docker to replay from the moment of the call, so
 //!   "subscribe, then list" loses nothing even though the HTTP request goes out on first poll.
+//!   The stream never simply ends: a closed connection is a final `Err` item (reconnect, re-list).
 //!
 //! Each Docker call runs inside a `docker.<op>` tracing span with `container` and `error` fields.
 
@@ -135,6 +136,11 @@ impl DockerRuntime {
             start_settle: DEFAULT_START_SETTLE,
             name_waits: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// `connect` with the `[docker]` section of the config.
+    pub fn from_config(config: &crate::config::DockerConfig) -> RuntimeResult<Self> {
+        DockerRuntime::connect(config.host.as_deref(), config.call_timeout)
     }
 
     /// Changes how long a new container must survive its start (`DEFAULT_START_SETTLE`).
@@ -607,6 +613,14 @@ impl ContainerRuntime for DockerRuntime {
                     Err(e) => Some(Err(BollardCall::Docker(e).into_runtime("events", ""))),
                 }
             })
+            // A stream that just ends would look like "no more events"; it means the daemon
+            // closed the connection (restart, shutdown), so say so and let the caller reconnect.
+            .chain(futures_util::stream::once(async {
+                Err(RuntimeError::Unreachable {
+                    op: "events",
+                    message: "the daemon closed the event stream".into(),
+                })
+            }))
             .boxed();
         Ok(stream)
     }

@@ -507,3 +507,95 @@ pub async fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
     }
     response.text().await.ok()
 }
+
+/// Starts `acevisor-testbed/engine:dev` as `avt-<run>-<suffix>` in `vpn_id`'s network namespace,
+/// out-of-band (as an operator or the upstream orchestrator would). `labels` come on top of the
+/// run label. Returns the container ID.
+pub fn start_fake_engine(
+    run: &RunId,
+    suffix: &str,
+    vpn_id: &str,
+    http_port: u16,
+    p2p_port: u16,
+    labels: &[(&str, &str)],
+) -> String {
+    let name = run.name(suffix);
+    let network = format!("container:{vpn_id}");
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--label".into(),
+        run.label(),
+        "--name".into(),
+        name,
+        "--network".into(),
+        network,
+    ];
+    for (k, v) in labels {
+        args.extend(["--label".into(), format!("{k}={v}")]);
+    }
+    args.push(ENGINE_IMAGE.into());
+    args.extend(engine_cmd(http_port, p2p_port));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker_ok(&refs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripting a fake Gluetun (test-only routes, which never need the API key)
+
+/// The fake Gluetun's control server port.
+pub const GLUETUN_CONTROL_PORT: u16 = 8000;
+
+async fn gluetun_send(method: reqwest::Method, ip: &str, path: &str, body: String) {
+    let url = format!("http://{ip}:{GLUETUN_CONTROL_PORT}{path}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let response = client
+        .request(method, &url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("fake gluetun at {url}: {e}"));
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "fake gluetun at {url} answered {status}"
+    );
+}
+
+/// `PUT /testbed/port`: the forwarded port the fake Gluetun reports from now on (0 = none yet).
+pub async fn gluetun_set_port(ip: &str, port: u16) {
+    gluetun_send(
+        reqwest::Method::PUT,
+        ip,
+        "/testbed/port",
+        format!(r#"{{"port":{port}}}"#),
+    )
+    .await
+}
+
+/// `PUT /testbed/health`: what the fake Gluetun's Docker healthcheck reports from now on.
+pub async fn gluetun_set_healthy(ip: &str, healthy: bool) {
+    let body = format!(r#"{{"healthy":{healthy}}}"#);
+    gluetun_send(reqwest::Method::PUT, ip, "/testbed/health", body).await
+}
+
+/// `POST /testbed/reconnect`: an internal tunnel restart (status `stopped` then `running`, port
+/// 0, then `port` after `after`); the container and its namespace survive.
+pub async fn gluetun_reconnect(ip: &str, port: u16, after: Duration) {
+    let body = format!(r#"{{"port":{port},"after_ms":{}}}"#, after.as_millis());
+    gluetun_send(reqwest::Method::POST, ip, "/testbed/reconnect", body).await
+}
+
+/// The forwarded port the fake Gluetun reports on `GET /v1/portforward` (no API key set).
+pub async fn gluetun_port(ip: &str) -> Option<u16> {
+    let body = http_get(ip, GLUETUN_CONTROL_PORT, "/v1/portforward").await?;
+    let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+    value
+        .get("port")?
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+}
