@@ -62,13 +62,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(()) => info!("Docker reachable"),
         Err(e) => warn!(error = %e, "Docker not reachable yet; acevisor keeps trying"),
     }
-    if config.vpn.mode == VpnMode::None {
-        if let Err(e) = docker
+    if config.vpn.mode == VpnMode::None
+        && let Err(e) = docker
             .create_network_if_missing(&config.docker.network, &config.docker.labels)
             .await
-        {
-            warn!(network = %config.docker.network, error = %e, "cannot create the engine network");
-        }
+    {
+        warn!(network = %config.docker.network, error = %e, "cannot create the engine network");
     }
     let deps = Deps {
         runtime: Arc::new(docker),

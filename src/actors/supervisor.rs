@@ -664,10 +664,11 @@ async fn respawn_engine(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorSta
     }
     st.counters.actor_restarts += 1;
     info!(engine = %name, "restarting engine actor on its container");
-    if spawn_engine(myself, st, name, EngineMode::Adopt { container_id }).await && removing {
-        if let Some(a) = st.engines.get(name).and_then(|e| e.actor.as_ref()) {
-            let _ = a.cast(EngineMsg::Remove);
-        }
+    if spawn_engine(myself, st, name, EngineMode::Adopt { container_id }).await
+        && removing
+        && let Some(a) = st.engines.get(name).and_then(|e| e.actor.as_ref())
+    {
+        let _ = a.cast(EngineMsg::Remove);
     }
 }
 

@@ -195,17 +195,17 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
             log_event(&v.config.container, &ev);
             events.push((v.config.container.clone(), ev));
         }
-        if v.watch.take_force_restart(now) {
-            if let Some(id) = v.info.as_ref().map(|c| c.id.clone()) {
-                warn!(vpn = %v.config.container, "VPN down longer than force_restart_after: restarting it once");
-                let runtime = st.runtime.clone();
-                let name = v.config.container.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = runtime.restart(&id).await {
-                        error!(vpn = %name, error = %e, "forced restart of the VPN failed");
-                    }
-                });
-            }
+        if v.watch.take_force_restart(now)
+            && let Some(id) = v.info.as_ref().map(|c| c.id.clone())
+        {
+            warn!(vpn = %v.config.container, "VPN down longer than force_restart_after: restarting it once");
+            let runtime = st.runtime.clone();
+            let name = v.config.container.clone();
+            tokio::spawn(async move {
+                if let Err(e) = runtime.restart(&id).await {
+                    error!(vpn = %name, error = %e, "forced restart of the VPN failed");
+                }
+            });
         }
     }
 

@@ -219,7 +219,16 @@ impl Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let leftovers = self.sweep();
+        // A test that failed may still have acevisor running on other runtime threads, with a
+        // create in flight: sweep, give in-flight Docker calls a moment, sweep again.
+        let first = self.sweep();
+        std::thread::sleep(Duration::from_millis(if std::thread::panicking() {
+            1500
+        } else {
+            0
+        }));
+        let mut leftovers = self.sweep();
+        leftovers.retain(|c| first.contains(c));
         if !leftovers.is_empty() {
             eprintln!(
                 "cleanup of run {}: could not remove {leftovers:?}",

@@ -67,6 +67,15 @@ pub struct Tree {
     handle: Option<JoinHandle<()>>,
 }
 
+impl Drop for Tree {
+    fn drop(&mut self) {
+        // A failed test must not leave acevisor creating containers behind the cleanup's back.
+        if self.handle.is_some() {
+            self.sup.kill();
+        }
+    }
+}
+
 impl Tree {
     /// A tree over the in-memory world.
     pub async fn start(mem: &MemoryRuntime, cfg: Config) -> Tree {
