@@ -5,7 +5,8 @@
 //! It models what matters to acevisor: containers with labels, state, health and `StartedAt`;
 //! engines sharing a VPN container's namespace (joined by ID, P2P ports exclusive within one
 //! namespace, stranded when the VPN restarts); the events stream; the Gluetun control server of
-//! each VPN container; the engines' HTTP API. Faults: failing or slow calls, dropped events.
+//! each VPN container; the engines' HTTP API. Faults: failing or slow calls, dropped or reordered
+//! events, creates whose reply is lost after Docker did the work.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,14 @@ struct World {
     delay: Duration,
     drop_events: bool,
     calls: HashMap<&'static str, u32>,
+    /// The next this-many creates succeed on the Docker side but answer with a timeout.
+    lose_create_replies: u32,
+    /// IDs of the containers created by such creates (orphans unless acevisor finds them).
+    lost_reply_ids: Vec<String>,
+    /// Deliver events with each adjacent pair swapped.
+    reorder_events: bool,
+    /// IDs removed through the `remove` call (acevisor's removals, not out-of-band ones).
+    removed_ids: Vec<String>,
 }
 
 /// The in-memory world. Cheap to clone (shared state).
@@ -61,6 +70,8 @@ struct World {
 pub struct MemoryRuntime {
     world: Arc<Mutex<World>>,
     events: broadcast::Sender<ContainerEvent>,
+    /// An event held back while events are reordered; sent after the next one.
+    held_event: Arc<Mutex<Option<ContainerEvent>>>,
 }
 
 impl Default for MemoryRuntime {
@@ -86,6 +97,7 @@ impl MemoryRuntime {
         MemoryRuntime {
             world: Arc::new(Mutex::new(World::default())),
             events,
+            held_event: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -102,12 +114,24 @@ impl MemoryRuntime {
             .get(id)
             .map(|c| (c.info.name.clone(), c.info.labels.clone()))
             .unwrap_or_default();
-        let _ = self.events.send(ContainerEvent {
+        let event = ContainerEvent {
             id: id.to_string(),
             name,
             kind,
             labels,
-        });
+        };
+        if w.reorder_events {
+            let mut held = self.held_event.lock().unwrap_or_else(|e| e.into_inner());
+            match held.take() {
+                None => *held = Some(event),
+                Some(first) => {
+                    let _ = self.events.send(event);
+                    let _ = self.events.send(first);
+                }
+            }
+            return;
+        }
+        let _ = self.events.send(event);
     }
 
     fn new_identity(w: &mut World) -> (String, String) {
@@ -316,6 +340,38 @@ impl MemoryRuntime {
         self.lock().drop_events = drop;
     }
 
+    /// The next `n` creates succeed on the Docker side (the container exists and runs) but the
+    /// caller gets a timeout, as when the reply is lost on the way back.
+    pub fn lose_create_replies(&self, n: u32) {
+        self.lock().lose_create_replies = n;
+    }
+
+    /// IDs of the containers whose create reply was lost.
+    pub fn lost_reply_ids(&self) -> Vec<String> {
+        self.lock().lost_reply_ids.clone()
+    }
+
+    /// Deliver events out of order (each adjacent pair swapped); turning it off sends any event
+    /// still held back.
+    pub fn reorder_events(&self, reorder: bool) {
+        self.lock().reorder_events = reorder;
+        if !reorder {
+            let held = self
+                .held_event
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(event) = held {
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
+    /// IDs of the containers removed through `ContainerRuntime::remove`, in order.
+    pub fn removed_ids(&self) -> Vec<String> {
+        self.lock().removed_ids.clone()
+    }
+
     /// How many times `op` was called.
     pub fn calls(&self, op: &'static str) -> u32 {
         self.lock().calls.get(op).copied().unwrap_or(0)
@@ -484,6 +540,14 @@ impl ContainerRuntime for MemoryRuntime {
             },
         );
         self.emit(&w, &id, EventKind::Start);
+        if w.lose_create_replies > 0 {
+            w.lose_create_replies -= 1;
+            w.lost_reply_ids.push(id);
+            return Err(RuntimeError::Timeout {
+                op: "create",
+                after: Duration::from_secs(10),
+            });
+        }
         Ok(id)
     }
 
@@ -520,6 +584,7 @@ impl ContainerRuntime for MemoryRuntime {
         }
         self.emit(&w, &id, EventKind::Destroy);
         w.containers.remove(&id);
+        w.removed_ids.push(id);
         Ok(())
     }
 
