@@ -326,7 +326,7 @@ fn cases(default: u32) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(600), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(500), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn docker_faults_alone_never_remove_and_always_converge(steps in proptest::collection::vec(docker_fault(), 1..10)) {
         run_paused(steps);
@@ -334,7 +334,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(400), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(300), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn incidents_with_docker_faults_keep_names_and_forwarding_unique_and_converge(steps in proptest::collection::vec(any_step(), 1..12)) {
         run_paused(steps);
