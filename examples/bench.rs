@@ -1,0 +1,1076 @@
+//! acevisor's benchmarks (issue 8): reaction times, cold start against a `docker run` loop,
+//! footprint of the real daemon, and the pure planner at scale. Run through `testbed/bench.sh`,
+//! which builds the testbed images, the release `acevisor` binary and this program first.
+//!
+//! ```text
+//! bench [--quick] [--acevisor PATH] [--only FIGURE[,FIGURE...]]
+//! ```
+//!
+//! Prints one Markdown table: `figure | median | min | max | baseline | ratio | target | unit`.
+//! Everything this program starts on Docker carries `acevisor-test.run=<run id>` (or is managed
+//! by acevisor under the run id as its instance) and is removed when it ends, also on a panic.
+//! Nothing here asserts on time: the numbers are reported, never judged by a test.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use acevisor::actors::messages::{NameMsg, SupervisorMsg, SupervisorSnapshot};
+use acevisor::actors::name_registry::NameRegistry;
+use acevisor::actors::supervisor::Deps;
+use acevisor::clients::engine::EngineClient;
+use acevisor::clients::gluetun::GluetunClient;
+use acevisor::config::{Config, EmergencyCapacity, PortRange};
+use acevisor::core::emergency::EmergencyState;
+use acevisor::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
+use acevisor::core::naming::Ordinals;
+use acevisor::core::plan::{self, PlanInput};
+use acevisor::runtime::docker::DockerRuntime;
+use ractor::{Actor, ActorRef};
+
+// ---------------------------------------------------------------------------------------------
+// Allocation accounting for the pure planner figures
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+#[derive(Clone, Debug)]
+struct Row {
+    figure: String,
+    samples: Vec<f64>,
+    baseline: Option<f64>,
+    /// What the baseline is (printed in the notes).
+    target: String,
+    unit: &'static str,
+}
+
+impl Row {
+    fn stats(&self) -> Option<(f64, f64, f64)> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut s = self.samples.clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let n = s.len();
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        Some((median, s[0], s[n - 1]))
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| figure | median | min | max | baseline | ratio | target | unit |");
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    for r in rows {
+        let (med, min, max) = match r.stats() {
+            Some((a, b, c)) => (fmt_num(a), fmt_num(b), fmt_num(c)),
+            None => ("n/a".into(), "n/a".into(), "n/a".into()),
+        };
+        let baseline = r.baseline.map(fmt_num).unwrap_or_else(|| "-".into());
+        let ratio = match (r.stats(), r.baseline) {
+            (Some((m, _, _)), Some(b)) if b > 0.0 => format!("{:.3}", m / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {med} | {min} | {max} | {baseline} | {ratio} | {} | {} |",
+            r.figure, r.target, r.unit
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker scaffolding (CLI, as an operator would type it; timing-critical calls use bollard)
+
+const GLUETUN_IMAGE: &str = "acevisor-testbed/gluetun:dev";
+const ENGINE_IMAGE: &str = "acevisor-testbed/engine:dev";
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The run: its id labels everything; dropping it removes everything of the run.
+struct Run {
+    id: String,
+}
+
+impl Run {
+    fn new() -> Run {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Run {
+            id: format!("b{:x}-{:x}", std::process::id(), millis & 0xff_ffff),
+        }
+    }
+    fn name(&self, suffix: &str) -> String {
+        format!("avt-{}-{suffix}", self.id)
+    }
+    fn label(&self) -> String {
+        format!("acevisor-test.run={}", self.id)
+    }
+    fn managed(&self) -> String {
+        format!("acevisor.managed={}", self.id)
+    }
+    fn ids(&self, filter: &str, all: bool) -> Vec<String> {
+        let f = format!("label={filter}");
+        let args: Vec<&str> = if all {
+            vec!["ps", "-aq", "--filter", &f]
+        } else {
+            vec!["ps", "-q", "--filter", &f]
+        };
+        docker(&args)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+    /// Removes every engine acevisor created under this run and waits until Docker has none.
+    fn remove_engines(&self) {
+        for _ in 0..50 {
+            let ids = self.ids(&self.managed(), true);
+            if ids.is_empty() {
+                return;
+            }
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+    }
+    fn sweep(&self) {
+        for _ in 0..2 {
+            let mut ids = self.ids(&self.label(), true);
+            ids.extend(self.ids(&self.managed(), true));
+            ids.sort();
+            ids.dedup();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = docker(&args);
+            }
+        }
+    }
+    fn start_gluetun(&self, suffix: &str, port: u16) -> String {
+        let name = self.name(suffix);
+        docker_ok(&[
+            "run",
+            "-d",
+            "--label",
+            &self.label(),
+            "--name",
+            &name,
+            "-e",
+            &format!("FAKE_FORWARDED_PORT={port}"),
+            "--health-interval=500ms",
+            GLUETUN_IMAGE,
+        ]);
+        name
+    }
+    /// The TOML of a config over `vpns` (name, engine port range start).
+    fn config_text(&self, mode: &str, min: u32, vpns: &[(String, u16)], extra: &str) -> String {
+        let mut gluetun = String::new();
+        // Validation wants room for max_replicas on every VPN (an emergency may shift them).
+        for (name, start) in vpns {
+            gluetun.push_str(&format!(
+                "[[vpn.gluetun]]\ncontainer = \"{name}\"\nengine_ports = \"{start}-{}\"\n",
+                start + 4 * (min as u16 + 4) - 1
+            ));
+        }
+        let id = &self.id;
+        format!(
+            r#"instance = "{id}"
+[docker]
+call_timeout = "20s"
+stop_timeout = "1s"
+labels = {{ "acevisor-test.run" = "{id}" }}
+[engines]
+prefix = "avt-{id}-ace"
+min_replicas = {min}
+max_replicas = {min}
+min_free = 0
+variant = "custom"
+image = "{ENGINE_IMAGE}"
+command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}"]
+{extra}
+[vpn]
+mode = "{mode}"
+{gluetun}"#
+        )
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.sweep();
+    }
+}
+
+fn config(text: &str) -> Config {
+    let cfg = Config::parse(text).expect("bench config parses");
+    cfg.validate().expect("bench config is valid");
+    cfg
+}
+
+fn ip_of(name: &str) -> String {
+    docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        name,
+    ])
+}
+
+async fn set_port(vpn: &str, port: u16) {
+    let url = format!("http://{}:8000/testbed/port", ip_of(vpn));
+    reqwest::Client::new()
+        .put(&url)
+        .body(format!(r#"{{"port":{port}}}"#))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-process tree over the real Docker runtime
+
+struct Tree {
+    sup: ActorRef<SupervisorMsg>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Tree {
+    async fn start(cfg: Config) -> Tree {
+        let deps = Deps {
+            runtime: Arc::new(
+                DockerRuntime::connect(None, Duration::from_secs(20)).expect("docker client"),
+            ),
+            control: Arc::new(GluetunClient::new(cfg.vpn.control_timeout).expect("gluetun client")),
+            engine_api: Arc::new(
+                EngineClient::new(cfg.engines.health.timeout).expect("engine client"),
+            ),
+        };
+        let keys = vec![None; cfg.vpn.gluetun.len()];
+        let (sup, handle) = acevisor::daemon::start(cfg, deps, keys)
+            .await
+            .expect("tree starts");
+        Tree { sup, handle }
+    }
+    async fn snap(&self) -> SupervisorSnapshot {
+        ractor::call_t!(self.sup, SupervisorMsg::Snapshot, 10_000).expect("supervisor answers")
+    }
+    /// Polls the snapshot every `every` until `pred`; the elapsed time since `from`.
+    async fn until(
+        &self,
+        what: &str,
+        from: Instant,
+        within: Duration,
+        every: Duration,
+        pred: impl Fn(&SupervisorSnapshot) -> bool,
+    ) -> Duration {
+        loop {
+            let s = self.snap().await;
+            if pred(&s) {
+                return from.elapsed();
+            }
+            assert!(
+                from.elapsed() < within,
+                "timed out after {within:?} waiting for {what}"
+            );
+            tokio::time::sleep(every).await;
+        }
+    }
+    async fn stop(self) {
+        self.sup.stop(None);
+        let _ = self.handle.await;
+    }
+}
+
+fn full(s: &SupervisorSnapshot, vpn: &str, n: usize, port: u16) -> bool {
+    let on = s.engines_on(vpn);
+    let fw = s.forwarded_on(vpn);
+    on.len() == n
+        && on.iter().all(|e| e.phase == EnginePhase::Ready)
+        && fw.len() == 1
+        && fw[0].p2p_port == port
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures 1 and 2: failure detection and recovery to full capacity
+
+const POLL_MS: u64 = 1000;
+
+async fn failure_and_recovery(reps: usize) -> Vec<Row> {
+    let run = Run::new();
+    let v1 = run.start_gluetun("vpn1", 31001);
+    let v2 = run.start_gluetun("vpn2", 32001);
+    let text = run.config_text(
+        "redundant",
+        6,
+        &[(v1.clone(), 21000), (v2.clone(), 22000)],
+        "",
+    );
+    let text = text.replace(
+        "mode = \"redundant\"\n",
+        &format!("mode = \"redundant\"\npoll_interval = \"{POLL_MS}ms\"\n"),
+    );
+    let tree = Tree::start(config(&text)).await;
+    let mut detection = Vec::new();
+    let mut kill_calls = Vec::new();
+    let mut after_die = Vec::new();
+    let mut delivery = Vec::new();
+    let mut inspects = Vec::new();
+    let mut inspects_later = Vec::new();
+    let mut recovery = Vec::new();
+    let mut port = 31001u16;
+    tree.until(
+        "6 engines 3/3",
+        Instant::now(),
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        |s| full(s, &v1, 3, port) && full(s, &v2, 3, 32001),
+    )
+    .await;
+    let bollard = DockerRuntime::connect(None, Duration::from_secs(20)).expect("docker");
+    for rep in 0..reps {
+        // docker kill of VPN 1 -> Emergency in the Supervisor's snapshot. The kill runs in its
+        // own task while the snapshot is polled, and the die event is timestamped by Docker, so
+        // the figure splits into Docker's part and acevisor's.
+        let die = die_event_time(&bollard, &v1).await;
+        tracing::info!("bench: killing {v1}");
+        let t0 = Instant::now();
+        let kill = {
+            let client = bollard.client().clone();
+            let v1 = v1.clone();
+            tokio::spawn(async move {
+                client.kill_container(&v1, None).await.expect("kill VPN 1");
+                Instant::now()
+            })
+        };
+        let d = tree
+            .until(
+                "emergency",
+                t0,
+                Duration::from_secs(30),
+                Duration::from_millis(1),
+                |s| matches!(s.emergency, EmergencyState::Emergency { .. }),
+            )
+            .await;
+        let seen_wall = SystemTime::now();
+        tracing::info!("bench: emergency seen");
+        let kill_done = kill.await.expect("kill task");
+        let (die_wall, die_received, inspect_on_die) =
+            tokio::time::timeout(Duration::from_secs(10), die)
+                .await
+                .expect("die event")
+                .expect("die task");
+        detection.push(d.as_secs_f64() * 1000.0);
+        kill_calls.push(kill_done.duration_since(t0).as_secs_f64() * 1000.0);
+        let from_die = seen_wall
+            .duration_since(die_wall)
+            .map(|x| x.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        after_die.push(from_die);
+        let ms = |a: SystemTime, b: SystemTime| {
+            a.duration_since(b)
+                .map(|x| x.as_secs_f64() * 1000.0)
+                .unwrap_or(0.0)
+        };
+        delivery.push(ms(die_received, die_wall));
+        inspects.push(inspect_on_die.as_secs_f64() * 1000.0);
+        let ti = Instant::now();
+        let _ = acevisor::runtime::ContainerRuntime::inspect(&bollard, &v1).await;
+        inspects_later.push(ti.elapsed().as_secs_f64() * 1000.0);
+
+        // VPN 1 comes back (recreated) with no forwarded port yet; once acevisor sees it Up,
+        // the provider forwards a new port: time until its engines are all ready with the
+        // forwarded one on that port.
+        docker_ok(&["rm", "-f", &v1]);
+        run.start_gluetun("vpn1", 0);
+        tree.until(
+            "VPN 1 up without a port",
+            Instant::now(),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            |s| {
+                s.vpns
+                    .iter()
+                    .any(|v| v.container_name == v1 && v.connected && !v.failed)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        port = 31002 + rep as u16;
+        let t1 = Instant::now();
+        set_port(&v1, port).await;
+        let r = tree
+            .until(
+                "VPN 1 full again",
+                t1,
+                Duration::from_secs(120),
+                Duration::from_millis(10),
+                |s| full(s, &v1, 3, port),
+            )
+            .await;
+        recovery.push(r.as_secs_f64() * 1000.0);
+        eprintln!(
+            "  rep {}: detection {:.1} ms (kill call {:.1} ms, die event -> emergency {:.1} ms), recovery {:.0} ms",
+            rep + 1,
+            detection[rep],
+            kill_calls[rep],
+            after_die[rep],
+            recovery[rep]
+        );
+    }
+    tree.stop().await;
+    vec![
+        Row {
+            figure: "failure-detection".into(),
+            samples: detection,
+            baseline: Some(POLL_MS as f64),
+            target: "median < 100 ms (baseline: vpn.poll_interval)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "failure-detection-from-die".into(),
+            samples: after_die,
+            baseline: Some(POLL_MS as f64),
+            target: "- (acevisor's part: Docker's die event time -> Emergency)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "docker-event-delivery".into(),
+            samples: delivery,
+            baseline: None,
+            target: "- (die event time -> received by a second subscriber)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "docker-inspect-call".into(),
+            samples: inspects,
+            baseline: None,
+            target: "- (inspect of the VPN issued on its die event, as the monitor does)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "docker-inspect-call-later".into(),
+            samples: inspects_later,
+            baseline: None,
+            target: "- (the same inspect once the kill call has returned)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "docker-kill-call".into(),
+            samples: kill_calls,
+            baseline: None,
+            target: "- (how long Docker's kill call itself takes)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "recovery-to-full".into(),
+            samples: recovery,
+            baseline: Some(125_000.0),
+            target: "< 3000 ms (baseline: the earlier orchestrator, 125 s in incident A)".into(),
+            unit: "ms",
+        },
+    ]
+}
+
+/// Subscribes to Docker's `die` events of `container` and resolves with the first one's time
+/// (Docker's own timestamp) and the moment this process received it.
+async fn die_event_time(
+    docker: &DockerRuntime,
+    container: &str,
+) -> tokio::task::JoinHandle<(SystemTime, SystemTime, Duration)> {
+    use bollard::query_parameters::EventsOptionsBuilder;
+    use futures_util::StreamExt;
+    let filters: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::from([
+            ("container".to_string(), vec![container.to_string()]),
+            ("event".to_string(), vec!["die".to_string()]),
+        ]);
+    let inspector = docker.client().clone();
+    let name = container.to_string();
+    let mut events = Box::pin(
+        docker
+            .client()
+            .events(Some(EventsOptionsBuilder::new().filters(&filters).build())),
+    );
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        // The request goes out on the first poll; say so once it is under way.
+        let first = futures_util::future::poll_fn(|cx| {
+            let p = events.poll_next_unpin(cx);
+            std::task::Poll::Ready(p)
+        })
+        .await;
+        let _ = ready_tx.send(());
+        let item = match first {
+            std::task::Poll::Ready(item) => item,
+            std::task::Poll::Pending => events.next().await,
+        };
+        let msg = item.expect("events stream").expect("die event");
+        let received = SystemTime::now();
+        // Inspect at once, as acevisor's monitor does on the event: how long does Docker take
+        // to answer about a container it is still tearing down?
+        let t = Instant::now();
+        let _ = inspector
+            .inspect_container(
+                &name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await;
+        let inspect = t.elapsed();
+        let nanos = msg.time_nano.unwrap_or_default();
+        (
+            UNIX_EPOCH + Duration::from_nanos(nanos as u64),
+            received,
+            inspect,
+        )
+    });
+    let _ = ready_rx.await;
+    // Let the daemon register the subscription before anything is killed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 3: cold start against a `docker run -d` loop
+
+async fn cold_start(n: u32, reps: usize) -> Row {
+    let run = Run::new();
+    let vpn = run.start_gluetun("vpn", 33001);
+    let text = run.config_text("single", n, &[(vpn.clone(), 23000)], "");
+    let cfg = config(&text);
+    let mut acevisor = Vec::new();
+    let mut looped = Vec::new();
+    let vpn_id = docker_ok(&["inspect", "--format", "{{.Id}}", &vpn]);
+    // Let the VPN get healthy first: both contenders start from a ready VPN.
+    for _ in 0..100 {
+        if docker(&["inspect", "--format", "{{.State.Health.Status}}", &vpn]).as_deref()
+            == Ok("healthy")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for rep in 0..reps {
+        // acevisor: 0 -> n ready engines (includes waiting for each engine's HTTP API).
+        let t0 = Instant::now();
+        let tree = Tree::start(cfg.clone()).await;
+        let d = tree
+            .until(
+                "n ready engines",
+                t0,
+                Duration::from_secs(180),
+                Duration::from_millis(10),
+                |s| {
+                    s.engines.len() == n as usize
+                        && s.engines.iter().all(|e| e.phase == EnginePhase::Ready)
+                },
+            )
+            .await;
+        acevisor.push(d.as_secs_f64() * 1000.0);
+        tree.stop().await;
+        run.remove_engines();
+
+        // Baseline: a shell loop of `docker run -d` of the same n fake engines (started only).
+        let mut script = String::from("set -e\n");
+        for i in 0..n {
+            let http = 24000 + 4 * i;
+            script.push_str(&format!(
+                "docker run -d --label {} --name {} --network container:{vpn_id} {ENGINE_IMAGE} \
+                 --http-port {http} --https-port {} --api-port {} --port {} >/dev/null\n",
+                run.label(),
+                run.name(&format!("loop-{i}")),
+                http + 1,
+                http + 2,
+                http + 3
+            ));
+        }
+        let t1 = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .stdout(Stdio::null())
+            .status()
+            .expect("sh");
+        assert!(status.success(), "the docker run loop failed");
+        looped.push(t1.elapsed().as_secs_f64() * 1000.0);
+        let ids: Vec<String> = run
+            .ids(&run.label(), true)
+            .into_iter()
+            .filter(|id| !vpn_id.starts_with(id.as_str()))
+            .collect();
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(ids.iter().map(String::as_str));
+        docker_ok(&args);
+        eprintln!(
+            "  rep {}: acevisor {:.0} ms, docker run loop {:.0} ms",
+            rep + 1,
+            acevisor[rep],
+            looped[rep]
+        );
+    }
+    let mut l = looped.clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    Row {
+        figure: format!("cold-start-{n}"),
+        samples: acevisor,
+        baseline: Some(l[l.len() / 2]),
+        target: "ratio < 0.5 (baseline: median of a `docker run -d` loop, same run)".into(),
+        unit: "ms",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 4: footprint of the real daemon with 50 idle engines
+
+fn proc_status_kib(pid: u32, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// utime + stime in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)` which may hold spaces.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The daemon under measurement; killed if the bench panics before its orderly SIGTERM.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn footprint(binary: &PathBuf, window: Duration) -> Vec<Row> {
+    let run = Run::new();
+    let v1 = run.start_gluetun("vpn1", 34001);
+    let v2 = run.start_gluetun("vpn2", 35001);
+    let text = run.config_text("redundant", 50, &[(v1, 25000), (v2, 26000)], "");
+    let dir = std::env::temp_dir().join(format!("acevisor-bench-{}", run.id));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("acevisor.toml");
+    std::fs::write(&path, text).expect("config file");
+    let log = std::fs::File::create(dir.join("acevisor.log")).expect("log file");
+    let mut child = KillOnDrop(
+        Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("acevisor starts"),
+    );
+    let pid = child.0.id();
+    let t0 = Instant::now();
+    while run.ids(&run.managed(), false).len() < 50 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(240),
+            "50 engines did not come up; see {}",
+            dir.display()
+        );
+        assert!(
+            child.0.try_wait().ok().flatten().is_none(),
+            "acevisor exited; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("  50 engines running after {:.1?}", t0.elapsed());
+    // Let every engine pass readiness and the first health probes settle.
+    std::thread::sleep(Duration::from_secs(5));
+    let ticks = clock_ticks();
+    let mut rss = Vec::new();
+    let mut cpu = Vec::new();
+    let slices = 6u32;
+    let slice = window / slices;
+    for _ in 0..slices {
+        let c0 = proc_cpu_ticks(pid).expect("stat");
+        let w0 = Instant::now();
+        std::thread::sleep(slice);
+        let c1 = proc_cpu_ticks(pid).expect("stat");
+        cpu.push((c1 - c0) as f64 / ticks / w0.elapsed().as_secs_f64() * 100.0);
+        rss.push(proc_status_kib(pid, "VmRSS:").expect("status") / 1024.0);
+    }
+    let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0.0) / 1024.0;
+    eprintln!("  peak RSS (VmHWM) {hwm:.1} MiB");
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.0.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    vec![
+        Row {
+            figure: "rss-50-engines".into(),
+            samples: rss,
+            baseline: None,
+            target: format!("< 25 MiB (peak VmHWM {hwm:.1} MiB)"),
+            unit: "MiB",
+        },
+        Row {
+            figure: "cpu-50-engines".into(),
+            samples: cpu,
+            baseline: None,
+            target: format!("< 0.5 % of a core ({slices} slices of {slice:?})"),
+            unit: "% of a core",
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 5: the pure planner and the name book-keeping at scale
+
+const LANES: usize = 8;
+
+/// `n` engines across 8 Up VPNs with known ports: one forwarded engine per VPN, the rest ready
+/// and idle (the steady state every fact change re-plans over). `present = false`: the same
+/// desired state with no engine yet (a cold plan that creates all of them).
+fn facts(n: usize, present: bool) -> (Vec<VpnView>, Vec<EngineFact>) {
+    let per = n.div_ceil(LANES);
+    let span = (4 * (per + 2)) as u16;
+    let now = tokio::time::Instant::now();
+    let mut lanes = Vec::new();
+    let mut engines = Vec::new();
+    let mut ordinal = 0u32;
+    for l in 0..LANES {
+        let start = 20_000 + l as u16 * span;
+        let name = format!("gluetun-{l}");
+        let fwd_port = 10_000 + l as u16;
+        lanes.push(VpnView {
+            name: Some(name.clone()),
+            container_id: Some(format!("id{l}")),
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+            readiness: Readiness::Up {
+                forwarded_port: Some(fwd_port),
+            },
+            failed: false,
+            forwarding: true,
+            port_wait_expired: false,
+            engine_ports: PortRange {
+                start,
+                end: start + span - 1,
+            },
+        });
+        if !present {
+            continue;
+        }
+        for k in 0..per {
+            if engines.len() >= n {
+                break;
+            }
+            ordinal += 1;
+            let http = start + 4 * k as u16;
+            engines.push(EngineFact {
+                name: format!("acestream-{ordinal}"),
+                ordinal,
+                vpn: Some(name.clone()),
+                vpn_id: Some(format!("id{l}")),
+                vpn_started_at: Some("2026-01-01T00:00:00Z".into()),
+                forwarded: k == 0,
+                p2p_port: if k == 0 { fwd_port } else { http + 3 },
+                http_port: http,
+                phase: EnginePhase::Ready,
+                streams: 0,
+                idle_since: Some(now),
+            });
+        }
+    }
+    (lanes, engines)
+}
+
+fn reconcile_rows(n: usize, reps: usize, cold: bool) -> Vec<Row> {
+    let (lanes, engines) = facts(n, !cold);
+    let input = PlanInput {
+        now: tokio::time::Instant::now(),
+        min_replicas: n as u32,
+        max_replicas: n as u32,
+        min_free: 0,
+        idle_grace: Duration::from_secs(30),
+        unhealthy_grace: Duration::from_secs(60),
+        emergency_capacity: EmergencyCapacity::Reduced,
+        lanes: &lanes,
+        engines: &engines,
+    };
+    let mut times = Vec::new();
+    let mut peaks = Vec::new();
+    let mut actions = 0;
+    for _ in 0..reps {
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let t = Instant::now();
+        let plan = std::hint::black_box(plan::reconcile(&input));
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        peaks.push((PEAK.load(Ordering::Relaxed) - base) as f64 / 1024.0);
+        actions = plan.len();
+    }
+    let k = if n >= 1000 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    };
+    let (name, target) = if cold {
+        (
+            format!("reconcile-cold-{k}"),
+            format!("- ({actions} creates planned)"),
+        )
+    } else {
+        (
+            format!("reconcile-{k}"),
+            format!("< 10 ms for 10k ({actions} actions)"),
+        )
+    };
+    let facts_kib = (std::mem::size_of::<EngineFact>() * engines.len()) as f64 / 1024.0;
+    vec![
+        Row {
+            figure: name.clone(),
+            samples: times,
+            baseline: None,
+            target,
+            unit: "ms",
+        },
+        Row {
+            figure: format!("{name}-alloc"),
+            samples: peaks,
+            baseline: None,
+            target: format!("peak heap during the call (facts: {facts_kib:.0} KiB)"),
+            unit: "KiB",
+        },
+    ]
+}
+
+/// Reserve + release of the lowest free number with `held` numbers live: pairs per second.
+fn ordinals_row(held: u32, reps: usize) -> Row {
+    let mut o = Ordinals::new();
+    for n in 1..=held {
+        o.mark_live(n);
+    }
+    // Free a number in the middle so `reserve` has to walk to it.
+    o.gone(held / 2 + 1);
+    let ops = 20_000;
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for _ in 0..ops {
+            let n = std::hint::black_box(o.reserve());
+            o.release(n);
+        }
+        samples.push(ops as f64 / t.elapsed().as_secs_f64());
+    }
+    let k = if held >= 1000 {
+        format!("{}k", held / 1000)
+    } else {
+        held.to_string()
+    };
+    Row {
+        figure: format!("ordinals-reserve-release-{k}"),
+        samples,
+        baseline: None,
+        target: format!("- (pure core, {held} held, gap in the middle)"),
+        unit: "pairs/s",
+    }
+}
+
+/// The NameRegistry actor: `call` Reserve + `cast` Release round trips per second.
+async fn registry_row(held: u32, reps: usize) -> Row {
+    let seed: Vec<u32> = (1..=held).collect();
+    let (names, handle) = Actor::spawn(None, NameRegistry, seed)
+        .await
+        .expect("registry");
+    let ops = 5_000;
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for _ in 0..ops {
+            let n = ractor::call_t!(names, NameMsg::Reserve, 5_000).expect("reserve");
+            let _ = names.cast(NameMsg::Release(n));
+        }
+        samples.push(ops as f64 / t.elapsed().as_secs_f64());
+    }
+    names.stop(None);
+    let _ = handle.await;
+    Row {
+        figure: format!("name-registry-actor-{}k", held / 1000),
+        samples,
+        baseline: None,
+        target: format!("- (actor round trips, {held} held)"),
+        unit: "pairs/s",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Args {
+    quick: bool,
+    acevisor: PathBuf,
+    only: Option<Vec<String>>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        quick: false,
+        acevisor: PathBuf::from("target/release/acevisor"),
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--acevisor" => a.acevisor = it.next().expect("--acevisor PATH").into(),
+            "--only" => {
+                a.only = Some(
+                    it.next()
+                        .expect("--only FIGURES")
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            other => panic!(
+                "unknown argument {other}; usage: bench [--quick] [--acevisor PATH] [--only a,b]"
+            ),
+        }
+    }
+    a
+}
+
+fn main() {
+    let a = args();
+    // BENCH_LOG=acevisor=debug shows acevisor's own log lines with timestamps (for profiling).
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let wanted = |f: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == f));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reps = if a.quick { 3 } else { 7 };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: BTreeMap<&str, String> = BTreeMap::new();
+
+    if wanted("reconcile") {
+        eprintln!("== reconcile (pure planner, 8 VPNs)");
+        let r = if a.quick { 20 } else { 100 };
+        rows.extend(reconcile_rows(1_000, r, false));
+        rows.extend(reconcile_rows(10_000, r, false));
+        rows.extend(reconcile_rows(1_000, if a.quick { 3 } else { 10 }, true));
+        rows.extend(reconcile_rows(10_000, 1, true));
+        rows.push(ordinals_row(1_000, r / 4));
+        rows.push(ordinals_row(10_000, r / 4));
+        rows.push(rt.block_on(registry_row(1_000, reps)));
+    }
+    if wanted("failure") {
+        eprintln!("== failure-detection and recovery-to-full ({reps} reps)");
+        rows.extend(rt.block_on(failure_and_recovery(reps)));
+    }
+    if wanted("cold") {
+        for n in [10, 30] {
+            eprintln!("== cold-start-{n} ({reps} reps)");
+            rows.push(rt.block_on(cold_start(n, reps)));
+        }
+    }
+    if wanted("rss") {
+        let window = if a.quick {
+            Duration::from_secs(15)
+        } else {
+            Duration::from_secs(60)
+        };
+        eprintln!(
+            "== rss-50-engines ({} for {window:?})",
+            a.acevisor.display()
+        );
+        if a.acevisor.exists() {
+            rows.extend(footprint(&a.acevisor, window));
+        } else {
+            notes.insert("rss", format!("{} not built", a.acevisor.display()));
+        }
+    }
+    print_table(&rows);
+    for (k, v) in notes {
+        println!("\n{k}: {v}");
+    }
+}
