@@ -291,6 +291,19 @@ async fn set_port(vpn: &str, port: u16) {
 // ---------------------------------------------------------------------------------------------
 // The in-process tree over the real Docker runtime
 
+/// The Docker runtime acevisor uses; `BENCH_START_SETTLE_MS` overrides its start settle window
+/// (an experiment knob: what-if figures, never the reported defaults).
+fn docker_runtime() -> DockerRuntime {
+    let rt = DockerRuntime::connect(None, Duration::from_secs(20)).expect("docker client");
+    match std::env::var("BENCH_START_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(ms) => rt.with_start_settle(Duration::from_millis(ms)),
+        None => rt,
+    }
+}
+
 struct Tree {
     sup: ActorRef<SupervisorMsg>,
     handle: tokio::task::JoinHandle<()>,
@@ -299,9 +312,7 @@ struct Tree {
 impl Tree {
     async fn start(cfg: Config) -> Tree {
         let deps = Deps {
-            runtime: Arc::new(
-                DockerRuntime::connect(None, Duration::from_secs(20)).expect("docker client"),
-            ),
+            runtime: Arc::new(docker_runtime()),
             control: Arc::new(GluetunClient::new(cfg.vpn.control_timeout).expect("gluetun client")),
             engine_api: Arc::new(
                 EngineClient::new(cfg.engines.health.timeout).expect("engine client"),
@@ -598,7 +609,14 @@ async fn cold_start(n: u32, reps: usize) -> Row {
     let run = Run::new();
     let vpn = run.start_gluetun("vpn", 33001);
     let text = run.config_text("single", n, &[(vpn.clone(), 23000)], "");
-    let cfg = config(&text);
+    let mut cfg = config(&text);
+    // What-if knob, like BENCH_START_SETTLE_MS.
+    if let Some(c) = std::env::var("BENCH_CREATE_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.engines.create_concurrency = c;
+    }
     let mut acevisor = Vec::new();
     let mut looped = Vec::new();
     let vpn_id = docker_ok(&["inspect", "--format", "{{.Id}}", &vpn]);
@@ -613,6 +631,7 @@ async fn cold_start(n: u32, reps: usize) -> Row {
     }
     for rep in 0..reps {
         // acevisor: 0 -> n ready engines (includes waiting for each engine's HTTP API).
+        tracing::info!("bench: cold start {n}");
         let t0 = Instant::now();
         let tree = Tree::start(cfg.clone()).await;
         let d = tree
