@@ -1062,6 +1062,15 @@ fn main() {
         rows.push(ordinals_row(10_000, r / 4));
         rows.push(rt.block_on(registry_row(1_000, reps)));
     }
+    if a.only
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|x| x == "plan"))
+    {
+        // For profiling the planner alone (perf record ... --only plan).
+        eprintln!("== plan only: steady 10k x 200, cold 10k x 3");
+        rows.extend(reconcile_rows(10_000, 200, false));
+        rows.extend(reconcile_rows(10_000, 3, true));
+    }
     if wanted("failure") {
         eprintln!("== failure-detection and recovery-to-full ({reps} reps)");
         rows.extend(rt.block_on(failure_and_recovery(reps)));
