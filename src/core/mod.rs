@@ -1,6 +1,7 @@
 //! The functional core: pure, synchronous, deterministic decisions over facts and time.
 //! Nothing here performs I/O or reads the clock; the actors feed facts in and perform effects.
 
+pub mod breaker;
 pub mod emergency;
 pub mod engine_spec;
 pub mod intensity;
