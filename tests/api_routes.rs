@@ -370,6 +370,7 @@ async fn livez_and_readyz() {
 async fn a_stuck_supervisor_is_a_503_not_a_hang() {
     let mut h = Harness::new(pool()).await;
     h.ctx.call_timeout = Duration::from_millis(100);
+    h.ctx.provision_timeout = Duration::from_millis(100);
     h.app = acevisor::api::router(h.ctx.clone());
     h.set_hang(true);
     let all = async {
@@ -388,6 +389,13 @@ async fn a_stuck_supervisor_is_a_503_not_a_hang() {
         let (status, body) = h.post("/provision/acestream", &json!({})).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["detail"]["can_retry"], true);
+        assert_eq!(body["detail"]["error"], "provisioning_unavailable");
+        assert!(
+            body["detail"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not answer")
+        );
         // Liveness does not depend on the actors.
         assert_eq!(h.get("/livez").await.0, StatusCode::OK);
     };

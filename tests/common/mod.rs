@@ -34,6 +34,7 @@ pub struct FakeWorld {
     /// Keep reply ports unanswered (a Supervisor stuck on something).
     pub hang: bool,
     held: Vec<RpcReplyPort<SupervisorSnapshot>>,
+    held_provisions: Vec<RpcReplyPort<Result<EngineView, ProvisionError>>>,
 }
 
 pub struct FakeSupervisor;
@@ -71,10 +72,9 @@ impl Actor for FakeSupervisor {
                     let _ = reply.send(world.snapshot.clone());
                 }
             }
+            SupervisorMsg::Provision(reply) if world.hang => world.held_provisions.push(reply),
             SupervisorMsg::Provision(reply) => {
-                if !world.hang {
-                    let _ = reply.send(world.provision.clone());
-                }
+                let _ = reply.send(world.provision.clone());
             }
             SupervisorMsg::StreamCounts(counts) => {
                 let _ = st.counts.send(counts);
@@ -161,6 +161,7 @@ impl Harness {
             provision: Err(ProvisionError::MaxCapacity),
             hang: false,
             held: Vec::new(),
+            held_provisions: Vec::new(),
         }));
         let (tx, rx) = watch::channel(BTreeMap::new());
         let (supervisor, _) = Actor::spawn(
