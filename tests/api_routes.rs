@@ -798,3 +798,13 @@ async fn bad_input_table() {
     let mut counts = h.counts.clone();
     counts_become(&mut counts, BTreeMap::from([("acestream-3".into(), 1)])).await;
 }
+
+#[tokio::test]
+async fn first_seen_is_stable_across_requests() {
+    let h = Harness::new(pool()).await;
+    let (_, a) = h.get("/engines").await;
+    let (_, b) = h.get("/engines").await;
+    for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+        assert_eq!(x["first_seen"], y["first_seen"], "{}", x["container_name"]);
+    }
+}

@@ -101,9 +101,9 @@ pub enum StreamsMsg {
         since: Option<SystemTime>,
         reply: RpcReplyPort<Option<Vec<StatSample>>>,
     },
-    /// Stream usage of the named engines (first sight of a name is recorded now).
+    /// Stream usage of these engines, by name (a first sight of an engine is recorded now).
     Usage {
-        engines: Vec<String>,
+        engines: Vec<EngineRef>,
         reply: RpcReplyPort<BTreeMap<String, EngineUsage>>,
     },
     /// Timer: run a collector round unless one is in flight.
@@ -118,7 +118,9 @@ pub struct StreamsArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub engine_client: Arc<EngineClient>,
     pub collect_interval: Duration,
-    /// Bound on every call to the Supervisor.
+    /// Bound on every call to the Supervisor. Keep it below the API's own call timeout: a
+    /// `stream_started` waits on this call inside the actor, and the API should get the
+    /// actor's answer (503 on a timeout) rather than time out itself.
     pub call_timeout: Duration,
 }
 
@@ -129,7 +131,9 @@ pub struct StreamsState {
     collect_interval: Duration,
     call_timeout: Duration,
     collecting: bool,
+    /// By engine key (container ID, else name): names are reused, container IDs are not.
     first_seen: HashMap<String, SystemTime>,
+    /// Last stream start or end, by engine key.
     last_usage: HashMap<String, SystemTime>,
     last_counts: Option<BTreeMap<String, u32>>,
     tasks: Vec<JoinHandle<()>>,
@@ -199,7 +203,7 @@ impl Actor for Streams {
                 let outcome = st.book.end(&req, now);
                 if let Some(s) = outcome.stream.as_ref().filter(|_| outcome.updated) {
                     info!(stream = %s.id, engine = %s.container_name, reason = ?s.end_reason, "stream ended");
-                    st.last_usage.insert(s.container_name.clone(), now);
+                    st.last_usage.insert(s.container_id.clone(), now);
                 }
                 publish_counts(st);
                 let _ = reply.send(outcome);
@@ -222,14 +226,15 @@ impl Actor for Streams {
                 let mut active = st.book.active_by_engine();
                 let usage = engines
                     .into_iter()
-                    .map(|name| {
-                        let first_seen = *st.first_seen.entry(name.clone()).or_insert(now);
+                    .map(|e| {
+                        let key = engine_key(&e);
+                        let first_seen = *st.first_seen.entry(key.to_string()).or_insert(now);
                         let u = EngineUsage {
-                            streams: active.remove(&name).unwrap_or_default(),
+                            streams: active.remove(&e.name).unwrap_or_default(),
                             first_seen,
-                            last_stream_usage: st.last_usage.get(&name).copied(),
+                            last_stream_usage: st.last_usage.get(key).copied(),
                         };
-                        (name, u)
+                        (e.name, u)
                     })
                     .collect();
                 let _ = reply.send(usage);
@@ -281,6 +286,11 @@ async fn snapshot(
     }
 }
 
+/// The key engine facts are kept under: its container ID, else its name.
+fn engine_key(e: &EngineRef) -> &str {
+    e.container_id.as_deref().unwrap_or(&e.name)
+}
+
 fn engine_refs(snap: &SupervisorSnapshot) -> Vec<EngineRef> {
     snap.engines
         .iter()
@@ -303,7 +313,9 @@ async fn on_started(
     let engines = engine_refs(&snap);
     let now = SystemTime::now();
     for e in &engines {
-        st.first_seen.entry(e.name.clone()).or_insert(now);
+        st.first_seen
+            .entry(engine_key(e).to_string())
+            .or_insert(now);
     }
     let Some(engine) = resolve_engine(&engines, req.container_id.as_deref(), &req.engine) else {
         warn!(host = %req.engine.host, port = req.engine.port, container_id = ?req.container_id, "stream_started for an unknown engine");
@@ -314,7 +326,7 @@ async fn on_started(
         });
     };
     let record = st.book.start(req, engine, now);
-    st.last_usage.insert(engine.name.clone(), now);
+    st.last_usage.insert(engine_key(engine).to_string(), now);
     info!(stream = %record.id, engine = %engine.name, key_type = ?record.key_type, "stream started");
     Ok(record)
 }
@@ -388,7 +400,7 @@ async fn collect(
     let readings = futures_util::future::join_all(reads).await;
     CollectRound {
         readings: Some(readings),
-        engines_seen: engines.into_iter().map(|e| e.name).collect(),
+        engines_seen: engines.iter().map(|e| engine_key(e).to_string()).collect(),
         reply,
     }
 }
@@ -414,8 +426,14 @@ async fn read_stats(client: &EngineClient, url: &str) -> StatReading {
 
 fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
     let now = SystemTime::now();
-    for name in round.engines_seen {
-        st.first_seen.entry(name).or_insert(now);
+    if round.readings.is_some() {
+        // Forget engines that are gone (their keys never come back).
+        let seen: HashSet<&String> = round.engines_seen.iter().collect();
+        st.first_seen.retain(|k, _| seen.contains(k));
+        st.last_usage.retain(|k, _| seen.contains(k));
+        for key in &round.engines_seen {
+            st.first_seen.entry(key.clone()).or_insert(now);
+        }
     }
     let mut summary = CollectSummary::default();
     match round.readings {
@@ -430,6 +448,7 @@ fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
                     continue;
                 }
                 let engine = current.container_name.clone();
+                let key = current.container_id.clone();
                 let verdict = collect_verdict(r.engine_present, &r.reading);
                 if let StatReading::Sample(sample) = r.reading {
                     st.book.record_sample(&r.id, sample);
@@ -446,7 +465,7 @@ fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
                             info!(stream = %r.id, engine = %engine, "stream ended: the engine no longer knows the session")
                         }
                     }
-                    st.last_usage.insert(engine, now);
+                    st.last_usage.insert(key, now);
                     summary.ended.push((r.id, reason));
                 }
             }

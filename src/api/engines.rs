@@ -60,6 +60,15 @@ fn engine_labels(prefix: &str, e: &EngineView) -> BTreeMap<String, String> {
     l
 }
 
+fn engine_ref(e: &EngineView) -> EngineRef {
+    EngineRef {
+        name: e.name.clone(),
+        container_id: e.container_id.clone(),
+        host: e.host.clone(),
+        http_port: e.http_port,
+    }
+}
+
 /// The reachable address of an engine: its known host, else its container name.
 fn engine_host(e: &EngineView) -> String {
     e.host.clone().unwrap_or_else(|| e.name.clone())
@@ -101,9 +110,9 @@ async fn usage_of(
     ctx: &ApiContext,
     engines: &[&EngineView],
 ) -> ApiResult<BTreeMap<String, EngineUsage>> {
-    let names: Vec<String> = engines.iter().map(|e| e.name.clone()).collect();
+    let refs: Vec<EngineRef> = engines.iter().map(|e| engine_ref(e)).collect();
     ctx.ask_streams(|reply| StreamsMsg::Usage {
-        engines: names,
+        engines: refs,
         reply,
     })
     .await
@@ -162,17 +171,7 @@ pub async fn detail(
     let engine = snap
         .engines
         .iter()
-        .find(|e| {
-            names_engine(
-                &id,
-                &EngineRef {
-                    name: e.name.clone(),
-                    container_id: e.container_id.clone(),
-                    host: e.host.clone(),
-                    http_port: e.http_port,
-                },
-            )
-        })
+        .find(|e| names_engine(&id, &engine_ref(e)))
         .ok_or_else(|| ApiError::NotFound(format!("engine {id:?} not found")))?;
     let usage = usage_of(&ctx, &[engine]).await?;
     let name = engine.name.clone();
