@@ -808,3 +808,45 @@ async fn first_seen_is_stable_across_requests() {
         assert_eq!(x["first_seen"], y["first_seen"], "{}", x["container_name"]);
     }
 }
+
+#[tokio::test]
+async fn serve_over_tcp_and_shut_down_gracefully() {
+    let h = Harness::new(pool()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(acevisor::api::serve(listener, h.ctx.clone(), async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}");
+    let r = http.get(format!("{base}/engines")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .post(format!("{base}/events/stream_started"))
+        .header("X-API-Key", KEY)
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("malformed JSON"));
+    let r = http
+        .post(format!("{base}/events/stream_started"))
+        .header("X-API-Key", KEY)
+        .body(vec![b'x'; 96 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    // Still serving.
+    let r = http.get(format!("{base}/livez")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("server did not stop")
+        .unwrap()
+        .unwrap();
+}

@@ -249,6 +249,9 @@ impl Actor for Streams {
                 st.collecting = false;
                 let reply = round.reply.take();
                 let summary = apply_round(st, round);
+                // Re-sent every round even when unchanged, so a Supervisor that lost them
+                // (restarted, re-adopted its engines) is corrected within one round.
+                st.last_counts = None;
                 publish_counts(st);
                 if let Some(reply) = reply {
                     let _ = reply.send(summary);
