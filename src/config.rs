@@ -504,8 +504,11 @@ pub enum LoadError {
 
 impl Config {
     /// Parses TOML text (no validation beyond types and unknown keys).
+    ///
+    /// The error starts with the full key path (`vpn.gluetun[1].engine_ports: ...`), then the
+    /// line, column and source line: `toml` alone names only the innermost key.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| crate::config_check::describe_parse_error(text, &e))
     }
 
     /// Reads, parses and validates a config file.

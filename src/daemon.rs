@@ -1,9 +1,114 @@
-//! `run`: wires config, runtime, clients and the actor tree together and runs until a signal.
+//! `run`: wires config, Docker, the HTTP clients and the actor tree together, and runs until
+//! SIGTERM or Ctrl-C. `start` is the same wiring over any effects, for tests.
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::actors::messages::SupervisorMsg;
+use crate::actors::supervisor::{Deps, Supervisor, SupervisorArgs};
+use crate::clients::engine::EngineClient;
+use crate::clients::gluetun::GluetunClient;
+use crate::config::{Config, VpnMode};
+use crate::runtime::ContainerRuntime;
+use crate::runtime::docker::DockerRuntime;
+
+/// Reads the Gluetun API keys from the env vars the config names (secrets never live in the file).
+pub fn gluetun_keys(config: &Config) -> Vec<Option<String>> {
+    config
+        .vpn
+        .gluetun
+        .iter()
+        .map(|g| {
+            let var = g.api_key_env.as_deref()?;
+            let key = std::env::var(var).ok().filter(|k| !k.is_empty());
+            if key.is_none() {
+                warn!(vpn = %g.container, env = var, "Gluetun API key env var is not set: probing without a key");
+            }
+            key
+        })
+        .collect()
+}
+
+/// Starts the actor tree over `deps`. The Supervisor is unnamed, so tests can run many trees in
+/// one process.
+pub async fn start(
+    config: Config,
+    deps: Deps,
+    gluetun_keys: Vec<Option<String>>,
+) -> anyhow::Result<(ActorRef<SupervisorMsg>, JoinHandle<()>)> {
+    let (sup, handle) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            config,
+            deps,
+            gluetun_keys,
+        },
+    )
+    .await
+    .context("cannot start the supervisor")?;
+    Ok((sup, handle))
+}
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!("not implemented yet")
+    let docker = DockerRuntime::connect(config.docker.host.as_deref(), config.docker.call_timeout)
+        .context("cannot set up the Docker client")?;
+    match docker.ping().await {
+        Ok(()) => info!("Docker reachable"),
+        Err(e) => warn!(error = %e, "Docker not reachable yet; acevisor keeps trying"),
+    }
+    if config.vpn.mode == VpnMode::None {
+        if let Err(e) = docker
+            .create_network_if_missing(&config.docker.network, &config.docker.labels)
+            .await
+        {
+            warn!(network = %config.docker.network, error = %e, "cannot create the engine network");
+        }
+    }
+    let deps = Deps {
+        runtime: Arc::new(docker),
+        control: Arc::new(
+            GluetunClient::new(config.vpn.control_timeout)
+                .context("cannot build the Gluetun client")?,
+        ),
+        engine_api: Arc::new(
+            EngineClient::new(config.engines.health.timeout)
+                .context("cannot build the engine client")?,
+        ),
+    };
+    let keys = gluetun_keys(&config);
+    info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
+    let (sup, handle) = start(config, deps, keys).await?;
+    shutdown_signal().await;
+    info!("shutting down; engines keep running");
+    sup.stop(Some("shutdown".into()));
+    let _ = handle.await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

@@ -11,3 +11,4 @@ pub mod config_check;
 pub mod core;
 pub mod daemon;
 pub mod runtime;
+pub mod telemetry;

@@ -253,6 +253,7 @@ fn direct_lane(cfg: &Config) -> VpnView {
     VpnView {
         name: None,
         container_id: None,
+        started_at: None,
         readiness: Readiness::Up {
             forwarded_port: None,
         },
@@ -390,10 +391,12 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
         EngineReport::Created { container_id, host } => {
             entry.container_id = Some(container_id);
             entry.host = host.or(entry.host.take());
+            if entry.fact.phase == EnginePhase::Creating {
+                st.counters.engines_created += 1;
+            }
             if !removing {
                 entry.fact.phase = EnginePhase::Starting;
             }
-            st.counters.engines_created += 1;
             names_cast(st, NameMsg::Confirm(n));
         }
         EngineReport::CreateFailed { error } => {
@@ -518,6 +521,7 @@ async fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
             ordinal: l.ordinal,
             vpn: l.vpn,
             vpn_id: l.vpn_id,
+            vpn_started_at: l.vpn_started_at,
             forwarded: l.forwarded,
             p2p_port: l.p2p_port,
             http_port: l.http_port,
@@ -697,6 +701,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
             Action::Create {
                 vpn,
                 vpn_id,
+                vpn_started_at,
                 forwarded,
                 ports,
             } => {
@@ -715,6 +720,14 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
                     }
                 };
                 let name = engine_name(&st.cfg.engines.prefix, n);
+                if n as usize > st.engines.len() + 1 {
+                    error!(
+                        ordinal = n,
+                        held = st.engines.len(),
+                        "name registry handed out a name above live+1"
+                    );
+                    st.counters.names_above_bound += 1;
+                }
                 let spec = engine_spec(
                     &st.template,
                     &SpecContext {
@@ -728,6 +741,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
                         ordinal: n,
                         vpn: vpn.as_deref(),
                         vpn_id: vpn_id.as_deref(),
+                        vpn_started_at: vpn_started_at.as_deref(),
                         forwarded,
                         ports,
                     },
@@ -738,6 +752,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
                     ordinal: n,
                     vpn: vpn.clone(),
                     vpn_id,
+                    vpn_started_at,
                     forwarded,
                     p2p_port: ports.p2p,
                     http_port: ports.http,

@@ -261,6 +261,7 @@ fn update(
         .map(|v| VpnView {
             name: Some(v.config.container.clone()),
             container_id: v.watch.container_id().map(str::to_string),
+            started_at: v.info.as_ref().map(|c| c.started_at.clone()),
             readiness: v.watch.readiness(),
             failed: v.watch.failed(),
             forwarding: v.config.forwarding,

@@ -15,6 +15,7 @@ pub struct EngineSlot<'a> {
     pub ordinal: u32,
     pub vpn: Option<&'a str>,
     pub vpn_id: Option<&'a str>,
+    pub vpn_started_at: Option<&'a str>,
     pub forwarded: bool,
     pub ports: EnginePorts,
 }
@@ -40,6 +41,7 @@ pub fn engine_spec(
         ordinal: slot.ordinal,
         vpn: slot.vpn.map(str::to_string),
         vpn_id: slot.vpn_id.map(str::to_string),
+        vpn_started_at: slot.vpn_started_at.map(str::to_string),
         forwarded: slot.forwarded,
         p2p_port: slot.ports.p2p,
         http_port: slot.ports.http,

@@ -10,6 +10,8 @@ pub struct EngineLabels {
     pub ordinal: u32,
     pub vpn: Option<String>,
     pub vpn_id: Option<String>,
+    /// The VPN container's `StartedAt` when the engine joined it (a restart in place changes it).
+    pub vpn_started_at: Option<String>,
     pub forwarded: bool,
     pub p2p_port: u16,
     pub http_port: u16,
@@ -50,6 +52,9 @@ impl LabelKeys {
         if let Some(id) = &l.vpn_id {
             m.insert(self.key("vpn_id"), id.clone());
         }
+        if let Some(t) = &l.vpn_started_at {
+            m.insert(self.key("vpn_started_at"), t.clone());
+        }
         m.insert(self.key("forwarded"), l.forwarded.to_string());
         m.insert(self.key("p2p_port"), l.p2p_port.to_string());
         m.insert(self.key("http_port"), l.http_port.to_string());
@@ -68,6 +73,7 @@ impl LabelKeys {
             ordinal: m.get(&self.key("ordinal"))?.parse().ok()?,
             vpn: m.get(&self.key("vpn")).cloned(),
             vpn_id: m.get(&self.key("vpn_id")).cloned(),
+            vpn_started_at: m.get(&self.key("vpn_started_at")).cloned(),
             forwarded: m.get(&self.key("forwarded"))?.parse().ok()?,
             p2p_port: m.get(&self.key("p2p_port"))?.parse().ok()?,
             http_port: m.get(&self.key("http_port"))?.parse().ok()?,
@@ -87,7 +93,7 @@ mod tests {
                                    vpn in proptest::option::of("[a-z_0-9]{1,12}")) {
             let keys = LabelKeys::new("acevisor");
             let l = EngineLabels {
-                instance: "default".into(), ordinal, vpn_id: vpn.as_ref().map(|v| format!("id-{v}")), vpn,
+                instance: "default".into(), ordinal, vpn_id: vpn.as_ref().map(|v| format!("id-{v}")), vpn_started_at: vpn.as_ref().map(|_| "2026-01-01T00:00:00.5Z".to_string()), vpn,
                 forwarded, p2p_port: p2p, http_port: http, config_hash: "abc".into(),
             };
             prop_assert_eq!(keys.decode("default", &keys.encode(&l)), Some(l));
@@ -102,6 +108,7 @@ mod tests {
             ordinal: 1,
             vpn: None,
             vpn_id: None,
+            vpn_started_at: None,
             forwarded: false,
             p2p_port: 1,
             http_port: 2,

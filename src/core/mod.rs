@@ -4,6 +4,8 @@
 pub mod emergency;
 pub mod engine_spec;
 pub mod intensity;
+#[cfg(test)]
+mod invariants;
 pub mod labels;
 pub mod model;
 pub mod naming;

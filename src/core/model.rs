@@ -44,6 +44,8 @@ pub struct VpnView {
     pub name: Option<String>,
     /// Current container ID of the VPN (engines attached to another ID are stale).
     pub container_id: Option<String>,
+    /// `StartedAt` of that container (a restart in place strands every engine attached before).
+    pub started_at: Option<String>,
     /// Readiness; for `Up`, the port is the settled (debounced) forwarded port.
     pub readiness: Readiness,
     /// A `Failed` was emitted and no `Recovered` yet: its engines are dead or stranded.
@@ -94,6 +96,8 @@ pub struct EngineFact {
     pub vpn: Option<String>,
     /// VPN container ID the engine was attached to.
     pub vpn_id: Option<String>,
+    /// The VPN container's `StartedAt` when the engine was attached.
+    pub vpn_started_at: Option<String>,
     pub forwarded: bool,
     pub p2p_port: u16,
     /// First port of the engine's port block (its HTTP port).

@@ -68,6 +68,7 @@ pub enum Action {
     Create {
         vpn: Option<String>,
         vpn_id: Option<String>,
+        vpn_started_at: Option<String>,
         forwarded: bool,
         ports: EnginePorts,
     },
@@ -186,6 +187,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                         forwarded_creates.push(Action::Create {
                             vpn: lane.name.clone(),
                             vpn_id: lane.container_id.clone(),
+                            vpn_started_at: lane.started_at.clone(),
                             forwarded: true,
                             ports: EnginePorts { p2p: p, ..block },
                         });
@@ -204,6 +206,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                 ordinary_creates.push(Action::Create {
                     vpn: lane.name.clone(),
                     vpn_id: lane.container_id.clone(),
+                    vpn_started_at: lane.started_at.clone(),
                     forwarded: false,
                     ports: block,
                 });
@@ -303,7 +306,9 @@ pub fn placeable(lane: &VpnView) -> bool {
 }
 
 fn is_stale(e: &EngineFact, lane: &VpnView) -> bool {
-    matches!((&e.vpn_id, &lane.container_id), (Some(a), Some(b)) if a != b)
+    let differs =
+        |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
+    differs(&e.vpn_id, &lane.container_id) || differs(&e.vpn_started_at, &lane.started_at)
 }
 
 fn unhealthy_past_grace(e: &EngineFact, input: &PlanInput<'_>) -> bool {

@@ -11,6 +11,7 @@ fn lane(name: &str, id: &str, readiness: Readiness, range: (u16, u16)) -> VpnVie
     VpnView {
         name: Some(name.into()),
         container_id: Some(id.into()),
+        started_at: Some("t0".into()),
         readiness,
         failed: false,
         forwarding: true,
@@ -71,6 +72,7 @@ impl World {
                 Action::Create {
                     vpn,
                     vpn_id,
+                    vpn_started_at,
                     forwarded,
                     ports,
                 } => {
@@ -81,6 +83,7 @@ impl World {
                         ordinal: n,
                         vpn: vpn.clone(),
                         vpn_id: vpn_id.clone(),
+                        vpn_started_at: vpn_started_at.clone(),
                         forwarded: *forwarded,
                         p2p_port: ports.p2p,
                         http_port: ports.http,
@@ -257,6 +260,7 @@ fn fact(
         ordinal: n,
         vpn: Some(vpn.into()),
         vpn_id: Some(id.into()),
+        vpn_started_at: Some("t0".into()),
         forwarded,
         p2p_port: p2p,
         http_port: http,
@@ -432,6 +436,7 @@ fn mode_none_lane_has_no_forwarded_engine() {
     let lanes = [VpnView {
         name: None,
         container_id: None,
+        started_at: None,
         readiness: up(None),
         failed: false,
         forwarding: false,
@@ -480,6 +485,7 @@ enum Step {
     Port(usize, Option<u16>),
     Degrade(usize),
     Recreate(usize),
+    RestartInPlace(usize),
     KillEngine(usize),
     WaitExpired(usize),
 }
@@ -492,6 +498,7 @@ fn step() -> impl Strategy<Value = Step> {
         (0..2usize, port).prop_map(|(v, p)| Step::Port(v, p)),
         (0..2usize).prop_map(Step::Degrade),
         (0..2usize).prop_map(Step::Recreate),
+        (0..2usize).prop_map(Step::RestartInPlace),
         (0..20usize).prop_map(Step::KillEngine),
         (0..2usize).prop_map(Step::WaitExpired),
     ]
@@ -512,6 +519,7 @@ proptest! {
                 Step::Recover(v, p) => { lanes[v].failed = false; lanes[v].readiness = up(p); lanes[v].port_wait_expired = false; }
                 Step::Port(v, p) => if lanes[v].readiness.is_up() { lanes[v].readiness = up(p.or(lanes[v].forwarded_port())); },
                 Step::Degrade(v) => if !lanes[v].failed { lanes[v].readiness = Readiness::Degraded; },
+                Step::RestartInPlace(v) => { generation[v] += 1; lanes[v].started_at = Some(format!("t{}", generation[v])); }
                 Step::Recreate(v) => { generation[v] += 1; lanes[v].container_id = Some(format!("id{}-{}", v + 1, generation[v])); }
                 Step::KillEngine(i) => if !w.engines.is_empty() { let i = i % w.engines.len(); w.engines.remove(i); },
                 Step::WaitExpired(v) => lanes[v].port_wait_expired = true,
@@ -521,8 +529,9 @@ proptest! {
             let actions = reconcile(&inp);
             for a in &actions {
                 match a {
-                    Action::Create { vpn, vpn_id, forwarded, ports } => {
+                    Action::Create { vpn, vpn_id, vpn_started_at, forwarded, ports } => {
                         let l = lanes.iter().find(|l| l.name == *vpn).unwrap();
+                        prop_assert_eq!(vpn_started_at, &l.started_at, "create against the current container start");
                         prop_assert!(l.readiness.is_up() && !l.failed, "create on a lane that is not up: {l:?}");
                         prop_assert_eq!(vpn_id, &l.container_id, "create against the current container id");
                         if *forwarded {
@@ -534,7 +543,7 @@ proptest! {
                     Action::Remove { name, reason } => {
                         let e = w.engines.iter().find(|e| &e.name == name).unwrap();
                         let l = lanes.iter().find(|l| l.name == e.vpn).unwrap();
-                        let current = e.forwarded && Some(e.p2p_port) == l.forwarded_port() && e.vpn_id == l.container_id && !l.failed;
+                        let current = e.forwarded && Some(e.p2p_port) == l.forwarded_port() && e.vpn_id == l.container_id && e.vpn_started_at == l.started_at && !l.failed;
                         prop_assert!(!current || *reason == RemoveReason::Duplicate, "removed the forwarded engine holding the current port: {reason:?}");
                     }
                 }
@@ -554,7 +563,7 @@ proptest! {
                 if l.failed {
                     prop_assert!(on.is_empty(), "engines left on a failed VPN");
                 }
-                prop_assert!(on.iter().all(|e| e.vpn_id == l.container_id), "stale engine left");
+                prop_assert!(on.iter().all(|e| e.vpn_id == l.container_id && e.vpn_started_at == l.started_at), "stale engine left");
             }
         }
     }

@@ -4,6 +4,10 @@
 //! `port_settle` before it becomes a change, so `p -> 0 -> p` is nothing and `p -> 0 -> q` is one
 //! change. With no baseline (start, or after `reset` on `Failed`) the first port becomes the
 //! baseline at once, without a change.
+//!
+//! "Seen for `port_settle`" means: the candidate has been the latest non-zero reading since it
+//! was first read. Readings of 0 in between neither confirm nor cancel it; a reading of the
+//! baseline cancels it; a reading of a third port replaces it (and restarts its clock).
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -15,33 +19,334 @@ pub struct PortChange {
 }
 
 #[derive(Clone, Debug)]
-pub struct PortTracker {}
+pub struct PortTracker {
+    settle: Duration,
+    baseline: Option<u16>,
+    /// A port different from the baseline, and when it was first read.
+    candidate: Option<(u16, Instant)>,
+}
 
 impl PortTracker {
     pub fn new(settle: Duration) -> Self {
-        let _ = settle;
-        todo!("cores helper")
+        PortTracker {
+            settle,
+            baseline: None,
+            candidate: None,
+        }
     }
 
     /// Feeds one reading taken at `now`.
     pub fn observe(&mut self, now: Instant, port: Option<u16>) -> Option<PortChange> {
-        let _ = (now, port);
-        todo!()
+        match port.filter(|&p| p != 0) {
+            None => {}
+            Some(p) => match self.baseline {
+                None => {
+                    self.baseline = Some(p);
+                    self.candidate = None;
+                    return None;
+                }
+                Some(base) if base == p => self.candidate = None,
+                Some(_) => match self.candidate {
+                    Some((c, _)) if c == p => {}
+                    _ => self.candidate = Some((p, now)),
+                },
+            },
+        }
+        self.tick(now)
     }
 
     /// Lets time pass with no reading (a candidate may settle).
     pub fn tick(&mut self, now: Instant) -> Option<PortChange> {
-        let _ = now;
-        todo!()
+        let (new, since) = self.candidate?;
+        let old = self.baseline?;
+        if now.saturating_duration_since(since) < self.settle {
+            return None;
+        }
+        self.baseline = Some(new);
+        self.candidate = None;
+        Some(PortChange { old, new })
     }
 
     /// Forgets the baseline (on `Failed`).
     pub fn reset(&mut self) {
-        todo!()
+        self.baseline = None;
+        self.candidate = None;
     }
 
     /// The settled port.
     pub fn baseline(&self) -> Option<u16> {
-        todo!()
+        self.baseline
+    }
+
+    /// A port read but not settled yet.
+    pub fn candidate(&self) -> Option<u16> {
+        self.candidate.map(|(p, _)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SETTLE: Duration = Duration::from_secs(5);
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn first_port_becomes_baseline_without_change() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        assert_eq!(t.observe(t0, None), None);
+        assert_eq!(t.observe(t0, Some(0)), None);
+        assert_eq!(t.baseline(), None);
+        assert_eq!(t.observe(t0 + secs(1), Some(34817)), None);
+        assert_eq!(t.baseline(), Some(34817));
+        assert_eq!(t.tick(t0 + secs(100)), None);
+    }
+
+    #[test]
+    fn zero_is_never_a_change() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(1000));
+        for k in 1..20 {
+            assert_eq!(t.observe(t0 + secs(k), Some(0)), None);
+            assert_eq!(t.observe(t0 + secs(k), None), None);
+        }
+        assert_eq!(t.baseline(), Some(1000));
+    }
+
+    #[test]
+    fn change_reported_once_after_settle() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(1000));
+        assert_eq!(t.observe(t0 + secs(1), Some(2000)), None);
+        assert_eq!(t.candidate(), Some(2000));
+        assert_eq!(t.observe(t0 + secs(3), Some(2000)), None);
+        assert_eq!(t.tick(t0 + secs(5)), None);
+        assert_eq!(
+            t.tick(t0 + secs(6)),
+            Some(PortChange {
+                old: 1000,
+                new: 2000
+            })
+        );
+        assert_eq!(t.baseline(), Some(2000));
+        assert_eq!(t.tick(t0 + secs(60)), None);
+        assert_eq!(t.observe(t0 + secs(61), Some(2000)), None);
+    }
+
+    #[test]
+    fn settles_through_observe_too() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(1000));
+        t.observe(t0, Some(2000));
+        assert_eq!(
+            t.observe(t0 + SETTLE, Some(2000)),
+            Some(PortChange {
+                old: 1000,
+                new: 2000
+            })
+        );
+    }
+
+    #[test]
+    fn flap_back_to_baseline_cancels_candidate() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(1000));
+        t.observe(t0 + secs(1), Some(2000));
+        t.observe(t0 + secs(2), Some(1000));
+        assert_eq!(t.candidate(), None);
+        assert_eq!(t.tick(t0 + secs(60)), None);
+    }
+
+    #[test]
+    fn third_port_restarts_the_clock() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(1000));
+        t.observe(t0 + secs(1), Some(2000));
+        t.observe(t0 + secs(4), Some(3000));
+        assert_eq!(t.tick(t0 + secs(8)), None);
+        assert_eq!(
+            t.tick(t0 + secs(9)),
+            Some(PortChange {
+                old: 1000,
+                new: 3000
+            })
+        );
+    }
+
+    #[test]
+    fn zeros_do_not_cancel_a_candidate() {
+        // p -> 0 -> q: q settles while the readings go back to 0.
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(1000));
+        t.observe(t0 + secs(1), Some(0));
+        t.observe(t0 + secs(2), Some(2000));
+        t.observe(t0 + secs(3), Some(0));
+        assert_eq!(
+            t.observe(t0 + secs(7), None),
+            Some(PortChange {
+                old: 1000,
+                new: 2000
+            })
+        );
+    }
+
+    #[test]
+    fn reset_forgets_baseline_and_candidate() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, Some(55747));
+        t.observe(t0, Some(1));
+        t.reset();
+        assert_eq!(t.baseline(), None);
+        assert_eq!(t.candidate(), None);
+        assert_eq!(t.tick(t0 + secs(100)), None);
+        // After a reset, the first port is the new baseline without a change.
+        assert_eq!(t.observe(t0 + secs(101), Some(34817)), None);
+        assert_eq!(t.baseline(), Some(34817));
+    }
+
+    #[test]
+    fn zero_settle_reports_immediately() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(Duration::ZERO);
+        t.observe(t0, Some(1));
+        assert_eq!(t.observe(t0, Some(2)), Some(PortChange { old: 1, new: 2 }));
+    }
+
+    /// One step: time passes (ms), then a reading or a tick.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Read(u64, Option<u16>),
+        Tick(u64),
+    }
+
+    fn zeros(max_gap_ms: u64) -> impl Strategy<Value = Vec<Step>> {
+        proptest::collection::vec(
+            prop_oneof![
+                (0..max_gap_ms, prop_oneof![Just(None), Just(Some(0u16))])
+                    .prop_map(|(d, p)| Step::Read(d, p)),
+                (0..max_gap_ms).prop_map(Step::Tick),
+            ],
+            0..20,
+        )
+    }
+
+    fn run(t: &mut PortTracker, now: &mut Instant, steps: &[Step]) -> Vec<PortChange> {
+        let mut out = Vec::new();
+        for s in steps {
+            let change = match *s {
+                Step::Read(d, p) => {
+                    *now += Duration::from_millis(d);
+                    t.observe(*now, p)
+                }
+                Step::Tick(d) => {
+                    *now += Duration::from_millis(d);
+                    t.tick(*now)
+                }
+            };
+            out.extend(change);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn p_zero_p_never_reports(
+            p in 1u16..,
+            before in zeros(20_000),
+            middle in zeros(20_000),
+            after in zeros(20_000),
+        ) {
+            let mut now = Instant::now();
+            let mut t = PortTracker::new(SETTLE);
+            let mut changes = run(&mut t, &mut now, &before);
+            changes.extend(t.observe(now, Some(p)));
+            changes.extend(run(&mut t, &mut now, &middle));
+            changes.extend(t.observe(now, Some(p)));
+            changes.extend(run(&mut t, &mut now, &after));
+            prop_assert!(changes.is_empty(), "{changes:?}");
+            prop_assert_eq!(t.baseline(), Some(p));
+        }
+
+        #[test]
+        fn p_zero_q_reports_exactly_one_change(
+            p in 1u16..,
+            q in 1u16..,
+            middle in zeros(20_000),
+            after in zeros(20_000),
+        ) {
+            prop_assume!(p != q);
+            let mut now = Instant::now();
+            let mut t = PortTracker::new(SETTLE);
+            let mut changes: Vec<PortChange> = t.observe(now, Some(p)).into_iter().collect();
+            changes.extend(run(&mut t, &mut now, &middle));
+            changes.extend(t.observe(now, Some(q)));
+            changes.extend(run(&mut t, &mut now, &after));
+            // Whatever the interleaving, once settle has passed the change is reported.
+            now += SETTLE;
+            changes.extend(t.tick(now));
+            prop_assert_eq!(changes, vec![PortChange { old: p, new: q }]);
+            prop_assert_eq!(t.baseline(), Some(q));
+        }
+
+        /// Random readings over a small port alphabet: every change is preceded by at least
+        /// `settle` of its port being the latest non-zero reading, and each change needs a new
+        /// value (never two changes to the same port in a row).
+        #[test]
+        fn changes_respect_settle_and_need_a_new_value(
+            steps in proptest::collection::vec(
+                prop_oneof![
+                    (0u64..4_000, proptest::option::of(0u16..4)).prop_map(|(d, p)| Step::Read(d, p)),
+                    (0u64..4_000).prop_map(Step::Tick),
+                ],
+                0..60,
+            ),
+        ) {
+            let mut now = Instant::now();
+            let mut t = PortTracker::new(SETTLE);
+            // (port, since) of the latest non-zero reading run.
+            let mut latest: Option<(u16, Instant)> = None;
+            let mut last_new: Option<u16> = None;
+            for s in &steps {
+                let change = match *s {
+                    Step::Read(d, p) => {
+                        now += Duration::from_millis(d);
+                        if let Some(p) = p.filter(|&p| p != 0)
+                            && latest.map(|(l, _)| l) != Some(p)
+                        {
+                            latest = Some((p, now));
+                        }
+                        t.observe(now, p)
+                    }
+                    Step::Tick(d) => {
+                        now += Duration::from_millis(d);
+                        t.tick(now)
+                    }
+                };
+                if let Some(c) = change {
+                    prop_assert_ne!(c.old, c.new);
+                    prop_assert_ne!(c.new, 0);
+                    let (l, since) = latest.unwrap();
+                    prop_assert_eq!(l, c.new);
+                    prop_assert!(now - since >= SETTLE, "reported before settle");
+                    prop_assert_ne!(Some(c.new), last_new, "two changes to the same value");
+                    prop_assert_eq!(Some(c.old), last_new.or(Some(c.old)));
+                    last_new = Some(c.new);
+                }
+                // The baseline is always the latest non-zero reading or an older one, never 0.
+                prop_assert_ne!(t.baseline(), Some(0));
+            }
+        }
     }
 }
