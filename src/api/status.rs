@@ -257,6 +257,7 @@ pub async fn health(State(ctx): State<ApiContext>) -> ApiResult<Json<Value>> {
             "actor_restarts": c.actor_restarts,
             "restarts_suppressed": c.restarts_suppressed,
             "reconciles": c.reconciles,
+            "names_above_bound": c.names_above_bound,
             "vpn_failed": c.vpn_failed,
             "vpn_recovered": c.vpn_recovered,
             "port_changed": c.port_changed,
