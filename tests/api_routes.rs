@@ -850,3 +850,47 @@ async fn serve_over_tcp_and_shut_down_gracefully() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn launch_reads_the_key_env_and_serves_on_api_listen() {
+    let h = Harness::new(pool()).await;
+    // A variable name no other test uses; set before anything reads the environment.
+    let var = "ACEVISOR_TEST_API_KEY_LAUNCH";
+    // SAFETY: only this test touches this variable.
+    unsafe { std::env::set_var(var, KEY) };
+    let cfg = acevisor::config::Config::parse(&format!(
+        "[vpn]\nmode = \"none\"\n[api]\nlisten = \"127.0.0.1:0\"\napi_key_env = \"{var}\"\n"
+    ))
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = acevisor::api::launch(&cfg, h.supervisor.clone(), async {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", api.local_addr);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .post(format!("{base}/events/stream_ended"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the key from the env is required");
+    let r = http
+        .post(format!("{base}/events/stream_ended"))
+        .header("x-api-key", KEY)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http.get(format!("{base}/engines")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), api.server)
+        .await
+        .expect("server did not stop")
+        .unwrap()
+        .unwrap();
+}

@@ -12,20 +12,28 @@ pub mod streams;
 pub mod types;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use ractor::rpc::CallResult;
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
-use crate::actors::streams::StreamsMsg;
+use crate::actors::streams::{DEFAULT_COLLECT_INTERVAL, Streams, StreamsArgs, StreamsMsg};
+use crate::clients::engine::EngineClient;
 use crate::config::{Config, VpnMode};
 use error::{ApiError, ApiResult};
+
+/// Bound on the Streams actor's own calls to the Supervisor; below the API's bound, so a
+/// `stream_started` answers the actor's 503 rather than timing out in the API.
+pub const STREAMS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest request body accepted (413 above).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -165,4 +173,58 @@ pub async fn serve(
     axum::serve(listener, router(ctx))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Reads the API key from the env var `api.api_key_env` names; unset or empty = no key.
+pub fn api_key_from_env(cfg: &Config) -> Option<String> {
+    let var = cfg.api.api_key_env.as_deref()?;
+    let key = std::env::var(var).ok().filter(|k| !k.is_empty());
+    if key.is_none() {
+        tracing::warn!(
+            env = var,
+            "API key env var is not set: the mutating API routes are open"
+        );
+    }
+    key
+}
+
+/// The running API: the Streams actor it owns and the server task.
+pub struct RunningApi {
+    pub streams: ActorRef<StreamsMsg>,
+    pub local_addr: std::net::SocketAddr,
+    pub server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the Streams actor (collector included) and serves the API on `api.listen` until
+/// `shutdown` completes. The daemon calls this once the Supervisor runs.
+pub async fn launch(
+    cfg: &Config,
+    supervisor: ActorRef<SupervisorMsg>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningApi> {
+    let engine_client =
+        EngineClient::new(cfg.engines.health.timeout).context("cannot build the engine client")?;
+    let (streams, _) = Actor::spawn(
+        None,
+        Streams,
+        StreamsArgs {
+            supervisor: supervisor.clone(),
+            engine_client: Arc::new(engine_client),
+            collect_interval: DEFAULT_COLLECT_INTERVAL,
+            call_timeout: STREAMS_CALL_TIMEOUT,
+        },
+    )
+    .await
+    .context("cannot start the streams actor")?;
+    let listener = TcpListener::bind(&cfg.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on api.listen = {}", cfg.api.listen))?;
+    let local_addr = listener.local_addr()?;
+    let ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key_from_env(cfg));
+    let server = tokio::spawn(serve(listener, ctx, shutdown));
+    Ok(RunningApi {
+        streams,
+        local_addr,
+        server,
+    })
 }
