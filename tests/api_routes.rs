@@ -741,6 +741,22 @@ async fn bad_input_table() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
+            "invalid UTF-8 in an id",
+            "GET",
+            "/engines/%FF%FE",
+            &[],
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "invalid UTF-8 in a stream id",
+            "GET",
+            "/streams/%C3%28/stats",
+            &[],
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
             "unknown route",
             "GET",
             "/nope",

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiQuery, OptionalJson};
+use super::extract::{ApiPath, ApiQuery, OptionalJson};
 use super::types::{
     BlockedDetail, EngineDetail, EngineState, ProvisionReq, ProvisionResponse, StreamState, rfc3339,
 };
@@ -165,7 +165,7 @@ pub async fn list(
 /// `GET /engines/{id}`: by container ID (full or short) or name, in any phase.
 pub async fn detail(
     State(ctx): State<ApiContext>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<EngineDetail>> {
     let snap = ctx.snapshot().await?;
     let engine = snap

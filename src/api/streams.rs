@@ -2,12 +2,12 @@
 //! translations between JSON and the Streams actor, which owns every stream.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::{EndedResponse, StatSnapshot, StreamState, parse_rfc3339};
 use crate::actors::streams::{StartError, StreamsMsg};
 use crate::core::streams::{StreamEndedReq, StreamStartedReq, StreamStatus};
@@ -85,7 +85,7 @@ pub struct StatsQuery {
 /// `GET /streams/{id}/stats?since=<RFC 3339>`.
 pub async fn stats(
     State(ctx): State<ApiContext>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<Vec<StatSnapshot>>> {
     let since = match q.since.as_deref() {
