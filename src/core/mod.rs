@@ -14,5 +14,6 @@ pub mod plan;
 pub mod port_tracker;
 pub mod ports;
 pub mod readiness;
+pub mod streams;
 pub mod template;
 pub mod vpn_watch;
