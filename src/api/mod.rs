@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
-use crate::actors::streams::{DEFAULT_COLLECT_INTERVAL, Streams, StreamsArgs, StreamsMsg};
+use crate::actors::streams::{Streams, StreamsArgs, StreamsMsg};
 use crate::clients::engine::EngineClient;
 use crate::config::{Config, VpnMode};
 use error::{ApiError, ApiResult};
@@ -202,6 +202,16 @@ pub async fn launch(
     supervisor: ActorRef<SupervisorMsg>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningApi> {
+    launch_with_key(cfg, supervisor, api_key_from_env(cfg), shutdown).await
+}
+
+/// `launch` with the API key given (tests; the daemon reads it from `api.api_key_env`).
+pub async fn launch_with_key(
+    cfg: &Config,
+    supervisor: ActorRef<SupervisorMsg>,
+    api_key: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningApi> {
     let engine_client =
         EngineClient::new(cfg.engines.health.timeout).context("cannot build the engine client")?;
     let (streams, _) = Actor::spawn(
@@ -210,7 +220,7 @@ pub async fn launch(
         StreamsArgs {
             supervisor: supervisor.clone(),
             engine_client: Arc::new(engine_client),
-            collect_interval: DEFAULT_COLLECT_INTERVAL,
+            collect_interval: cfg.api.stats_interval,
             call_timeout: STREAMS_CALL_TIMEOUT,
         },
     )
@@ -220,7 +230,7 @@ pub async fn launch(
         .await
         .with_context(|| format!("cannot listen on api.listen = {}", cfg.api.listen))?;
     let local_addr = listener.local_addr()?;
-    let ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key_from_env(cfg));
+    let ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key);
     let server = tokio::spawn(serve(listener, ctx, shutdown));
     Ok(RunningApi {
         streams,
