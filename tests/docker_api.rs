@@ -175,3 +175,96 @@ async fn proxy_round_trip_with_autoscaling() {
     running.streams.stop(None);
     tree.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_engine_replaced_and_crashing_engine_backs_off_visibly() {
+    let Some(w) = World::new(&[35501], None).await else {
+        return;
+    };
+    let mut cfg = w.config("single", 2, "", "max_restarts = 2\nrestart_window = \"5m\"");
+    cfg.api.listen = "127.0.0.1:0".into();
+    let api_cfg = cfg.clone();
+    let tree = w.acevisor(cfg, vec![None]).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = acevisor::api::launch_with_key(&api_cfg, tree.sup.clone(), None, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    })
+    .await
+    .expect("API starts");
+    let api = Api {
+        base: format!("http://{}", running.local_addr),
+        http: reqwest::Client::new(),
+    };
+    let s = tree
+        .wait("2 engines", 60 * SEC, |s| full(s, w.vpn(0), 2, 35501))
+        .await;
+
+    // A hung engine (accepts connections, never answers) is found by the probes and replaced.
+    let victim = s.engines.iter().find(|e| !e.forwarded).unwrap().clone();
+    let host = victim.host.clone().unwrap();
+    let hang = reqwest::Client::new()
+        .put(format!("http://{host}:{}/testbed/hang", victim.http_port))
+        .send()
+        .await
+        .expect("fake engine answers");
+    assert!(hang.status().is_success());
+    let s = tree
+        .wait("hung engine replaced", 60 * SEC, |s| {
+            s.counters.engines_removed.get("unhealthy") == Some(&1) && full(s, w.vpn(0), 2, 35501)
+        })
+        .await;
+    assert!(
+        s.engines
+            .iter()
+            .all(|e| e.container_id != victim.container_id)
+    );
+
+    // An engine that keeps exiting: replaced twice (max_restarts), then its slot backs off.
+    for round in 0..3 {
+        let s = tree
+            .wait("pool full", 60 * SEC, |s| full(s, w.vpn(0), 2, 35501))
+            .await;
+        let e = s.engines.iter().find(|e| !e.forwarded).unwrap().clone();
+        let lost = s.counters.engines_lost;
+        let _ = reqwest::Client::new()
+            .post(format!(
+                "http://{}:{}/testbed/exit",
+                e.host.as_deref().unwrap(),
+                e.http_port
+            ))
+            .json(&json!({"code": 3}))
+            .send()
+            .await;
+        tree.wait(&format!("exit {round} noticed"), 30 * SEC, |s| {
+            s.counters.engines_lost > lost
+        })
+        .await;
+    }
+    tree.wait("backing off", 30 * SEC, |s| {
+        s.counters.restarts_suppressed >= 1
+    })
+    .await;
+    let (status, health) = api.get("/health/status").await;
+    assert_eq!(status, 200);
+    assert!(
+        health["restart_intensity"]["backing_off"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{health}"
+    );
+    assert!(
+        !health["creation_holds"]
+            .as_array()
+            .map(Vec::is_empty)
+            .unwrap_or(true),
+        "{health}"
+    );
+    assert_eq!(api.get("/livez").await.0, 200, "the daemon stays up");
+
+    let _ = stop.send(true);
+    let _ = running.server.await;
+    running.streams.stop(None);
+    tree.stop().await;
+}
