@@ -125,14 +125,21 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
                 info!(engine = %st.args.name, container_id = %id, "engine container started");
                 st.container_id = Some(id);
             }
-            Err(e) => {
-                warn!(engine = %st.args.name, error = %e, "engine creation failed");
-                st.report(EngineReport::CreateFailed {
-                    error: e.to_string(),
-                });
-                myself.stop(None);
-                return;
-            }
+            Err(e) => match created_anyway(st.args.runtime.as_ref(), spec).await {
+                // Docker did create it, but the reply was lost (timeout, broken connection).
+                Some(id) => {
+                    warn!(engine = %st.args.name, container_id = %id, error = %e, "creation reply lost, but the container exists: adopting it");
+                    st.container_id = Some(id);
+                }
+                None => {
+                    warn!(engine = %st.args.name, error = %e, "engine creation failed");
+                    st.report(EngineReport::CreateFailed {
+                        error: e.to_string(),
+                    });
+                    myself.stop(None);
+                    return;
+                }
+            },
         }
     }
     let id = st.container_id.clone().unwrap_or_default();
@@ -157,6 +164,17 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         host: st.args.host.clone(),
     });
     let _ = myself.cast(EngineMsg::ProbeReady);
+}
+
+/// After a failed create: the running container of that name when it is exactly the one asked
+/// for (it carries every label of the spec), so a lost reply never leaves an orphan behind.
+async fn created_anyway(runtime: &dyn ContainerRuntime, spec: &ContainerSpec) -> Option<String> {
+    let info = runtime.inspect(&spec.name).await.ok()??;
+    let ours = spec
+        .labels
+        .iter()
+        .all(|(k, v)| info.labels.get(k) == Some(v));
+    (ours && info.running).then_some(info.id)
 }
 
 async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {

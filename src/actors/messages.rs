@@ -84,6 +84,8 @@ pub enum SupervisorMsg {
     Docker(ContainerEvent),
     /// The events stream is (re)subscribed: re-list everything.
     EventsSubscribed,
+    /// Re-list Docker (periodic safety net; after a failed create, whose container may exist).
+    Relist,
     /// Docker could not be listed or its events stream broke.
     DockerTrouble(String),
     Tick,

@@ -97,6 +97,9 @@ struct PendingProvision {
 
 pub struct Supervisor;
 
+/// How often Docker is re-listed as a safety net besides the events stream.
+const RELIST_EVERY: Duration = Duration::from_secs(60);
+
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
@@ -157,6 +160,10 @@ impl Actor for Supervisor {
         )));
         st.tasks
             .push(myself.send_interval(st.cfg.vpn.poll_interval, || SupervisorMsg::Tick));
+        // Docker is re-listed now and then, so a container nobody told us about (a create whose
+        // reply was lost while Docker was unreachable) is adopted or removed, never left behind.
+        st.tasks
+            .push(myself.send_interval(RELIST_EVERY, || SupervisorMsg::Relist));
         Ok(())
     }
 
@@ -177,7 +184,13 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Vpn(update) => on_vpn_update(&myself, st, update).await,
-            SupervisorMsg::Engine { name, report } => on_engine_report(st, name, report),
+            SupervisorMsg::Engine { name, report } => {
+                // A create that failed may still have made its container (a lost reply): look.
+                if matches!(report, EngineReport::CreateFailed { .. }) {
+                    myself.send_after(Duration::from_secs(2), || SupervisorMsg::Relist);
+                }
+                on_engine_report(st, name, report)
+            }
             SupervisorMsg::Docker(ev) => {
                 if let Some(m) = st
                     .monitor
@@ -203,6 +216,7 @@ impl Actor for Supervisor {
                 }
                 return Ok(());
             }
+            SupervisorMsg::Relist => relist(&myself, st).await,
             SupervisorMsg::EventsSubscribed => {
                 st.listed = false;
                 relist(&myself, st).await;
