@@ -25,6 +25,9 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::DynFilterFn;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -175,14 +178,15 @@ pub fn build(
     let fmt = tracing_subscriber::fmt::layer().with_target(false);
     let logs = match tel.log_format {
         LogFormat::Json => fmt
+            .with_ansi(false)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
         LogFormat::Pretty => fmt
-            .compact()
             .with_ansi(std::io::stdout().is_terminal())
+            .event_format(Line)
             .boxed(),
     }
     .with_filter(log_filter);
@@ -248,6 +252,47 @@ fn tracer_provider(
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// The `pretty` line: `time LEVEL span>chain: message fields`. The chain names acevisor's spans
+/// the line was logged in (innermost last), without repeating their fields: every decision logs
+/// its own fields, the same as its span's attributes.
+struct Line;
+
+impl<S, N> FormatEvent<S, N> for Line
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        SystemTime.format_time(&mut writer)?;
+        let level = *event.metadata().level();
+        let (on, off) = match (writer.has_ansi_escapes(), level) {
+            (false, _) => ("", ""),
+            (true, tracing::Level::ERROR) => ("\x1b[31m", "\x1b[0m"),
+            (true, tracing::Level::WARN) => ("\x1b[33m", "\x1b[0m"),
+            (true, tracing::Level::INFO) => ("\x1b[32m", "\x1b[0m"),
+            (true, _) => ("\x1b[2m", "\x1b[0m"),
+        };
+        write!(writer, " {on}{level:>5}{off} ")?;
+        if let Some(scope) = ctx.event_scope() {
+            let names: Vec<&str> = scope
+                .from_root()
+                .filter(|s| s.metadata().target().starts_with("acevisor"))
+                .map(|s| s.name())
+                .collect();
+            if !names.is_empty() {
+                write!(writer, "{}: ", names.join(">"))?;
+            }
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// What the OpenTelemetry layer sees: acevisor's own spans and events; a `docker.*` span only

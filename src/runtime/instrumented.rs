@@ -52,7 +52,12 @@ impl<R: ContainerRuntime> Instrumented<R> {
     }
 
     fn span(&self, op: &'static str, container: &str) -> Span {
-        if !self.spans || Span::current().is_none() {
+        // Inside actors the current span is at least ractor's `Actor` span: only a span of
+        // acevisor's own (an incident, a decision) makes a Docker call worth a span.
+        let inside_ours = Span::current()
+            .metadata()
+            .is_some_and(|m| m.target().starts_with("acevisor"));
+        if !self.spans || !inside_ours {
             return Span::none();
         }
         // Span names must be literals for `tracing`, hence one arm per operation.
