@@ -27,7 +27,7 @@ use crate::actors::messages::{
     SupervisorSnapshot, VpnStatus, VpnUpdate,
 };
 use crate::actors::name_registry::NameRegistry;
-use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor};
+use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor, emergency_lists};
 use crate::clients::{EngineApi, VpnControl};
 use crate::config::{Config, VpnMode};
 use crate::core::emergency::{EmergencyState, Transition};
@@ -402,14 +402,7 @@ async fn on_vpn_update(
 /// `emergency.enter` / `emergency.exit` / `emergency.outage` / `emergency.update` (only the lists
 /// of failed or healthy VPNs changed), a child of the VPN event's span.
 fn transition_span(t: &Transition) -> Span {
-    let lists = |s: &EmergencyState| match s {
-        EmergencyState::Normal => (String::new(), String::new()),
-        EmergencyState::Emergency {
-            failed, healthy, ..
-        } => (failed.join(","), healthy.join(",")),
-        EmergencyState::Outage { failed, .. } => (failed.join(","), String::new()),
-    };
-    let (failed, healthy) = lists(&t.to);
+    let (failed, healthy) = emergency_lists(&t.to);
     let (from, to) = (t.from.label(), t.to.label());
     match (&t.from, &t.to) {
         (EmergencyState::Emergency { .. }, EmergencyState::Emergency { .. })

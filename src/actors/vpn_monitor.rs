@@ -23,7 +23,7 @@ use tracing::{Span, error, info, info_span, warn};
 use crate::actors::messages::{MonitorMsg, SupervisorMsg, VpnStatus, VpnUpdate};
 use crate::clients::{ControlAnswer, ControlError, ControlTarget, VpnControl};
 use crate::config::GluetunConfig;
-use crate::core::emergency::{Emergency, VpnHealth};
+use crate::core::emergency::{Emergency, EmergencyState, VpnHealth};
 use crate::core::model::{Readiness, VpnView};
 use crate::core::readiness::{ContainerFacts, readiness};
 use crate::core::vpn_watch::{Observation, VpnEvent, VpnWatch, WatchTimings};
@@ -246,7 +246,14 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
                 log_event(vpn, ev);
             }
             if let Some(t) = &upd.transition {
-                warn!(from = t.from.label(), to = t.to.label(), state = ?t.to, "emergency state changed");
+                let (failed, healthy) = emergency_lists(&t.to);
+                warn!(
+                    from = t.from.label(),
+                    to = t.to.label(),
+                    failed,
+                    healthy,
+                    "emergency state changed"
+                );
             }
             let _ = st.supervisor.cast(SupervisorMsg::Vpn(upd));
         });
@@ -340,6 +347,17 @@ fn expire_awaiting_port(st: &mut MonitorState, now: Instant) {
         if expired {
             w.awaiting_port = None;
         }
+    }
+}
+
+/// The failed and healthy VPNs of a state, comma-separated (log and span fields).
+pub(crate) fn emergency_lists(s: &EmergencyState) -> (String, String) {
+    match s {
+        EmergencyState::Normal => (String::new(), String::new()),
+        EmergencyState::Emergency {
+            failed, healthy, ..
+        } => (failed.join(","), healthy.join(",")),
+        EmergencyState::Outage { failed, .. } => (failed.join(","), String::new()),
     }
 }
 
