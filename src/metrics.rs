@@ -151,7 +151,7 @@ impl EncodeMetric for DurationHistogram {
         let buckets: Vec<(f64, u64)> = RECONCILE_BUCKETS
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .zip(self.buckets.iter().copied())
             .collect();
         encoder.encode_histogram::<NoLabelSet>(
@@ -501,6 +501,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("x_seconds_bucket{le=\"1.0\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("x_seconds_count 3\n"), "{text}");
     }
 
