@@ -4,6 +4,7 @@
 //! (`actors`, `runtime`, `clients`, `api`) that feeds facts in and performs effects.
 
 pub mod actors;
+pub mod api;
 pub mod clients;
 pub mod config;
 pub mod config_check;

@@ -1,7 +1,7 @@
 //! BEHAVIOR.md's reference incidents replayed on the whole actor tree over the in-memory runtime,
 //! with tokio's paused clock as the hand-driven clock (a 76 s outage takes milliseconds).
 
-mod mem;
+mod tree;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use acevisor::core::emergency::EmergencyState;
 use acevisor::core::model::EnginePhase;
 use acevisor::runtime::DockerHealth;
 use acevisor::runtime::memory::MemoryRuntime;
-use mem::{Tree, VPN1, VPN2, config, full, ready_on, two_vpns};
+use tree::{Tree, VPN1, VPN2, config, full, ready_on, two_vpns};
 
 const SEC: Duration = Duration::from_secs(1);
 

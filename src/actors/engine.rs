@@ -122,7 +122,11 @@ impl Actor for Engine {
                 probe_ready(&myself, st).instrument(span).await
             }
             EngineMsg::Probe if !st.removing => probe(&myself, st).await,
-            EngineMsg::Docker(kind) if !st.removing => on_docker(&myself, st, kind).await,
+            EngineMsg::Docker { id, kind }
+                if !st.removing && st.container_id.as_deref() == Some(id.as_str()) =>
+            {
+                on_docker(&myself, st, kind).await
+            }
             EngineMsg::Remove => remove(&myself, st, GoneCause::Removed).await,
             EngineMsg::Crash => panic!("injected fault: engine actor {} crashed", st.args.name),
             _ => {}

@@ -128,7 +128,12 @@ pub enum EngineMsg {
     Start,
     ProbeReady,
     Probe,
-    Docker(EventKind),
+    /// A Docker event about container `id` under this engine's name (an event for an older
+    /// container of the same name is ignored).
+    Docker {
+        id: String,
+        kind: EventKind,
+    },
     Remove,
     /// Fault injection for tests.
     Crash,
@@ -223,6 +228,10 @@ pub struct SupervisorSnapshot {
     pub ready: bool,
     /// The last Docker call of the Supervisor failed with this.
     pub docker_error: Option<String>,
+    /// The global creation breaker.
+    pub breaker: crate::core::breaker::BreakerState,
+    /// Provisioning requests waiting for an engine.
+    pub pending_provisions: usize,
 }
 
 impl SupervisorSnapshot {

@@ -16,20 +16,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, error, field, info, info_span, warn};
 
 use crate::actors::engine::{Engine, EngineArgs, EngineMode};
 use crate::actors::messages::{
-    Counters, EngineMsg, EngineReport, EngineView, GoneCause, MonitorMsg, NameMsg, SupervisorMsg,
-    SupervisorSnapshot, VpnStatus, VpnUpdate,
+    Counters, EngineMsg, EngineReport, EngineView, GoneCause, MonitorMsg, NameMsg, ProvisionError,
+    SupervisorMsg, SupervisorSnapshot, VpnStatus, VpnUpdate,
 };
 use crate::actors::name_registry::NameRegistry;
 use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor, emergency_lists};
 use crate::clients::{EngineApi, VpnControl};
 use crate::config::{Config, VpnMode};
+use crate::core::breaker::{Breaker, BreakerState};
 use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
 use crate::core::intensity::{Intensity, Verdict};
@@ -85,6 +86,18 @@ pub struct SupervisorState {
     create_backoff: HashMap<String, Duration>,
     docker_error: Option<String>,
     tasks: Vec<JoinHandle<()>>,
+    breaker: Breaker,
+    /// Provisioning requests waiting for a new engine to become ready, oldest first.
+    provisions: Vec<PendingProvision>,
+}
+
+struct PendingProvision {
+    reply: RpcReplyPort<Result<EngineView, ProvisionError>>,
+    since: Instant,
+    /// Engines that existed when it was asked: the answer is an engine not among them.
+    known: Vec<String>,
+    /// The pool size this request needs: one more than what existed (and was asked) before it.
+    floor: u32,
 }
 
 pub struct Supervisor;
@@ -127,6 +140,8 @@ impl Actor for Supervisor {
             create_backoff: HashMap::new(),
             docker_error: None,
             tasks: Vec::new(),
+            breaker: Breaker::new(5, Duration::from_secs(5), Duration::from_secs(300)),
+            provisions: Vec::new(),
             cfg,
         })
     }
@@ -182,7 +197,10 @@ impl Actor for Supervisor {
                 } else if let Some(entry) = st.engines.get(&ev.name) {
                     let ours = entry.container_id.as_ref().is_none_or(|id| *id == ev.id);
                     if let (true, Some(actor)) = (ours, &entry.actor) {
-                        let _ = actor.cast(EngineMsg::Docker(ev.kind));
+                        let _ = actor.cast(EngineMsg::Docker {
+                            id: ev.id,
+                            kind: ev.kind,
+                        });
                     }
                 } else if ev.kind == crate::runtime::EventKind::Destroy {
                     // A container holding one of our names (not ours) is gone: the number is free.
@@ -205,18 +223,14 @@ impl Actor for Supervisor {
                 st.docker_error = Some(e);
                 return Ok(());
             }
-            SupervisorMsg::Tick => {}
+            SupervisorMsg::Tick => expire_provisions(st),
             SupervisorMsg::Respawn { name } => respawn_engine(&myself, st, &name).await,
             SupervisorMsg::Snapshot(reply) => {
                 let _ = reply.send(snapshot(st));
                 return Ok(());
             }
             SupervisorMsg::StreamCounts(counts) => on_stream_counts(st, counts),
-            SupervisorMsg::Provision(reply) => {
-                // Provisioning arrives with the API issue; answer honestly until then.
-                let _ = reply.send(Err(crate::actors::messages::ProvisionError::MaxCapacity));
-                return Ok(());
-            }
+            SupervisorMsg::Provision(reply) => on_provision(st, reply),
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);
@@ -430,13 +444,17 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
         EngineReport::Created { container_id, host } => {
             entry.container_id = Some(container_id);
             entry.host = host.or(entry.host.take());
+            if entry.fact.phase == EnginePhase::Creating {
+                st.counters.engines_created += 1;
+                st.breaker.success();
+            }
             if !removing {
                 entry.fact.phase = EnginePhase::Starting;
             }
-            st.counters.engines_created += 1;
             names_cast(st, NameMsg::Confirm(n));
         }
         EngineReport::CreateFailed { error } => {
+            st.breaker.failure(Instant::now());
             st.engines.remove(&name);
             st.counters.create_failures += 1;
             names_cast(st, NameMsg::Release(n));
@@ -458,6 +476,7 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
             }
             info!(engine = %name, vpn = %lane, forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "engine ready");
             st.create_backoff.remove(&lane);
+            answer_provision(st, &name);
         }
         EngineReport::Unhealthy { since } if !removing => {
             entry.fact.phase = EnginePhase::Unhealthy { since }
@@ -476,6 +495,73 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
             }
         }
         _ => {}
+    }
+}
+
+/// Provisioning: one more engine within `max_replicas`, answered once a new engine is ready.
+fn on_provision(st: &mut SupervisorState, reply: RpcReplyPort<Result<EngineView, ProvisionError>>) {
+    let now = Instant::now();
+    let counted = st.engines.values().filter(|e| e.fact.counts()).count() as u32;
+    let asked = st.provisions.iter().map(|p| p.floor).max().unwrap_or(0);
+    let floor = counted.max(asked) + 1;
+    let refuse = if !st.ready || !st.lanes.iter().any(plan::placeable) {
+        Some(ProvisionError::VpnDisconnected {
+            recovery_eta_seconds: None,
+        })
+    } else if matches!(
+        st.breaker.state(),
+        BreakerState::Open { .. } | BreakerState::HalfOpen
+    ) {
+        Some(ProvisionError::CircuitBreaker {
+            retry_after_seconds: st.breaker.retry_after(now),
+        })
+    } else if floor > st.cfg.engines.max_replicas {
+        Some(ProvisionError::MaxCapacity)
+    } else {
+        None
+    };
+    if let Some(e) = refuse {
+        info!(code = e.code(), "provisioning refused");
+        let _ = reply.send(Err(e));
+        return;
+    }
+    let known = st.engines.keys().cloned().collect();
+    st.provisions.push(PendingProvision {
+        reply,
+        since: now,
+        known,
+        floor,
+    });
+}
+
+/// A new engine is ready: it answers the oldest provisioning request that did not know it.
+fn answer_provision(st: &mut SupervisorState, name: &str) {
+    let Some(i) = st
+        .provisions
+        .iter()
+        .position(|p| !p.known.iter().any(|k| k == name))
+    else {
+        return;
+    };
+    let pending = st.provisions.remove(i);
+    if let Some(view) = st.engines.get(name).map(engine_view) {
+        let _ = pending.reply.send(Ok(view));
+    }
+}
+
+/// Requests not served within twice the ready timeout are answered with a retry hint.
+fn expire_provisions(st: &mut SupervisorState) {
+    let now = Instant::now();
+    let limit = st.cfg.engines.ready_timeout * 2;
+    let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.provisions)
+        .into_iter()
+        .partition(|p| now.saturating_duration_since(p.since) >= limit || p.reply.is_closed());
+    st.provisions = kept;
+    for p in expired {
+        let retry = st.breaker.retry_after(now).max(5);
+        let _ = p.reply.send(Err(ProvisionError::CircuitBreaker {
+            retry_after_seconds: retry,
+        }));
     }
 }
 
@@ -742,6 +828,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
         emergency_capacity: st.cfg.vpn.emergency_capacity,
         lanes: &st.lanes,
         engines: &facts,
+        demand_floor: st.provisions.iter().map(|p| p.floor).max().unwrap_or(0),
     });
     st.counters.reconciles += 1;
     // A child of whatever caused this reconcile (a VPN event, an engine's report), or a root when
@@ -766,6 +853,9 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
             } => {
                 let lane = vpn.clone().unwrap_or_default();
                 if st.holds.contains_key(&lane) || creating >= st.cfg.engines.create_concurrency {
+                    continue;
+                }
+                if !st.breaker.allow(now) {
                     continue;
                 }
                 let Some(names) = st.names.clone() else {
@@ -884,25 +974,25 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
     }
 }
 
+fn engine_view(e: &EngineEntry) -> EngineView {
+    EngineView {
+        name: e.fact.name.clone(),
+        ordinal: e.fact.ordinal,
+        vpn: e.fact.vpn.clone(),
+        vpn_id: e.fact.vpn_id.clone(),
+        forwarded: e.fact.forwarded,
+        p2p_port: e.fact.p2p_port,
+        http_port: e.fact.http_port,
+        phase: e.fact.phase,
+        container_id: e.container_id.clone(),
+        host: e.host.clone(),
+        streams: e.fact.streams,
+    }
+}
+
 fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
     SupervisorSnapshot {
-        engines: st
-            .engines
-            .values()
-            .map(|e| EngineView {
-                name: e.fact.name.clone(),
-                ordinal: e.fact.ordinal,
-                vpn: e.fact.vpn.clone(),
-                vpn_id: e.fact.vpn_id.clone(),
-                forwarded: e.fact.forwarded,
-                p2p_port: e.fact.p2p_port,
-                http_port: e.fact.http_port,
-                phase: e.fact.phase,
-                container_id: e.container_id.clone(),
-                host: e.host.clone(),
-                streams: e.fact.streams,
-            })
-            .collect(),
+        engines: st.engines.values().map(engine_view).collect(),
         lanes: st.lanes.clone(),
         vpns: st.vpns.clone(),
         emergency: st.emergency.clone(),
@@ -911,5 +1001,7 @@ fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
         holds: st.holds.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ready: st.ready,
         docker_error: st.docker_error.clone(),
+        breaker: st.breaker.state(),
+        pending_provisions: st.provisions.len(),
     }
 }

@@ -13,11 +13,14 @@
 //!   the exit code and the container's last log lines, and the container is removed.
 //! - **Events without a gap.** `events()` asks Docker to replay from the moment of the call, so
 //!   "subscribe, then list" loses nothing even though the HTTP request goes out on first poll.
+//!   The stream never simply ends: a closed connection is a final `Err` item (reconnect, re-list).
 //!
 //! Each Docker call runs inside a `docker.<op>` tracing span with `container` and `error` fields.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -70,6 +73,8 @@ pub struct DockerRuntime {
     docker: Docker,
     call_timeout: Duration,
     start_settle: Duration,
+    /// Creates that had to wait for Docker to release a name (shared by clones).
+    name_waits: Arc<AtomicU64>,
 }
 
 /// Who holds a name Docker refused to give us.
@@ -129,7 +134,13 @@ impl DockerRuntime {
             docker,
             call_timeout,
             start_settle: DEFAULT_START_SETTLE,
+            name_waits: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// `connect` with the `[docker]` section of the config.
+    pub fn from_config(config: &crate::config::DockerConfig) -> RuntimeResult<Self> {
+        DockerRuntime::connect(config.host.as_deref(), config.call_timeout)
     }
 
     /// Changes how long a new container must survive its start (`DEFAULT_START_SETTLE`).
@@ -137,6 +148,12 @@ impl DockerRuntime {
     pub fn with_start_settle(mut self, settle: Duration) -> Self {
         self.start_settle = settle;
         self
+    }
+
+    /// How many creates so far (by this runtime and its clones) found their name still held by a
+    /// container Docker was removing, and waited for it instead of failing.
+    pub fn name_conflict_waits(&self) -> u64 {
+        self.name_waits.load(Ordering::Relaxed)
     }
 
     pub fn call_timeout(&self) -> Duration {
@@ -283,6 +300,7 @@ impl DockerRuntime {
             let message = match result {
                 Ok(created) => {
                     if waited {
+                        self.name_waits.fetch_add(1, Ordering::Relaxed);
                         tracing::Span::current().record("waited_for_name", true);
                     }
                     return Ok(created.id);
@@ -479,9 +497,8 @@ impl ContainerRuntime for DockerRuntime {
                 })
                 .await;
             if let Err(e) = started {
-                let err = e.into_runtime("start_container", &spec.name);
                 self.discard(&id).await;
-                return Err(start_error(err, &spec.name));
+                return Err(start_error(e, &spec.name));
             }
             if let Err(message) = self.check_survives_start(&id).await {
                 self.discard(&id).await;
@@ -596,6 +613,14 @@ impl ContainerRuntime for DockerRuntime {
                     Err(e) => Some(Err(BollardCall::Docker(e).into_runtime("events", ""))),
                 }
             })
+            // A stream that just ends would look like "no more events"; it means the daemon
+            // closed the connection (restart, shutdown), so say so and let the caller reconnect.
+            .chain(futures_util::stream::once(async {
+                Err(RuntimeError::Unreachable {
+                    op: "events",
+                    message: "the daemon closed the event stream".into(),
+                })
+            }))
             .boxed();
         Ok(stream)
     }
@@ -675,21 +700,21 @@ fn map_create_error(e: BollardError, name: &str) -> RuntimeError {
     }
 }
 
-/// A 409 on start is not about the name (e.g. "cannot join network of a non running
-/// container"): keep it an `Api` error so it is not mistaken for a name race.
-fn start_error(e: RuntimeError, name: &str) -> RuntimeError {
+/// Start errors are never about a missing container or a name (we just created it): a 404 is a
+/// missing network ("network x not found"), a 409 e.g. "cannot join network of a non running
+/// container". Both stay `Api` errors with Docker's message, so neither is mistaken for a
+/// vanished container or a name race.
+fn start_error(e: BollardCall, name: &str) -> RuntimeError {
     match e {
-        RuntimeError::Conflict { op, message, .. } => RuntimeError::Api {
-            op,
-            status: 409,
+        BollardCall::Docker(BollardError::DockerResponseServerError {
+            status_code: status @ (404 | 409),
+            message,
+        }) => RuntimeError::Api {
+            op: "start_container",
+            status,
             message,
         },
-        RuntimeError::NotFound { op, .. } => RuntimeError::Api {
-            op,
-            status: 404,
-            message: format!("container {name} vanished before it could start"),
-        },
-        other => other,
+        other => other.into_runtime("start_container", name),
     }
 }
 

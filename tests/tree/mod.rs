@@ -1,6 +1,7 @@
-//! Harness for actor-tree tests on the in-memory runtime: a config builder, a running tree, and
-//! waits on conditions with a (virtual-time) deadline. Tests run with tokio's paused clock, so
-//! realistic timings (5 s polls, 76 s outages) take milliseconds.
+//! Harness for actor-tree tests: a config builder, a running tree, the invariants every snapshot
+//! must satisfy, and waits on conditions with a deadline. On the in-memory runtime, tests run with
+//! tokio's paused clock, so realistic timings (5 s polls, 76 s outages) take milliseconds; on real
+//! Docker the same harness runs in real time with shrunk timings.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -66,7 +67,17 @@ pub struct Tree {
     handle: Option<JoinHandle<()>>,
 }
 
+impl Drop for Tree {
+    fn drop(&mut self) {
+        // A failed test must not leave acevisor creating containers behind the cleanup's back.
+        if self.handle.is_some() {
+            self.sup.kill();
+        }
+    }
+}
+
 impl Tree {
+    /// A tree over the in-memory world.
     pub async fn start(mem: &MemoryRuntime, cfg: Config) -> Tree {
         let deps = Deps {
             runtime: Arc::new(mem.clone()),
@@ -74,11 +85,18 @@ impl Tree {
             engine_api: Arc::new(mem.clone()),
         };
         let keys = vec![None; cfg.vpn.gluetun.len()];
+        let mut tree = Tree::start_with(deps, cfg, keys).await;
+        tree.mem = mem.clone();
+        tree
+    }
+
+    /// A tree over any effects (the real Docker runtime and HTTP clients, for instance).
+    pub async fn start_with(deps: Deps, cfg: Config, keys: Vec<Option<String>>) -> Tree {
         let (sup, handle) = acevisor::daemon::start(cfg, deps, keys)
             .await
             .expect("tree starts");
         Tree {
-            mem: mem.clone(),
+            mem: MemoryRuntime::new(),
             sup,
             handle: Some(handle),
         }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"): formatting, lints, the test images, and
+# every test of the workspace, including the real-Docker ones (ACEVISOR_REQUIRE_DOCKER=1 makes a
+# missing Docker engine a failure, never a silent skip).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export ACEVISOR_REQUIRE_DOCKER="${ACEVISOR_REQUIRE_DOCKER:-1}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "test images"
+testbed/build-images.sh
+step "cargo test (unit, property, in-memory actor tree, real Docker)"
+cargo test --workspace
