@@ -88,10 +88,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     };
     let keys = gluetun_keys(&config);
+    let api_config = config.clone();
     info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
     let (sup, handle) = start(config, deps, keys).await?;
+    let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let api = crate::api::launch(&api_config, sup.clone(), async move {
+        let mut stopped = api_stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    })
+    .await?;
+    info!(listen = %api.local_addr, "API serving");
     shutdown_signal().await;
     info!("shutting down; engines keep running");
+    let _ = stop_api.send(true);
+    if let Ok(Err(e)) = api.server.await {
+        warn!(error = %e, "API server stopped with an error");
+    }
+    api.streams.stop(None);
     sup.stop(Some("shutdown".into()));
     let _ = handle.await;
     telemetry.shutdown().await;

@@ -199,7 +199,7 @@ pub async fn orchestrator(State(ctx): State<ApiContext>) -> ApiResult<Json<Value
         "vpn": vpn_summary(&ctx, &snap),
         "provisioning": {
             "can_provision": block.is_none(),
-            "circuit_breaker_state": "closed",
+            "circuit_breaker_state": snap.breaker.label(),
             "blocked_reason": block.as_ref().map(|b| blocked_detail(b).message),
             "blocked_reason_details": block.as_ref().map(blocked_detail),
         },
@@ -248,7 +248,7 @@ pub async fn health(State(ctx): State<ApiContext>) -> ApiResult<Json<Value>> {
             "backing_off": snap.intensity.iter().filter(|s| s.backing_off_until.is_some_and(|u| u > now)).count(),
         },
         "creation_holds": holds,
-        "circuit_breaker": { "state": "closed" },
+        "circuit_breaker": { "state": snap.breaker.label(), "pending_provisions": snap.pending_provisions },
         "counters": {
             "engines_created": c.engines_created,
             "create_failures": c.create_failures,

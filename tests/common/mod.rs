@@ -133,6 +133,8 @@ pub fn snapshot(engines: Vec<EngineView>) -> SupervisorSnapshot {
         holds: Vec::new(),
         ready: true,
         docker_error: None,
+        breaker: acevisor::core::breaker::BreakerState::Closed,
+        pending_provisions: 0,
     }
 }
 
