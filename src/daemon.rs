@@ -92,7 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
     let (sup, handle) = start(config, deps, keys).await?;
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
-    let api = crate::api::launch(&api_config, sup.clone(), async move {
+    let api = crate::api::launch(&api_config, sup.clone(), metrics, async move {
         let mut stopped = api_stopped;
         let _ = stopped.wait_for(|s| *s).await;
     })
