@@ -208,6 +208,22 @@ pub fn render(metrics: &Metrics, snap: &SupervisorSnapshot) -> String {
         "1 when the Supervisor's last Docker call succeeded",
         gauge(snap.docker_error.is_none() as i64),
     );
+    let breaker = family();
+    for state in ["closed", "open", "half_open"] {
+        breaker
+            .get_or_create(&vec![("state", state.to_string())])
+            .set((snap.breaker.label() == state) as i64);
+    }
+    r.register(
+        "acevisor_creation_breaker",
+        "1 for the global engine-creation breaker's current state",
+        breaker,
+    );
+    r.register(
+        "acevisor_pending_provisions",
+        "Provisioning requests waiting for an engine",
+        gauge(snap.pending_provisions as i64),
+    );
     r.register(
         "acevisor_ready",
         "1 once the first listing and reconcile are done",

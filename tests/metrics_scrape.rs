@@ -240,6 +240,11 @@ async fn metrics_after_incident_a_and_a_port_change() {
         0.0
     );
     assert_eq!(value(&text, "acevisor_ready"), 1.0);
+    assert_eq!(
+        value(&text, "acevisor_creation_breaker{state=\"closed\"}"),
+        1.0
+    );
+    assert_eq!(value(&text, "acevisor_pending_provisions"), 0.0);
     assert_eq!(value(&text, "acevisor_docker_reachable"), 1.0);
     assert!(text.ends_with("# EOF\n"));
 }
