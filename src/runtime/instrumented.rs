@@ -66,7 +66,7 @@ impl<R: ContainerRuntime> Instrumented<R> {
                 tracing::info_span!(
                     $n,
                     container = container,
-                    container_id = field::Empty,
+                    id = field::Empty,
                     error = field::Empty,
                     otel.status_code = field::Empty,
                 )
@@ -149,7 +149,7 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
             .await;
         let outcome = match &result {
             Ok(id) => {
-                span.record("container_id", id.as_str());
+                span.record("id", id.as_str());
                 "ok"
             }
             Err(e) => {

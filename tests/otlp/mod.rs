@@ -454,11 +454,10 @@ pub fn check_incident_traces(spans: &[Got], instance: &str) {
             .collect();
         assert_eq!(calls.len(), 1, "one docker.create_container under {c:#?}");
         assert!(
-            calls[0]
-                .attr("container_id")
-                .is_some_and(|id| !id.is_empty())
+            calls[0].attr("id").is_some_and(|id| !id.is_empty()),
+            "the created container's id on the Docker span"
         );
-        assert_eq!(c.attr("container_id"), calls[0].attr("container_id"));
+        assert_eq!(c.attr("container_id"), calls[0].attr("id"));
     }
     let fw: Vec<&&Got> = creates
         .iter()
