@@ -197,6 +197,13 @@ pub struct ApiConfig {
     /// Unset env var = open API (warned at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// How often each active stream's `stat_url` is read into its history.
+    #[serde(default = "default_stats_interval", with = "humantime_serde")]
+    pub stats_interval: Duration,
+}
+
+fn default_stats_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -462,6 +469,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_listen(),
             api_key_env: None,
+            stats_interval: default_stats_interval(),
         }
     }
 }

@@ -187,7 +187,7 @@ async fn engine_that_keeps_dying_hits_the_intensity_limit_and_backs_off() {
     let report = s
         .intensity
         .iter()
-        .find(|r| r.slot == victim)
+        .find(|r| r.slot == acevisor::actors::supervisor::death_slot(VPN1))
         .expect("slot in the report");
     assert!(report.backing_off_until.is_some());
     let creates = tree.mem.calls("create");

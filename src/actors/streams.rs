@@ -24,9 +24,6 @@ use crate::core::streams::{
     StreamRecord, StreamStartedReq, StreamStatus, collect_verdict, resolve_engine,
 };
 
-/// Default pause between two collector rounds.
-pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Why a `stream_started` was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {

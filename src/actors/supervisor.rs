@@ -487,9 +487,12 @@ fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport
             names_cast(st, NameMsg::Gone(n));
             if cause != GoneCause::Removed {
                 st.counters.engines_lost += 1;
-                if let Verdict::BackOff { until } = st.intensity.request(&name, Instant::now()) {
+                // Replacements reuse the lowest free name and ports, so an engine slot is the
+                // lane it serves: too many deaths there in the window and its creations back off.
+                let slot = death_slot(&lane);
+                if let Verdict::BackOff { until } = st.intensity.request(&slot, Instant::now()) {
                     st.counters.restarts_suppressed += 1;
-                    warn!(engine = %name, vpn = %lane, "engine slot restarted too often; backing off");
+                    warn!(engine = %name, vpn = %lane, slot = %slot, "engines on this VPN die too often; backing off");
                     st.holds.insert(lane, until);
                 }
             }
@@ -575,6 +578,11 @@ fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String, u32>) {
         entry.fact.idle_since = (streams == 0).then_some(now);
         entry.fact.streams = streams;
     }
+}
+
+/// The restart-intensity slot of engine deaths on a lane (`engines@<vpn>`, `engines@direct`).
+pub fn death_slot(lane: &str) -> String {
+    format!("engines@{}", if lane.is_empty() { "direct" } else { lane })
 }
 
 fn names_cast(st: &SupervisorState, msg: NameMsg) {

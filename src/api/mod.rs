@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
-use crate::actors::streams::{DEFAULT_COLLECT_INTERVAL, Streams, StreamsArgs, StreamsMsg};
+use crate::actors::streams::{Streams, StreamsArgs, StreamsMsg};
 use crate::clients::engine::EngineClient;
 use crate::config::{Config, VpnMode};
 use crate::metrics::Metrics;
@@ -210,6 +210,26 @@ pub async fn launch(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningApi> {
+    launch_inner(cfg, supervisor, api_key_from_env(cfg), metrics, shutdown).await
+}
+
+/// `launch` with the API key given (tests; the daemon reads it from `api.api_key_env`).
+pub async fn launch_with_key(
+    cfg: &Config,
+    supervisor: ActorRef<SupervisorMsg>,
+    api_key: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningApi> {
+    launch_inner(cfg, supervisor, api_key, Arc::default(), shutdown).await
+}
+
+async fn launch_inner(
+    cfg: &Config,
+    supervisor: ActorRef<SupervisorMsg>,
+    api_key: Option<String>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningApi> {
     let engine_client =
         EngineClient::new(cfg.engines.health.timeout).context("cannot build the engine client")?;
     let (streams, _) = Actor::spawn(
@@ -218,7 +238,7 @@ pub async fn launch(
         StreamsArgs {
             supervisor: supervisor.clone(),
             engine_client: Arc::new(engine_client),
-            collect_interval: DEFAULT_COLLECT_INTERVAL,
+            collect_interval: cfg.api.stats_interval,
             call_timeout: STREAMS_CALL_TIMEOUT,
         },
     )
@@ -228,7 +248,7 @@ pub async fn launch(
         .await
         .with_context(|| format!("cannot listen on api.listen = {}", cfg.api.listen))?;
     let local_addr = listener.local_addr()?;
-    let mut ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key_from_env(cfg));
+    let mut ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key);
     ctx.metrics = metrics;
     let server = tokio::spawn(serve(listener, ctx, shutdown));
     Ok(RunningApi {
