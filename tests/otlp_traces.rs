@@ -1,7 +1,7 @@
 //! Traces of incident A as an operator sees them in Jaeger, received by an in-process OTLP
 //! receiver (gRPC and HTTP/protobuf): one trace from `vpn.failed` down to every engine removal,
-//! another from `vpn.recovered` down to the forwarded engine created with the new port, and
-//! nothing at all while the daemon only polls.
+//! another from `vpn.recovered` down to the forwarded engine created with the new port, nothing
+//! at all while the daemon only polls, and an engine that dies on its own as its own trace.
 //!
 //! Real time with shrunk timings (the exporter's batch thread does not follow tokio's paused
 //! clock); each test installs its subscriber for its own thread, and the current-thread runtime
@@ -32,12 +32,14 @@ async fn traced_incident_a(endpoint: String, protocol: OtlpProtocol, received: R
     let tree = Tree::start(&mem, cfg).await;
     let (idle_spans, snap) = incident_a(&tree, &received, &telemetry).await;
     assert_eq!(snap.counters.port_changed, 0);
+    let victim = otlp::engine_dies(&tree, &telemetry).await;
     tree.stop().await;
     telemetry.shutdown().await;
 
     assert_eq!(idle_spans, 0, "an idle second of polling exported spans");
     let spans = received.spans();
     check_incident_traces(&spans, "otlp-test");
+    otlp::check_engine_died(&spans, &victim);
 }
 
 #[tokio::test]

@@ -475,3 +475,49 @@ pub fn check_incident_traces(spans: &[Got], instance: &str) {
     // Nothing in either incident trace after recovery removed an engine.
     assert!(named("engine.remove").all(|r| r.trace == t1));
 }
+
+/// An ordinary engine on VPN2 exits on its own; returns its name once it is replaced.
+pub async fn engine_dies(tree: &Tree, telemetry: &Telemetry) -> String {
+    let s = tree.snap().await;
+    let victim = s
+        .engines_on(VPN2)
+        .iter()
+        .find(|e| !e.forwarded)
+        .expect("an ordinary engine on VPN2")
+        .name
+        .clone();
+    tree.mem.exit(&victim, 1);
+    tree.wait(
+        "the dead engine replaced",
+        10 * Duration::from_secs(1),
+        |s| s.counters.engines_lost == 1 && full(s, VPN2, 5, 40000),
+    )
+    .await;
+    telemetry.flush().await;
+    victim
+}
+
+/// `engine.died` is the root of its own trace: the removal's Docker calls and the replacement's
+/// creation hang under it.
+pub fn check_engine_died(spans: &[Got], victim: &str) {
+    let died: Vec<&Got> = spans.iter().filter(|s| s.name == "engine.died").collect();
+    assert_eq!(died.len(), 1, "{died:#?}");
+    let died = died[0];
+    assert!(died.parent.is_empty(), "engine.died is a root");
+    assert_eq!(died.attr("engine"), Some(victim));
+    assert_eq!(died.attr("exit_code"), Some("1"));
+    let in_trace: Vec<&Got> = spans.iter().filter(|s| s.trace == died.trace).collect();
+    assert!(
+        in_trace
+            .iter()
+            .any(|s| s.name == "docker.remove_container" && s.parent == died.id),
+        "{in_trace:#?}"
+    );
+    let replacement: Vec<&&Got> = in_trace
+        .iter()
+        .filter(|s| s.name == "engine.create")
+        .collect();
+    assert_eq!(replacement.len(), 1, "{in_trace:#?}");
+    assert_eq!(replacement[0].attr("vpn"), Some(VPN2));
+    assert_eq!(replacement[0].attr("forwarded"), Some("false"));
+}
