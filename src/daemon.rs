@@ -1,5 +1,6 @@
 //! `run`: wires config, Docker, the HTTP clients and the actor tree together, and runs until
-//! SIGTERM or Ctrl-C. `start` is the same wiring over any effects, for tests.
+//! SIGTERM or Ctrl-C, then flushes the trace exporter. `start` is the same wiring over any
+//! effects, for tests.
 
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use crate::actors::supervisor::{Deps, Supervisor, SupervisorArgs};
 use crate::clients::engine::EngineClient;
 use crate::clients::gluetun::GluetunClient;
 use crate::config::{Config, VpnMode};
+use crate::metrics::Metrics;
 use crate::runtime::ContainerRuntime;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::instrumented::Instrumented;
 
 /// Reads the Gluetun API keys from the env vars the config names (secrets never live in the file).
 pub fn gluetun_keys(config: &Config) -> Vec<Option<String>> {
@@ -56,6 +59,8 @@ pub async fn start(
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Inside the runtime: the gRPC trace exporter needs it.
+    let telemetry = crate::telemetry::init(&config);
     let docker = DockerRuntime::connect(config.docker.host.as_deref(), config.docker.call_timeout)
         .context("cannot set up the Docker client")?;
     match docker.ping().await {
@@ -69,8 +74,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         warn!(network = %config.docker.network, error = %e, "cannot create the engine network");
     }
+    // Docker call latency for /metrics; DockerRuntime opens its own `docker.<op>` spans.
+    let metrics = Arc::new(Metrics::new());
     let deps = Deps {
-        runtime: Arc::new(docker),
+        runtime: Arc::new(Instrumented::new(docker, metrics.clone()).without_spans()),
         control: Arc::new(
             GluetunClient::new(config.vpn.control_timeout)
                 .context("cannot build the Gluetun client")?,
@@ -85,7 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
     let (sup, handle) = start(config, deps, keys).await?;
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
-    let api = crate::api::launch(&api_config, sup.clone(), async move {
+    let api = crate::api::launch(&api_config, sup.clone(), metrics, async move {
         let mut stopped = api_stopped;
         let _ = stopped.wait_for(|s| *s).await;
     })
@@ -100,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     api.streams.stop(None);
     sup.stop(Some("shutdown".into()));
     let _ = handle.await;
+    telemetry.shutdown().await;
     Ok(())
 }
 

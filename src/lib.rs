@@ -10,5 +10,6 @@ pub mod config;
 pub mod config_check;
 pub mod core;
 pub mod daemon;
+pub mod metrics;
 pub mod runtime;
 pub mod telemetry;

@@ -83,7 +83,6 @@ fn run(path: &Path) -> ExitCode {
 }
 
 fn run_daemon(config: Config) -> anyhow::Result<()> {
-    acevisor::telemetry::init(&config.telemetry);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -879,7 +879,7 @@ async fn launch_reads_the_key_env_and_serves_on_api_listen() {
     ))
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = acevisor::api::launch(&cfg, h.supervisor.clone(), async {
+    let api = acevisor::api::launch(&cfg, h.supervisor.clone(), Default::default(), async {
         let _ = stopped.await;
     })
     .await

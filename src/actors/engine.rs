@@ -1,13 +1,19 @@
 //! The Engine actor: one per engine container. Creates (or adopts) its container, waits for its
 //! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, and
 //! removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
+//!
+//! Tracing: creation and the wait for readiness run in the `engine.create` span the Supervisor
+//! opened for the decision (`EngineArgs::span`), dropped once the engine is ready, so health
+//! probes never attach to the incident that created the engine. A removal runs in the
+//! `engine.remove` span its `Remove` message carries; a container that dies on its own opens an
+//! `engine.died` trace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument, Span, field, info, info_span, warn};
 
 use crate::actors::messages::{EngineMsg, EngineReport, GoneCause, SupervisorMsg};
 use crate::clients::EngineApi;
@@ -34,6 +40,8 @@ pub struct EngineArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub health: HealthConfig,
     pub ready_timeout: Duration,
+    /// The `engine.create` span (until ready); `Span::none()` for an adopted container.
+    pub span: Span,
 }
 
 pub struct EngineState {
@@ -44,6 +52,8 @@ pub struct EngineState {
     failures: u32,
     unhealthy: bool,
     removing: bool,
+    /// The last removal error logged (a Docker outage is logged once, not once per retry).
+    remove_error: Option<String>,
 }
 
 impl EngineState {
@@ -83,6 +93,7 @@ impl Actor for Engine {
             failures: 0,
             unhealthy: false,
             removing: false,
+            remove_error: None,
         })
     }
 
@@ -102,8 +113,14 @@ impl Actor for Engine {
         st: &mut EngineState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EngineMsg::Start => start(&myself, st).await,
-            EngineMsg::ProbeReady if !st.removing && !st.ready => probe_ready(&myself, st).await,
+            EngineMsg::Start => {
+                let span = st.args.span.clone();
+                start(&myself, st).instrument(span).await
+            }
+            EngineMsg::ProbeReady if !st.removing && !st.ready => {
+                let span = st.args.span.clone();
+                probe_ready(&myself, st).instrument(span).await
+            }
             EngineMsg::Probe if !st.removing => probe(&myself, st).await,
             EngineMsg::Docker { id, kind }
                 if !st.removing && st.container_id.as_deref() == Some(id.as_str()) =>
@@ -122,6 +139,7 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     if let EngineMode::Create(spec) = &st.args.mode {
         match st.args.runtime.create_and_start(spec).await {
             Ok(id) => {
+                Span::current().record("container_id", id.as_str());
                 info!(engine = %st.args.name, container_id = %id, "engine container started");
                 st.container_id = Some(id);
             }
@@ -132,6 +150,9 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
                     st.container_id = Some(id);
                 }
                 None => {
+                    let span = Span::current();
+                    span.record("error", field::display(&e));
+                    span.record("otel.status_code", "error");
                     warn!(engine = %st.args.name, error = %e, "engine creation failed");
                     st.report(EngineReport::CreateFailed {
                         error: e.to_string(),
@@ -190,6 +211,7 @@ async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     if answered {
         st.ready = true;
         st.report(EngineReport::Ready);
+        st.args.span = Span::none();
         myself.send_after(st.args.health.interval, || EngineMsg::Probe);
     } else if st.started.elapsed() >= st.args.ready_timeout {
         warn!(engine = %st.args.name, timeout = ?st.args.ready_timeout, "engine API never answered: unhealthy");
@@ -198,6 +220,7 @@ async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         st.report(EngineReport::Unhealthy {
             since: Instant::now(),
         });
+        st.args.span = Span::none();
         myself.send_after(st.args.health.interval, || EngineMsg::Probe);
     } else {
         myself.send_after(st.readiness_poll(), || EngineMsg::ProbeReady);
@@ -235,8 +258,13 @@ async fn probe(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
 async fn on_docker(myself: &ActorRef<EngineMsg>, st: &mut EngineState, kind: EventKind) {
     match kind {
         EventKind::Die { exit_code } => {
-            warn!(engine = %st.args.name, ?exit_code, "engine container died");
-            remove(myself, st, GoneCause::Died { exit_code }).await;
+            let span = info_span!(parent: None, "engine.died", engine = %st.args.name, exit_code);
+            async {
+                warn!(engine = %st.args.name, ?exit_code, "engine container died");
+                remove(myself, st, GoneCause::Died { exit_code }).await;
+            }
+            .instrument(span)
+            .await
         }
         EventKind::Destroy => {
             warn!(engine = %st.args.name, "engine container removed out of band");
@@ -254,6 +282,7 @@ async fn on_docker(myself: &ActorRef<EngineMsg>, st: &mut EngineState, kind: Eve
 /// with backoff (the number stays held until the container is really gone).
 async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneCause) {
     st.removing = true;
+    st.args.span = Span::none();
     let Some(id) = st.container_id.clone() else {
         st.report(EngineReport::Gone { cause });
         myself.stop(None);
@@ -277,7 +306,10 @@ async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneC
             myself.send_after(Duration::from_millis(200), || EngineMsg::Remove);
         }
         Err(e) => {
-            warn!(engine = %st.args.name, container_id = %id, error = %e, "engine removal failed; retrying");
+            if st.remove_error.as_deref() != Some(e.to_string().as_str()) {
+                warn!(engine = %st.args.name, container_id = %id, error = %e, "engine removal failed; retrying");
+            }
+            st.remove_error = Some(e.to_string());
             myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
         }
     }

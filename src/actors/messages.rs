@@ -203,6 +203,8 @@ pub struct Counters {
     pub actor_restarts: u64,
     pub restarts_suppressed: u64,
     pub reconciles: u64,
+    /// Time to plan and dispatch each reconcile.
+    pub reconcile_duration: crate::metrics::DurationHistogram,
     /// Names handed out above k+1 with k names held (must stay 0: BEHAVIOR.md "Naming").
     pub names_above_bound: u64,
 }

@@ -5,6 +5,11 @@
 //!
 //! It never waits on Docker for an engine: every engine's container work happens in that engine's
 //! own actor, concurrently, so the Supervisor (and the API through it) keeps answering.
+//!
+//! Tracing: a `Vpn` message is handled inside the span it was sent in (ractor carries it), a
+//! transition of the emergency machine opens `emergency.*` under it, a reconcile that decides
+//! something opens `reconcile`, and each decision an `engine.create` / `engine.remove` span that
+//! the Engine actor's work runs in. A reconcile that changes nothing opens no span.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use futures_util::StreamExt;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{Instrument, Span, error, field, info, info_span, warn};
 
 use crate::actors::engine::{Engine, EngineArgs, EngineMode};
 use crate::actors::messages::{
@@ -22,11 +27,11 @@ use crate::actors::messages::{
     SupervisorMsg, SupervisorSnapshot, VpnStatus, VpnUpdate,
 };
 use crate::actors::name_registry::NameRegistry;
-use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor};
+use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor, emergency_lists};
 use crate::clients::{EngineApi, VpnControl};
 use crate::config::{Config, VpnMode};
 use crate::core::breaker::{Breaker, BreakerState};
-use crate::core::emergency::EmergencyState;
+use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
 use crate::core::intensity::{Intensity, Verdict};
 use crate::core::labels::LabelKeys;
@@ -183,7 +188,11 @@ impl Actor for Supervisor {
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Vpn(update) => on_vpn_update(&myself, st, update).await,
+            SupervisorMsg::Vpn(update) => {
+                let transition = on_vpn_update(&myself, st, update).await;
+                reconcile(&myself, st).instrument(transition).await;
+                return Ok(());
+            }
             SupervisorMsg::Engine { name, report } => {
                 // A create that failed may still have made its container (a lost reply): look.
                 if matches!(report, EngineReport::CreateFailed { .. }) {
@@ -222,7 +231,9 @@ impl Actor for Supervisor {
                 relist(&myself, st).await;
             }
             SupervisorMsg::DockerTrouble(e) => {
-                warn!(error = %e, "Docker trouble; will re-list when the events stream is back");
+                if st.docker_error.as_ref() != Some(&e) {
+                    warn!(error = %e, "Docker trouble; will re-list when the events stream is back");
+                }
                 st.docker_error = Some(e);
                 return Ok(());
             }
@@ -368,11 +379,13 @@ async fn events_loop(runtime: Arc<dyn ContainerRuntime>, sup: ActorRef<Superviso
     }
 }
 
+/// Takes in a VpnMonitor update; returns the span of its emergency transition (if any), which
+/// the reconcile that follows runs in.
 async fn on_vpn_update(
     myself: &ActorRef<SupervisorMsg>,
     st: &mut SupervisorState,
     update: VpnUpdate,
-) {
+) -> Span {
     for (_, ev) in &update.events {
         match ev {
             VpnEvent::Failed { .. } => st.counters.vpn_failed += 1,
@@ -398,6 +411,11 @@ async fn on_vpn_update(
             st.counters.outage_entered += 1;
         }
     }
+    let span = update
+        .transition
+        .as_ref()
+        .map(transition_span)
+        .unwrap_or_else(Span::none);
     st.lanes = update.lanes;
     st.vpns = update.vpns;
     st.emergency = update.emergency;
@@ -405,6 +423,27 @@ async fn on_vpn_update(
     st.vpn_seen = true;
     if first && !st.listed {
         relist(myself, st).await;
+    }
+    span
+}
+
+/// `emergency.enter` / `emergency.exit` / `emergency.outage` / `emergency.update` (only the lists
+/// of failed or healthy VPNs changed), a child of the VPN event's span.
+fn transition_span(t: &Transition) -> Span {
+    let (failed, healthy) = emergency_lists(&t.to);
+    let (from, to) = (t.from.label(), t.to.label());
+    match (&t.from, &t.to) {
+        (EmergencyState::Emergency { .. }, EmergencyState::Emergency { .. })
+        | (EmergencyState::Outage { .. }, EmergencyState::Outage { .. }) => {
+            info_span!("emergency.update", from, to, failed, healthy)
+        }
+        (_, EmergencyState::Emergency { .. }) => {
+            info_span!("emergency.enter", from, to, failed, healthy)
+        }
+        (_, EmergencyState::Outage { .. }) => {
+            info_span!("emergency.outage", from, to, failed, healthy)
+        }
+        (_, EmergencyState::Normal) => info_span!("emergency.exit", from, to, failed, healthy),
     }
 }
 
@@ -581,7 +620,9 @@ async fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
     let all = match st.deps.runtime.list(&query).await {
         Ok(all) => all,
         Err(e) => {
-            warn!(error = %e, "cannot list containers; retrying");
+            if st.docker_error != Some(e.to_string()) {
+                warn!(error = %e, "cannot list containers; retrying");
+            }
             st.docker_error = Some(e.to_string());
             myself.send_after(Duration::from_secs(1), || SupervisorMsg::EventsSubscribed);
             return;
@@ -657,6 +698,7 @@ async fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
             EngineMode::Adopt {
                 container_id: c.id.clone(),
             },
+            Span::none(),
         )
         .await
             && !c.running
@@ -683,12 +725,14 @@ fn lane_host(st: &SupervisorState, vpn: Option<&str>) -> Option<String> {
         .and_then(|v| v.ip.clone())
 }
 
-/// Spawns the Engine actor of an entry; false (entry dropped) when the spawn failed.
+/// Spawns the Engine actor of an entry; false (entry dropped) when the spawn failed. `span` is the
+/// `engine.create` span its creation runs in (`Span::none()` when adopting).
 async fn spawn_engine(
     myself: &ActorRef<SupervisorMsg>,
     st: &mut SupervisorState,
     name: &str,
     mode: EngineMode,
+    span: Span,
 ) -> bool {
     let Some(entry) = st.engines.get(name) else {
         return false;
@@ -705,6 +749,7 @@ async fn spawn_engine(
         supervisor: myself.clone(),
         health: st.cfg.engines.health.clone(),
         ready_timeout: st.cfg.engines.ready_timeout,
+        span,
     };
     match Actor::spawn_linked(None, Engine, args, myself.get_cell()).await {
         Ok((actor, _)) => {
@@ -770,7 +815,14 @@ async fn respawn_engine(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorSta
     }
     st.counters.actor_restarts += 1;
     info!(engine = %name, "restarting engine actor on its container");
-    if spawn_engine(myself, st, name, EngineMode::Adopt { container_id }).await
+    if spawn_engine(
+        myself,
+        st,
+        name,
+        EngineMode::Adopt { container_id },
+        Span::none(),
+    )
+    .await
         && removing
         && let Some(a) = st.engines.get(name).and_then(|e| e.actor.as_ref())
     {
@@ -783,6 +835,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
     if !(st.listed && st.vpn_seen) {
         return;
     }
+    let started = std::time::Instant::now();
     let now = Instant::now();
     st.holds.retain(|_, until| *until > now);
     let facts: Vec<EngineFact> = st.engines.values().map(|e| e.fact.clone()).collect();
@@ -800,6 +853,13 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
         demand_floor: st.provisions.iter().map(|p| p.floor).max().unwrap_or(0),
     });
     st.counters.reconciles += 1;
+    // A child of whatever caused this reconcile (a VPN event, an engine's report), or a root when
+    // a timer found something to do; nothing at all when there is nothing to do.
+    let span = if actions.is_empty() {
+        Span::none()
+    } else {
+        info_span!("reconcile", actions = actions.len())
+    };
     let mut creating = facts
         .iter()
         .filter(|f| f.phase == EnginePhase::Creating)
@@ -857,7 +917,20 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
                         ports,
                     },
                 );
-                info!(engine = %name, vpn = %lane, forwarded, p2p_port = ports.p2p, http_port = ports.http, "creating engine");
+                let create_span = info_span!(
+                    parent: &span,
+                    "engine.create",
+                    engine = %name,
+                    ordinal = n,
+                    vpn = %lane,
+                    forwarded,
+                    p2p_port = ports.p2p,
+                    http_port = ports.http,
+                    container_id = field::Empty,
+                    error = field::Empty,
+                    otel.status_code = field::Empty,
+                );
+                create_span.in_scope(|| info!(engine = %name, ordinal = n, vpn = %lane, forwarded, p2p_port = ports.p2p, http_port = ports.http, "creating engine"));
                 let fact = EngineFact {
                     name: name.clone(),
                     ordinal: n,
@@ -881,7 +954,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
                         actor: None,
                     },
                 );
-                if spawn_engine(myself, st, &name, EngineMode::Create(spec)).await {
+                if spawn_engine(myself, st, &name, EngineMode::Create(spec), create_span).await {
                     creating += 1;
                 }
             }
@@ -889,7 +962,20 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
                 let Some(entry) = st.engines.get_mut(&name) else {
                     continue;
                 };
-                info!(engine = %name, vpn = %entry.fact.vpn_key(), reason = reason.label(), forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "removing engine");
+                // The Engine actor's removal runs in this span (ractor carries it with `Remove`).
+                let remove_span = info_span!(
+                    parent: &span,
+                    "engine.remove",
+                    engine = %name,
+                    ordinal = entry.fact.ordinal,
+                    vpn = %entry.fact.vpn_key(),
+                    forwarded = entry.fact.forwarded,
+                    p2p_port = entry.fact.p2p_port,
+                    reason = reason.label(),
+                    container_id = entry.container_id.as_deref().unwrap_or(""),
+                );
+                let _in_remove_span = remove_span.enter(); // no await below in this arm
+                info!(engine = %name, ordinal = entry.fact.ordinal, vpn = %entry.fact.vpn_key(), reason = reason.label(), forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "removing engine");
                 entry.fact.phase = EnginePhase::Removing;
                 *st.counters
                     .engines_removed
@@ -903,6 +989,7 @@ async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
             }
         }
     }
+    st.counters.reconcile_duration.observe(started.elapsed());
     if !st.ready {
         st.ready = true;
         info!(engines = st.engines.len(), "first reconcile done");

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod engines;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod status;
 pub mod streams;
 pub mod types;
@@ -29,6 +30,7 @@ use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
 use crate::actors::streams::{Streams, StreamsArgs, StreamsMsg};
 use crate::clients::engine::EngineClient;
 use crate::config::{Config, VpnMode};
+use crate::metrics::Metrics;
 use error::{ApiError, ApiResult};
 
 /// Bound on the Streams actor's own calls to the Supervisor; below the API's bound, so a
@@ -55,6 +57,8 @@ pub struct ApiContext {
     pub label_prefix: String,
     pub min_replicas: u32,
     pub max_replicas: u32,
+    /// What `/metrics` renders besides the snapshot (Docker call latency, reconnects).
+    pub metrics: Arc<Metrics>,
 }
 
 impl ApiContext {
@@ -76,6 +80,7 @@ impl ApiContext {
             label_prefix: cfg.docker.label_prefix.trim_end_matches('.').to_string(),
             min_replicas: cfg.engines.min_replicas,
             max_replicas: cfg.engines.max_replicas,
+            metrics: Arc::default(),
         }
     }
 
@@ -145,6 +150,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/health/status", get(status::health))
         .route("/livez", get(status::livez))
         .route("/readyz", get(status::readyz))
+        .route("/metrics", get(metrics::metrics))
         .merge(mutating)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -196,13 +202,15 @@ pub struct RunningApi {
 }
 
 /// Starts the Streams actor (collector included) and serves the API on `api.listen` until
-/// `shutdown` completes. The daemon calls this once the Supervisor runs.
+/// `shutdown` completes. The daemon calls this once the Supervisor runs; `metrics` are the live
+/// ones its runtime records into.
 pub async fn launch(
     cfg: &Config,
     supervisor: ActorRef<SupervisorMsg>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningApi> {
-    launch_with_key(cfg, supervisor, api_key_from_env(cfg), shutdown).await
+    launch_inner(cfg, supervisor, api_key_from_env(cfg), metrics, shutdown).await
 }
 
 /// `launch` with the API key given (tests; the daemon reads it from `api.api_key_env`).
@@ -210,6 +218,16 @@ pub async fn launch_with_key(
     cfg: &Config,
     supervisor: ActorRef<SupervisorMsg>,
     api_key: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningApi> {
+    launch_inner(cfg, supervisor, api_key, Arc::default(), shutdown).await
+}
+
+async fn launch_inner(
+    cfg: &Config,
+    supervisor: ActorRef<SupervisorMsg>,
+    api_key: Option<String>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningApi> {
     let engine_client =
@@ -230,7 +248,8 @@ pub async fn launch_with_key(
         .await
         .with_context(|| format!("cannot listen on api.listen = {}", cfg.api.listen))?;
     let local_addr = listener.local_addr()?;
-    let ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key);
+    let mut ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key);
+    ctx.metrics = metrics;
     let server = tokio::spawn(serve(listener, ctx, shutdown));
     Ok(RunningApi {
         streams,

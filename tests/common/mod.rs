@@ -201,6 +201,7 @@ impl Harness {
             label_prefix: "acevisor".into(),
             min_replicas: 1,
             max_replicas: 4,
+            metrics: Default::default(),
         };
         Harness {
             app: router(ctx.clone()),
