@@ -590,16 +590,27 @@ fn containerized_daemon_reaches_capacity_survives_stop_and_is_adopted() {
         &second,
         &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
     );
-    let (status, body) = http_get(&format!("{ip}:8000"), "/engines").expect("GET /engines");
-    assert_eq!(status, 200, "{body}");
+    let expected: BTreeSet<String> = before.iter().map(|e| e.id.clone()).collect();
+    let last = std::cell::RefCell::new(String::new());
+    let body = poll(
+        30,
+        "GET /engines to list the adopted engines",
+        || format!("last answer: {}", last.borrow()),
+        || {
+            let (status, body) = http_get(&format!("{ip}:8000"), "/engines").ok()?;
+            let listed: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let ids: BTreeSet<String> = listed
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["container_id"].as_str().map(str::to_string))
+                .collect();
+            let done = status == 200 && ids == expected;
+            *last.borrow_mut() = body.clone();
+            done.then_some(body)
+        },
+    );
     let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON /engines");
     let listed = listed.as_array().expect("an array of engines");
-    let ids: BTreeSet<&str> = listed
-        .iter()
-        .filter_map(|e| e["container_id"].as_str())
-        .collect();
-    let expected: BTreeSet<&str> = before.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(ids, expected, "{body}");
     let forwarded_by_vpn: BTreeMap<&str, usize> = listed
         .iter()
         .filter(|e| e["forwarded"] == serde_json::Value::Bool(true))
@@ -740,6 +751,17 @@ fn testbed_compose_stack_comes_up_and_down() {
         before
             .iter()
             .all(|e| e.name.starts_with(&format!("{}-engine-", run.id)))
+    );
+    // The API through the port the stack publishes on the host lists every engine.
+    poll(
+        30,
+        "GET /engines on the published port to list every engine",
+        || logs(&acevisor),
+        || {
+            let (status, body) = http_get(&format!("127.0.0.1:{port}"), "/engines").ok()?;
+            let listed: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && listed.as_array().map(Vec::len) == Some(MIN_REPLICAS)).then_some(())
+        },
     );
 
     let down = with_env(&["down", "--timeout", "30"])
