@@ -1,30 +1,26 @@
 # acevisor, built from source: a static release binary in an otherwise empty image.
 #
-#   docker build -t acevisor .
+#   docker build -t acevisor:latest .
 #   docker run -d --name acevisor \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
 #     --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     -v "$PWD/config/acevisor.toml:/etc/acevisor/acevisor.toml:ro" \
-#     -p 8000:8000 acevisor
+#     -p 8000:8000 acevisor:latest
 #
 # Needs a registry for the `rust` builder image. Without one, build the binary on the host and use
 # docker/Dockerfile.local (testbed/build-images.sh does both). docs/operations.md has the details.
 
 ARG RUST_VERSION=1.95
 
-FROM rust:${RUST_VERSION}-slim-bookworm AS build
-# Docker sets TARGETARCH under BuildKit; the classic builder leaves it empty (= amd64).
-ARG TARGETARCH
+FROM rust:${RUST_VERSION}-slim AS build
 WORKDIR /src
 COPY . .
-# +crt-static gives a self-contained binary for `FROM scratch`. The explicit --target keeps the
-# flag off build scripts and proc-macros. No TLS, no OpenSSL: nothing else to install.
+# +crt-static gives a self-contained binary for the empty final image; the explicit --target keeps
+# the flag off build scripts and proc-macros. The build runs on the image's own architecture
+# (natively, or emulated under `docker buildx build --platform linux/arm64`), so `uname -m` names
+# the target. No TLS, no OpenSSL: nothing else to install.
 RUN set -eu; \
-    case "${TARGETARCH:-amd64}" in \
-      amd64) target=x86_64-unknown-linux-gnu ;; \
-      arm64) target=aarch64-unknown-linux-gnu ;; \
-      *) echo "unsupported TARGETARCH=${TARGETARCH}" >&2; exit 1 ;; \
-    esac; \
+    target="$(uname -m)-unknown-linux-gnu"; \
     RUSTFLAGS="-C target-feature=+crt-static" \
       cargo build --release --locked --target "$target" -p acevisor --bin acevisor \
         --config 'profile.release.strip="symbols"'; \
