@@ -102,6 +102,20 @@ pub struct EnginesConfig {
     pub create_concurrency: u32,
     #[serde(default)]
     pub health: HealthConfig,
+    /// What acevisor does with its engines when it is stopped (SIGTERM, Ctrl-C).
+    #[serde(default)]
+    pub on_shutdown: OnShutdown,
+}
+
+/// What happens to the managed engines when acevisor stops.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShutdown {
+    /// Leave them running: streams continue and the next acevisor adopts them.
+    #[default]
+    Keep,
+    /// Remove every engine of this instance before exiting.
+    Remove,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -431,6 +445,7 @@ impl Default for EnginesConfig {
             ready_timeout: default_ready_timeout(),
             create_concurrency: default_create_concurrency(),
             health: HealthConfig::default(),
+            on_shutdown: OnShutdown::default(),
         }
     }
 }
