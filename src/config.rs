@@ -201,6 +201,10 @@ pub struct GluetunConfig {
     pub engine_ports: PortRange,
     #[serde(default = "default_true")]
     pub forwarding: bool,
+    /// Docker network on which acevisor reaches this VPN (its control server and its engines)
+    /// when the container is on several; absent = its first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -482,6 +482,7 @@ mod tests {
             api_key_env: Some("GLUETUN_API_KEY".into()),
             engine_ports: PortRange { start, end },
             forwarding: true,
+            network: None,
         }
     }
 

@@ -423,7 +423,10 @@ fn status_of(v: &Watched) -> VpnStatus {
             Readiness::Up { forwarded_port } => forwarded_port,
             _ => None,
         },
-        ip: v.info.as_ref().and_then(|c| c.ip_on(None)),
+        ip: v
+            .info
+            .as_ref()
+            .and_then(|c| c.ip_on(v.config.network.as_deref())),
         failed: v.watch.failed(),
         last_check_at: v.last_check_at,
         last_error: v.last_error.clone(),
@@ -458,7 +461,7 @@ async fn look(
         .filter(|c| c.running && c.health != Some(DockerHealth::Starting));
     let answer = match ask {
         Some(c) => {
-            let base_url = match (&cfg.control_url, c.ip_on(None)) {
+            let base_url = match (&cfg.control_url, c.ip_on(cfg.network.as_deref())) {
                 (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
                 (None, Some(ip)) => Some(format!("http://{ip}:8000")),
                 (None, None) => None,
