@@ -203,3 +203,25 @@ async fn engine_that_keeps_dying_hits_the_intensity_limit_and_backs_off() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_docker_never_stalls_the_supervisor() {
+    let tree = single(2, "").await;
+    tree.mem.set_delay(60 * SEC);
+    tree.sup.cast(SupervisorMsg::Relist).unwrap();
+    tree.sup.cast(SupervisorMsg::Tick).unwrap();
+    // A re-list is under way and every Docker call takes a minute: the Supervisor still answers
+    // at once, with its last known state.
+    let s =
+        ractor::call_t!(tree.sup, SupervisorMsg::Snapshot, 1_000).expect("answers within a second");
+    assert!(full(&s, VPN1, 2, 30001));
+    tree.mem.set_delay(Duration::ZERO);
+    let s = tree
+        .hold(
+            120 * SEC,
+            |s| full(s, VPN1, 2, 30001),
+            "nothing removed because Docker was slow",
+        )
+        .await;
+    assert_eq!(s.counters.removed_total(), 0);
+}

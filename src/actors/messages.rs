@@ -11,7 +11,7 @@ use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::intensity::SlotReport;
 use crate::core::model::{EnginePhase, VpnView};
 use crate::core::vpn_watch::VpnEvent;
-use crate::runtime::{ContainerEvent, EventKind};
+use crate::runtime::{ContainerEvent, ContainerInfo, EventKind, RuntimeError};
 
 /// What the VpnMonitor publishes: the events of this round and the fresh view of every VPN.
 #[derive(Clone, Debug)]
@@ -86,6 +86,11 @@ pub enum SupervisorMsg {
     EventsSubscribed,
     /// Re-list Docker (periodic safety net; after a failed create, whose container may exist).
     Relist,
+    /// A listing started at `at` came back.
+    Listed {
+        at: Instant,
+        result: Result<Vec<ContainerInfo>, RuntimeError>,
+    },
     /// Docker could not be listed or its events stream broke.
     DockerTrouble(String),
     Tick,
