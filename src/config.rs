@@ -102,6 +102,20 @@ pub struct EnginesConfig {
     pub create_concurrency: u32,
     #[serde(default)]
     pub health: HealthConfig,
+    /// What acevisor does with its engines when it is stopped (SIGTERM, Ctrl-C).
+    #[serde(default)]
+    pub on_shutdown: OnShutdown,
+}
+
+/// What happens to the managed engines when acevisor stops.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShutdown {
+    /// Leave them running: streams continue and the next acevisor adopts them.
+    #[default]
+    Keep,
+    /// Remove every engine of this instance before exiting.
+    Remove,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -187,6 +201,10 @@ pub struct GluetunConfig {
     pub engine_ports: PortRange,
     #[serde(default = "default_true")]
     pub forwarding: bool,
+    /// Docker network on which acevisor reaches this VPN (its control server and its engines)
+    /// when the container is on several; absent = its first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -197,6 +215,13 @@ pub struct ApiConfig {
     /// Unset env var = open API (warned at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// How often each active stream's `stat_url` is read into its history.
+    #[serde(default = "default_stats_interval", with = "humantime_serde")]
+    pub stats_interval: Duration,
+}
+
+fn default_stats_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -424,6 +449,7 @@ impl Default for EnginesConfig {
             ready_timeout: default_ready_timeout(),
             create_concurrency: default_create_concurrency(),
             health: HealthConfig::default(),
+            on_shutdown: OnShutdown::default(),
         }
     }
 }
@@ -462,6 +488,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_listen(),
             api_key_env: None,
+            stats_interval: default_stats_interval(),
         }
     }
 }

@@ -429,6 +429,7 @@ fn check_vpn(config: &Config, p: &mut Problems) {
 }
 
 fn check_api(config: &Config, p: &mut Problems) {
+    p.nonzero("api.stats_interval", config.api.stats_interval);
     let a = &config.api;
     match a.listen.parse::<SocketAddr>() {
         Err(_) => p.push(
@@ -481,6 +482,7 @@ mod tests {
             api_key_env: Some("GLUETUN_API_KEY".into()),
             engine_ports: PortRange { start, end },
             forwarding: true,
+            network: None,
         }
     }
 

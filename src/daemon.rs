@@ -1,5 +1,6 @@
 //! `run`: wires config, Docker, the HTTP clients and the actor tree together, and runs until
-//! SIGTERM or Ctrl-C. `start` is the same wiring over any effects, for tests.
+//! SIGTERM or Ctrl-C, then flushes the trace exporter. `start` is the same wiring over any
+//! effects, for tests.
 
 use std::sync::Arc;
 
@@ -12,9 +13,12 @@ use crate::actors::messages::SupervisorMsg;
 use crate::actors::supervisor::{Deps, Supervisor, SupervisorArgs};
 use crate::clients::engine::EngineClient;
 use crate::clients::gluetun::GluetunClient;
-use crate::config::{Config, VpnMode};
-use crate::runtime::ContainerRuntime;
+use crate::config::{Config, OnShutdown, VpnMode};
+use crate::core::labels::LabelKeys;
+use crate::metrics::Metrics;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::instrumented::Instrumented;
+use crate::runtime::{ContainerRuntime, ListQuery};
 
 /// Reads the Gluetun API keys from the env vars the config names (secrets never live in the file).
 pub fn gluetun_keys(config: &Config) -> Vec<Option<String>> {
@@ -56,6 +60,8 @@ pub async fn start(
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Inside the runtime: the gRPC trace exporter needs it.
+    let telemetry = crate::telemetry::init(&config);
     let docker = DockerRuntime::connect(config.docker.host.as_deref(), config.docker.call_timeout)
         .context("cannot set up the Docker client")?;
     match docker.ping().await {
@@ -69,8 +75,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         warn!(network = %config.docker.network, error = %e, "cannot create the engine network");
     }
+    // Docker call latency for /metrics; DockerRuntime opens its own `docker.<op>` spans.
+    let metrics = Arc::new(Metrics::new());
+    let runtime: Arc<dyn ContainerRuntime> =
+        Arc::new(Instrumented::new(docker, metrics.clone()).without_spans());
     let deps = Deps {
-        runtime: Arc::new(docker),
+        runtime: runtime.clone(),
         control: Arc::new(
             GluetunClient::new(config.vpn.control_timeout)
                 .context("cannot build the Gluetun client")?,
@@ -81,13 +91,69 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     };
     let keys = gluetun_keys(&config);
+    let api_config = config.clone();
     info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
+    let on_shutdown = config.engines.on_shutdown;
+    let managed = LabelKeys::new(&config.docker.label_prefix);
+    let instance = config.instance.clone();
     let (sup, handle) = start(config, deps, keys).await?;
+    let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let api = crate::api::launch(&api_config, sup.clone(), metrics, async move {
+        let mut stopped = api_stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    })
+    .await?;
+    info!(listen = %api.local_addr, "API serving");
     shutdown_signal().await;
-    info!("shutting down; engines keep running");
+    let _ = stop_api.send(true);
+    if let Ok(Err(e)) = api.server.await {
+        warn!(error = %e, "API server stopped with an error");
+    }
+    api.streams.stop(None);
     sup.stop(Some("shutdown".into()));
     let _ = handle.await;
+    match on_shutdown {
+        OnShutdown::Keep => info!("shut down; engines keep running (on_shutdown = \"keep\")"),
+        OnShutdown::Remove => remove_managed_engines(&*runtime, &managed, &instance).await,
+    }
+    telemetry.shutdown().await;
     Ok(())
+}
+
+/// `on_shutdown = "remove"`: removes every engine of this instance, found by its labels. Runs
+/// after the actor tree stopped, so nothing recreates them.
+pub async fn remove_managed_engines(
+    runtime: &dyn ContainerRuntime,
+    keys: &LabelKeys,
+    instance: &str,
+) {
+    let query = ListQuery {
+        labels: vec![
+            keys.managed_filter(instance),
+            format!("{}=engine", keys.key("role")),
+        ],
+        name: None,
+        all: true,
+    };
+    let engines = match runtime.list(&query).await {
+        Ok(engines) => engines,
+        Err(e) => {
+            warn!(error = %e, "on_shutdown = \"remove\": cannot list the engines; they keep running");
+            return;
+        }
+    };
+    info!(
+        engines = engines.len(),
+        "on_shutdown = \"remove\": removing engines"
+    );
+    for engine in engines {
+        match runtime.remove(&engine.id).await {
+            Ok(()) => info!(engine = %engine.name, container_id = %engine.id, "engine removed"),
+            Err(e) => {
+                warn!(engine = %engine.name, container_id = %engine.id, error = %e, "cannot remove engine")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

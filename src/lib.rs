@@ -4,10 +4,12 @@
 //! (`actors`, `runtime`, `clients`, `api`) that feeds facts in and performs effects.
 
 pub mod actors;
+pub mod api;
 pub mod clients;
 pub mod config;
 pub mod config_check;
 pub mod core;
 pub mod daemon;
+pub mod metrics;
 pub mod runtime;
 pub mod telemetry;

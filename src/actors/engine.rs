@@ -1,13 +1,19 @@
 //! The Engine actor: one per engine container. Creates (or adopts) its container, waits for its
 //! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, and
 //! removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
+//!
+//! Tracing: creation and the wait for readiness run in the `engine.create` span the Supervisor
+//! opened for the decision (`EngineArgs::span`), dropped once the engine is ready, so health
+//! probes never attach to the incident that created the engine. A removal runs in the
+//! `engine.remove` span its `Remove` message carries; a container that dies on its own opens an
+//! `engine.died` trace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument, Span, field, info, info_span, warn};
 
 use crate::actors::messages::{EngineMsg, EngineReport, GoneCause, SupervisorMsg};
 use crate::clients::EngineApi;
@@ -34,6 +40,8 @@ pub struct EngineArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub health: HealthConfig,
     pub ready_timeout: Duration,
+    /// The `engine.create` span (until ready); `Span::none()` for an adopted container.
+    pub span: Span,
 }
 
 pub struct EngineState {
@@ -44,6 +52,8 @@ pub struct EngineState {
     failures: u32,
     unhealthy: bool,
     removing: bool,
+    /// The last removal error logged (a Docker outage is logged once, not once per retry).
+    remove_error: Option<String>,
 }
 
 impl EngineState {
@@ -83,6 +93,7 @@ impl Actor for Engine {
             failures: 0,
             unhealthy: false,
             removing: false,
+            remove_error: None,
         })
     }
 
@@ -102,10 +113,20 @@ impl Actor for Engine {
         st: &mut EngineState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EngineMsg::Start => start(&myself, st).await,
-            EngineMsg::ProbeReady if !st.removing && !st.ready => probe_ready(&myself, st).await,
+            EngineMsg::Start => {
+                let span = st.args.span.clone();
+                start(&myself, st).instrument(span).await
+            }
+            EngineMsg::ProbeReady if !st.removing && !st.ready => {
+                let span = st.args.span.clone();
+                probe_ready(&myself, st).instrument(span).await
+            }
             EngineMsg::Probe if !st.removing => probe(&myself, st).await,
-            EngineMsg::Docker(kind) if !st.removing => on_docker(&myself, st, kind).await,
+            EngineMsg::Docker { id, kind }
+                if !st.removing && st.container_id.as_deref() == Some(id.as_str()) =>
+            {
+                on_docker(&myself, st, kind).await
+            }
             EngineMsg::Remove => remove(&myself, st, GoneCause::Removed).await,
             EngineMsg::Crash => panic!("injected fault: engine actor {} crashed", st.args.name),
             _ => {}
@@ -118,17 +139,28 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     if let EngineMode::Create(spec) = &st.args.mode {
         match st.args.runtime.create_and_start(spec).await {
             Ok(id) => {
+                Span::current().record("container_id", id.as_str());
                 info!(engine = %st.args.name, container_id = %id, "engine container started");
                 st.container_id = Some(id);
             }
-            Err(e) => {
-                warn!(engine = %st.args.name, error = %e, "engine creation failed");
-                st.report(EngineReport::CreateFailed {
-                    error: e.to_string(),
-                });
-                myself.stop(None);
-                return;
-            }
+            Err(e) => match created_anyway(st.args.runtime.as_ref(), spec).await {
+                // Docker did create it, but the reply was lost (timeout, broken connection).
+                Some(id) => {
+                    warn!(engine = %st.args.name, container_id = %id, error = %e, "creation reply lost, but the container exists: adopting it");
+                    st.container_id = Some(id);
+                }
+                None => {
+                    let span = Span::current();
+                    span.record("error", field::display(&e));
+                    span.record("otel.status_code", "error");
+                    warn!(engine = %st.args.name, error = %e, "engine creation failed");
+                    st.report(EngineReport::CreateFailed {
+                        error: e.to_string(),
+                    });
+                    myself.stop(None);
+                    return;
+                }
+            },
         }
     }
     let id = st.container_id.clone().unwrap_or_default();
@@ -155,6 +187,17 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     let _ = myself.cast(EngineMsg::ProbeReady);
 }
 
+/// After a failed create: the running container of that name when it is exactly the one asked
+/// for (it carries every label of the spec), so a lost reply never leaves an orphan behind.
+async fn created_anyway(runtime: &dyn ContainerRuntime, spec: &ContainerSpec) -> Option<String> {
+    let info = runtime.inspect(&spec.name).await.ok()??;
+    let ours = spec
+        .labels
+        .iter()
+        .all(|(k, v)| info.labels.get(k) == Some(v));
+    (ours && info.running).then_some(info.id)
+}
+
 async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     let answered = match &st.args.host {
         Some(host) => st
@@ -168,6 +211,7 @@ async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     if answered {
         st.ready = true;
         st.report(EngineReport::Ready);
+        st.args.span = Span::none();
         myself.send_after(st.args.health.interval, || EngineMsg::Probe);
     } else if st.started.elapsed() >= st.args.ready_timeout {
         warn!(engine = %st.args.name, timeout = ?st.args.ready_timeout, "engine API never answered: unhealthy");
@@ -176,6 +220,7 @@ async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         st.report(EngineReport::Unhealthy {
             since: Instant::now(),
         });
+        st.args.span = Span::none();
         myself.send_after(st.args.health.interval, || EngineMsg::Probe);
     } else {
         myself.send_after(st.readiness_poll(), || EngineMsg::ProbeReady);
@@ -213,8 +258,13 @@ async fn probe(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
 async fn on_docker(myself: &ActorRef<EngineMsg>, st: &mut EngineState, kind: EventKind) {
     match kind {
         EventKind::Die { exit_code } => {
-            warn!(engine = %st.args.name, ?exit_code, "engine container died");
-            remove(myself, st, GoneCause::Died { exit_code }).await;
+            let span = info_span!(parent: None, "engine.died", engine = %st.args.name, exit_code);
+            async {
+                warn!(engine = %st.args.name, ?exit_code, "engine container died");
+                remove(myself, st, GoneCause::Died { exit_code }).await;
+            }
+            .instrument(span)
+            .await
         }
         EventKind::Destroy => {
             warn!(engine = %st.args.name, "engine container removed out of band");
@@ -232,6 +282,7 @@ async fn on_docker(myself: &ActorRef<EngineMsg>, st: &mut EngineState, kind: Eve
 /// with backoff (the number stays held until the container is really gone).
 async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneCause) {
     st.removing = true;
+    st.args.span = Span::none();
     let Some(id) = st.container_id.clone() else {
         st.report(EngineReport::Gone { cause });
         myself.stop(None);
@@ -255,7 +306,10 @@ async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneC
             myself.send_after(Duration::from_millis(200), || EngineMsg::Remove);
         }
         Err(e) => {
-            warn!(engine = %st.args.name, container_id = %id, error = %e, "engine removal failed; retrying");
+            if st.remove_error.as_deref() != Some(e.to_string().as_str()) {
+                warn!(engine = %st.args.name, container_id = %id, error = %e, "engine removal failed; retrying");
+            }
+            st.remove_error = Some(e.to_string());
             myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
         }
     }

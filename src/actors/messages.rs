@@ -11,7 +11,7 @@ use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::intensity::SlotReport;
 use crate::core::model::{EnginePhase, VpnView};
 use crate::core::vpn_watch::VpnEvent;
-use crate::runtime::{ContainerEvent, EventKind};
+use crate::runtime::{ContainerEvent, ContainerInfo, EventKind, RuntimeError};
 
 /// What the VpnMonitor publishes: the events of this round and the fresh view of every VPN.
 #[derive(Clone, Debug)]
@@ -84,6 +84,13 @@ pub enum SupervisorMsg {
     Docker(ContainerEvent),
     /// The events stream is (re)subscribed: re-list everything.
     EventsSubscribed,
+    /// Re-list Docker (periodic safety net; after a failed create, whose container may exist).
+    Relist,
+    /// A listing started at `at` came back.
+    Listed {
+        at: Instant,
+        result: Result<Vec<ContainerInfo>, RuntimeError>,
+    },
     /// Docker could not be listed or its events stream broke.
     DockerTrouble(String),
     Tick,
@@ -128,7 +135,12 @@ pub enum EngineMsg {
     Start,
     ProbeReady,
     Probe,
-    Docker(EventKind),
+    /// A Docker event about container `id` under this engine's name (an event for an older
+    /// container of the same name is ignored).
+    Docker {
+        id: String,
+        kind: EventKind,
+    },
     Remove,
     /// Fault injection for tests.
     Crash,
@@ -196,6 +208,8 @@ pub struct Counters {
     pub actor_restarts: u64,
     pub restarts_suppressed: u64,
     pub reconciles: u64,
+    /// Time to plan and dispatch each reconcile.
+    pub reconcile_duration: crate::metrics::DurationHistogram,
     /// Names handed out above k+1 with k names held (must stay 0: BEHAVIOR.md "Naming").
     pub names_above_bound: u64,
 }
@@ -221,6 +235,10 @@ pub struct SupervisorSnapshot {
     pub ready: bool,
     /// The last Docker call of the Supervisor failed with this.
     pub docker_error: Option<String>,
+    /// The global creation breaker.
+    pub breaker: crate::core::breaker::BreakerState,
+    /// Provisioning requests waiting for an engine.
+    pub pending_provisions: usize,
 }
 
 impl SupervisorSnapshot {

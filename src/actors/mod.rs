@@ -4,5 +4,6 @@
 pub mod engine;
 pub mod messages;
 pub mod name_registry;
+pub mod streams;
 pub mod supervisor;
 pub mod vpn_monitor;

@@ -4,6 +4,13 @@
 //!
 //! It observes on every Docker event about a VPN container and on `poll_interval` as a safety net,
 //! and publishes only when something changed: a quiet poll sends nothing and logs nothing.
+//!
+//! Tracing: an update carrying events is sent inside a new root span named after its first event
+//! (`vpn.failed`, `vpn.recovered`, `vpn.port_changed`), which the Supervisor's handling inherits.
+//! A VPN that recovers before its forwarded port is known keeps its `vpn.recovered` span open
+//! until the port appears; the update that brings the port is sent in a `vpn.port_known` child,
+//! so the engines created for the recovered VPN are in the recovery's trace. A quiet poll opens
+//! no span.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,12 +18,12 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{Span, error, info, info_span, warn};
 
 use crate::actors::messages::{MonitorMsg, SupervisorMsg, VpnStatus, VpnUpdate};
 use crate::clients::{ControlAnswer, ControlError, ControlTarget, VpnControl};
 use crate::config::GluetunConfig;
-use crate::core::emergency::{Emergency, VpnHealth};
+use crate::core::emergency::{Emergency, EmergencyState, VpnHealth};
 use crate::core::model::{Readiness, VpnView};
 use crate::core::readiness::{ContainerFacts, readiness};
 use crate::core::vpn_watch::{Observation, VpnEvent, VpnWatch, WatchTimings};
@@ -40,6 +47,8 @@ struct Watched {
     info: Option<ContainerInfo>,
     last_error: Option<String>,
     last_check_at: Option<SystemTime>,
+    /// The open `vpn.recovered` span while the recovered VPN's port is not known yet.
+    awaiting_port: Option<(Span, Instant)>,
 }
 
 pub struct MonitorState {
@@ -75,6 +84,7 @@ impl Actor for VpnMonitor {
                 info: None,
                 last_error: None,
                 last_check_at: None,
+                awaiting_port: None,
             })
             .collect();
         Ok(MonitorState {
@@ -148,7 +158,9 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
         } = look;
         if let Some(e) = docker_error {
             // Docker itself did not answer: no conclusion about the VPN can be drawn.
-            warn!(vpn = %v.config.container, error = %e, "cannot inspect VPN container");
+            if v.last_error != Some(e.to_string()) {
+                warn!(vpn = %v.config.container, error = %e, "cannot inspect VPN container");
+            }
             v.last_error = Some(e.to_string());
             continue;
         }
@@ -192,7 +204,6 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
             .into_iter()
             .chain(v.watch.tick(now))
         {
-            log_event(&v.config.container, &ev);
             events.push((v.config.container.clone(), ev));
         }
         if v.watch.take_force_restart(now)
@@ -219,9 +230,6 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
         })
         .collect();
     let transition = st.emergency.update(now, &health);
-    if let Some(t) = &transition {
-        warn!(from = t.from.label(), to = t.to.label(), state = ?t.to, "emergency state changed");
-    }
     let upd = update(st, events, transition);
     let current = (
         upd.lanes.clone(),
@@ -230,7 +238,126 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
     let changed = st.last_published.as_ref() != Some(&current);
     if changed || !upd.events.is_empty() || upd.transition.is_some() {
         st.last_published = Some(current);
-        let _ = st.supervisor.cast(SupervisorMsg::Vpn(upd));
+        let span = incident_span(st, &upd, now);
+        // Logged and sent inside the span: the lines become span events, and ractor hands the
+        // span to the Supervisor with the message.
+        span.in_scope(|| {
+            for (vpn, ev) in &upd.events {
+                log_event(vpn, ev);
+            }
+            if let Some(t) = &upd.transition {
+                let (failed, healthy) = emergency_lists(&t.to);
+                warn!(
+                    from = t.from.label(),
+                    to = t.to.label(),
+                    failed,
+                    healthy,
+                    "emergency state changed"
+                );
+            }
+            let _ = st.supervisor.cast(SupervisorMsg::Vpn(upd));
+        });
+    } else {
+        expire_awaiting_port(st, now);
+    }
+}
+
+/// How long a recovery trace waits for the VPN's port at most (without `port_wait`).
+const AWAITING_PORT_MAX: Duration = Duration::from_secs(300);
+
+/// The span an update is sent in: a new root for events, `vpn.port_known` under the recovery
+/// when a recovered VPN's port just became known, else none.
+fn incident_span(st: &mut MonitorState, upd: &VpnUpdate, now: Instant) -> Span {
+    if let Some((vpn, ev)) = upd.events.first() {
+        let span = match ev {
+            VpnEvent::Failed { cause } => info_span!(
+                parent: None,
+                "vpn.failed",
+                vpn = %vpn,
+                cause = cause.label(),
+                events = upd.events.len()
+            ),
+            VpnEvent::Recovered { forwarded_port } => info_span!(
+                parent: None,
+                "vpn.recovered",
+                vpn = %vpn,
+                forwarded_port = *forwarded_port,
+                events = upd.events.len()
+            ),
+            VpnEvent::PortChanged(c) => info_span!(
+                parent: None,
+                "vpn.port_changed",
+                vpn = %vpn,
+                old = c.old,
+                new = c.new,
+                events = upd.events.len()
+            ),
+        };
+        // A port that became known alongside another VPN's event ends that wait unattached.
+        for w in st.vpns.iter_mut() {
+            if matches!(
+                w.watch.readiness(),
+                Readiness::Up {
+                    forwarded_port: Some(_)
+                }
+            ) {
+                w.awaiting_port = None;
+            }
+        }
+        for (vpn, ev) in &upd.events {
+            if let Some(w) = st.vpns.iter_mut().find(|w| w.config.container == *vpn) {
+                w.awaiting_port = match ev {
+                    VpnEvent::Recovered {
+                        forwarded_port: None,
+                    } if w.config.forwarding => Some((span.clone(), now)),
+                    _ => None,
+                };
+            }
+        }
+        return span;
+    }
+    let mut span = Span::none();
+    for w in st.vpns.iter_mut() {
+        if let Readiness::Up {
+            forwarded_port: Some(port),
+        } = w.watch.readiness()
+            && let Some((recovered, _)) = w.awaiting_port.take()
+            && span.is_none()
+        {
+            span = info_span!(
+                parent: &recovered,
+                "vpn.port_known",
+                vpn = %w.config.container,
+                forwarded_port = port
+            );
+        }
+    }
+    expire_awaiting_port(st, now);
+    span
+}
+
+/// Closes recovery spans whose VPN failed again, stopped waiting for its port, or waited too long.
+fn expire_awaiting_port(st: &mut MonitorState, now: Instant) {
+    for w in st.vpns.iter_mut() {
+        let expired = w.awaiting_port.as_ref().is_some_and(|(_, since)| {
+            w.watch.failed()
+                || w.watch.port_wait_expired(now)
+                || now.saturating_duration_since(*since) > AWAITING_PORT_MAX
+        });
+        if expired {
+            w.awaiting_port = None;
+        }
+    }
+}
+
+/// The failed and healthy VPNs of a state, comma-separated (log and span fields).
+pub(crate) fn emergency_lists(s: &EmergencyState) -> (String, String) {
+    match s {
+        EmergencyState::Normal => (String::new(), String::new()),
+        EmergencyState::Emergency {
+            failed, healthy, ..
+        } => (failed.join(","), healthy.join(",")),
+        EmergencyState::Outage { failed, .. } => (failed.join(","), String::new()),
     }
 }
 
@@ -296,7 +423,10 @@ fn status_of(v: &Watched) -> VpnStatus {
             Readiness::Up { forwarded_port } => forwarded_port,
             _ => None,
         },
-        ip: v.info.as_ref().and_then(|c| c.ip_on(None)),
+        ip: v
+            .info
+            .as_ref()
+            .and_then(|c| c.ip_on(v.config.network.as_deref())),
         failed: v.watch.failed(),
         last_check_at: v.last_check_at,
         last_error: v.last_error.clone(),
@@ -331,7 +461,7 @@ async fn look(
         .filter(|c| c.running && c.health != Some(DockerHealth::Starting));
     let answer = match ask {
         Some(c) => {
-            let base_url = match (&cfg.control_url, c.ip_on(None)) {
+            let base_url = match (&cfg.control_url, c.ip_on(cfg.network.as_deref())) {
                 (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
                 (None, Some(ip)) => Some(format!("http://{ip}:8000")),
                 (None, None) => None,

@@ -101,13 +101,7 @@ struct ResponseEnvelope {
 impl EngineClient {
     /// A client whose every request (connect included) gives up after `timeout`.
     pub fn new(timeout: Duration) -> Result<EngineClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(0)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+        let http = super::http_client(timeout)?;
         Ok(EngineClient { http })
     }
 

@@ -111,13 +111,7 @@ struct Answer {
 impl GluetunClient {
     /// A client whose every request (connect included) gives up after `timeout`.
     pub fn new(timeout: Duration) -> Result<GluetunClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(0)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+        let http = super::http_client(timeout)?;
         Ok(GluetunClient {
             http,
             routes: Mutex::new(HashMap::new()),

@@ -6,6 +6,20 @@ pub mod gluetun;
 
 use async_trait::async_trait;
 
+/// The HTTP client both clients use: every request (connect included) gives up after `timeout`;
+/// no pooled keep-alive connections (half-open sockets after a VPN reconnect made probes hang until
+/// restart); redirects not followed (some clients drop auth headers on them); no proxy from the
+/// environment (this is container-to-container traffic).
+pub fn http_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+}
+
 /// Tunnel status as the Gluetun control server reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TunnelStatus {

@@ -1,6 +1,7 @@
 //! The functional core: pure, synchronous, deterministic decisions over facts and time.
 //! Nothing here performs I/O or reads the clock; the actors feed facts in and perform effects.
 
+pub mod breaker;
 pub mod emergency;
 pub mod engine_spec;
 pub mod intensity;
@@ -13,5 +14,6 @@ pub mod plan;
 pub mod port_tracker;
 pub mod ports;
 pub mod readiness;
+pub mod streams;
 pub mod template;
 pub mod vpn_watch;

@@ -27,6 +27,9 @@ pub struct PlanInput<'a> {
     pub lanes: &'a [VpnView],
     /// Every engine acevisor knows, including creations under way.
     pub engines: &'a [EngineFact],
+    /// At least this many engines while provisioning requests wait (each request raises it to
+    /// one more than the engines that existed when it came).
+    pub demand_floor: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -270,6 +273,7 @@ pub fn target_total(input: &PlanInput<'_>) -> u32 {
     input
         .min_replicas
         .max(busy + input.min_free)
+        .max(input.demand_floor)
         .min(input.max_replicas)
 }
 

@@ -43,6 +43,7 @@ fn input<'a>(
         emergency_capacity: EmergencyCapacity::Reduced,
         lanes,
         engines,
+        demand_floor: 0,
     }
 }
 
@@ -567,4 +568,28 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn provisioning_demand_adds_engines_within_max_replicas() {
+    let now = Instant::now();
+    let lanes = [lane("g1", "id1", up(Some(7)), (19000, 19499))];
+    let mut w = World::new();
+    converge(&mut w, &lanes, 2, now);
+    let mut inp = input(now, &lanes, &w.engines, 2);
+    inp.demand_floor = 3;
+    let actions = reconcile(&inp);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Create {
+                forwarded: false,
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    inp.demand_floor = 100;
+    let actions = reconcile(&inp);
+    assert_eq!(actions.len(), 18, "capped at max_replicas 20");
 }

@@ -1,9 +1,11 @@
 //! The `ContainerRuntime` trait: everything acevisor asks of Docker, as typed calls.
 //!
 //! `docker::DockerRuntime` implements it over the Docker API; `memory::MemoryRuntime` is the
-//! in-memory double with fault injection for fast tests.
+//! in-memory double with fault injection for fast tests; `instrumented::Instrumented` wraps either
+//! to measure (and trace) every call.
 
 pub mod docker;
+pub mod instrumented;
 pub mod memory;
 
 use std::collections::BTreeMap;

@@ -55,6 +55,7 @@ fn docker_ready() -> bool {
         if missing {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/build-images.sh");
             let status = Command::new(script)
+                .arg("testbed")
                 .status()
                 .expect("cannot run build-images.sh");
             assert!(status.success(), "build-images.sh failed");

@@ -1,0 +1,475 @@
+//! The Streams actor: the sole owner of stream state. It records `stream_started` /
+//! `stream_ended`, answers the API's queries, tells the Supervisor how many streams each engine
+//! carries after every change, and runs the collector: every `collect_interval` it reads each
+//! active stream's `stat_url` into a bounded history and ends streams whose engine says the
+//! session is gone or whose engine left the Supervisor's view.
+//!
+//! The collector's reads run in a spawned task and come back as one `Collected` message, so a
+//! slow engine never delays the API's calls to this actor. The decisions are in
+//! `core::streams`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
+use crate::clients::engine::{EngineClient, StatError};
+use crate::core::streams::{
+    CollectVerdict, EndOutcome, EngineRef, StatReading, StatSample, StreamBook, StreamEndedReq,
+    StreamRecord, StreamStartedReq, StreamStatus, collect_verdict, resolve_engine,
+};
+
+/// Why a `stream_started` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Neither `container_id` nor `(engine.host, engine.port)` names a known engine.
+    #[error("no known engine at {host}:{port}{}", container_id.as_ref().map(|c| format!(" (container_id {c})")).unwrap_or_default())]
+    UnknownEngine {
+        host: String,
+        port: u16,
+        container_id: Option<String>,
+    },
+    /// The Supervisor did not answer in time; nothing was recorded.
+    #[error("supervisor unavailable: {0}")]
+    SupervisorUnavailable(String),
+}
+
+/// What `/engines` shows of an engine's stream usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineUsage {
+    /// Ids of the active streams on the engine.
+    pub streams: Vec<String>,
+    /// When this process first saw the engine.
+    pub first_seen: SystemTime,
+    /// Last start or end of a stream on the engine.
+    pub last_stream_usage: Option<SystemTime>,
+}
+
+/// What a collector round did (returned to `CollectNow`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CollectSummary {
+    /// Streams whose stats were read and recorded.
+    pub sampled: usize,
+    /// Streams ended this round, with the reason.
+    pub ended: Vec<(String, &'static str)>,
+    /// The Supervisor did not answer: nothing was judged this round.
+    pub skipped: bool,
+}
+
+/// One stream's result in a collector round.
+#[derive(Debug)]
+pub struct Reading {
+    id: String,
+    seq: u64,
+    engine_present: bool,
+    reading: StatReading,
+}
+
+/// A finished collector round.
+#[derive(Debug)]
+pub struct CollectRound {
+    /// `None` when the Supervisor's snapshot was unavailable.
+    readings: Option<Vec<Reading>>,
+    engines_seen: Vec<String>,
+    reply: Option<RpcReplyPort<CollectSummary>>,
+}
+
+#[derive(Debug)]
+pub enum StreamsMsg {
+    Started(
+        StreamStartedReq,
+        RpcReplyPort<Result<StreamRecord, StartError>>,
+    ),
+    Ended(StreamEndedReq, RpcReplyPort<EndOutcome>),
+    List {
+        status: Option<StreamStatus>,
+        container_id: Option<String>,
+        reply: RpcReplyPort<Vec<StreamRecord>>,
+    },
+    Get(String, RpcReplyPort<Option<StreamRecord>>),
+    /// The history of a stream from `since`; `None` for an unknown id.
+    Stats {
+        id: String,
+        since: Option<SystemTime>,
+        reply: RpcReplyPort<Option<Vec<StatSample>>>,
+    },
+    /// Stream usage of these engines, by name (a first sight of an engine is recorded now).
+    Usage {
+        engines: Vec<EngineRef>,
+        reply: RpcReplyPort<BTreeMap<String, EngineUsage>>,
+    },
+    /// Timer: run a collector round unless one is in flight.
+    Collect,
+    /// Run a collector round now and answer once its results are applied (tests, operators).
+    CollectNow(RpcReplyPort<CollectSummary>),
+    /// Internal: a round's results.
+    Collected(CollectRound),
+}
+
+pub struct StreamsArgs {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub engine_client: Arc<EngineClient>,
+    pub collect_interval: Duration,
+    /// Bound on every call to the Supervisor. Keep it below the API's own call timeout: a
+    /// `stream_started` waits on this call inside the actor, and the API should get the
+    /// actor's answer (503 on a timeout) rather than time out itself.
+    pub call_timeout: Duration,
+}
+
+pub struct StreamsState {
+    book: StreamBook,
+    supervisor: ActorRef<SupervisorMsg>,
+    engine_client: Arc<EngineClient>,
+    collect_interval: Duration,
+    call_timeout: Duration,
+    collecting: bool,
+    /// By engine key (container ID, else name): names are reused, container IDs are not.
+    first_seen: HashMap<String, SystemTime>,
+    /// Last stream start or end, by engine key.
+    last_usage: HashMap<String, SystemTime>,
+    last_counts: Option<BTreeMap<String, u32>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub struct Streams;
+
+impl Actor for Streams {
+    type Msg = StreamsMsg;
+    type State = StreamsState;
+    type Arguments = StreamsArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<StreamsMsg>,
+        args: StreamsArgs,
+    ) -> Result<StreamsState, ActorProcessingErr> {
+        Ok(StreamsState {
+            book: StreamBook::new(),
+            supervisor: args.supervisor,
+            engine_client: args.engine_client,
+            collect_interval: args.collect_interval,
+            call_timeout: args.call_timeout,
+            collecting: false,
+            first_seen: HashMap::new(),
+            last_usage: HashMap::new(),
+            last_counts: None,
+            tasks: Vec::new(),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<StreamsMsg>,
+        st: &mut StreamsState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !st.collect_interval.is_zero() {
+            st.tasks
+                .push(myself.send_interval(st.collect_interval, || StreamsMsg::Collect));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<StreamsMsg>,
+        st: &mut StreamsState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.tasks.iter().for_each(JoinHandle::abort);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<StreamsMsg>,
+        msg: StreamsMsg,
+        st: &mut StreamsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            StreamsMsg::Started(req, reply) => {
+                let answer = on_started(st, &req).await;
+                publish_counts(st);
+                let _ = reply.send(answer);
+            }
+            StreamsMsg::Ended(req, reply) => {
+                let now = SystemTime::now();
+                let outcome = st.book.end(&req, now);
+                if let Some(s) = outcome.stream.as_ref().filter(|_| outcome.updated) {
+                    info!(stream = %s.id, engine = %s.container_name, reason = ?s.end_reason, "stream ended");
+                    st.last_usage.insert(s.container_id.clone(), now);
+                }
+                publish_counts(st);
+                let _ = reply.send(outcome);
+            }
+            StreamsMsg::List {
+                status,
+                container_id,
+                reply,
+            } => {
+                let _ = reply.send(st.book.list(status, container_id.as_deref()));
+            }
+            StreamsMsg::Get(id, reply) => {
+                let _ = reply.send(st.book.get(&id).cloned());
+            }
+            StreamsMsg::Stats { id, since, reply } => {
+                let _ = reply.send(st.book.history(&id, since));
+            }
+            StreamsMsg::Usage { engines, reply } => {
+                let now = SystemTime::now();
+                let mut active = st.book.active_by_engine();
+                let usage = engines
+                    .into_iter()
+                    .map(|e| {
+                        let key = engine_key(&e);
+                        let first_seen = *st.first_seen.entry(key.to_string()).or_insert(now);
+                        let u = EngineUsage {
+                            streams: active.remove(&e.name).unwrap_or_default(),
+                            first_seen,
+                            last_stream_usage: st.last_usage.get(key).copied(),
+                        };
+                        (e.name, u)
+                    })
+                    .collect();
+                let _ = reply.send(usage);
+            }
+            StreamsMsg::Collect => {
+                if !st.collecting {
+                    start_round(&myself, st, None);
+                }
+            }
+            StreamsMsg::CollectNow(reply) => start_round(&myself, st, Some(reply)),
+            StreamsMsg::Collected(mut round) => {
+                st.collecting = false;
+                let reply = round.reply.take();
+                let summary = apply_round(st, round);
+                // Re-sent every round even when unchanged, so a Supervisor that lost them
+                // (restarted, re-adopted its engines) is corrected within one round.
+                st.last_counts = None;
+                publish_counts(st);
+                if let Some(reply) = reply {
+                    let _ = reply.send(summary);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Casts the per-engine counts to the Supervisor when they changed.
+fn publish_counts(st: &mut StreamsState) {
+    let counts = st.book.counts();
+    if st.last_counts.as_ref() == Some(&counts) {
+        return;
+    }
+    if st
+        .supervisor
+        .cast(SupervisorMsg::StreamCounts(counts.clone()))
+        .is_ok()
+    {
+        st.last_counts = Some(counts);
+    }
+}
+
+async fn snapshot(
+    sup: &ActorRef<SupervisorMsg>,
+    timeout: Duration,
+) -> Result<SupervisorSnapshot, String> {
+    match sup.call(SupervisorMsg::Snapshot, Some(timeout)).await {
+        Ok(CallResult::Success(s)) => Ok(s),
+        Ok(CallResult::Timeout) => Err(format!("no snapshot within {timeout:?}")),
+        Ok(CallResult::SenderError) => Err("the supervisor dropped the request".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The key engine facts are kept under: its container ID, else its name.
+fn engine_key(e: &EngineRef) -> &str {
+    e.container_id.as_deref().unwrap_or(&e.name)
+}
+
+fn engine_refs(snap: &SupervisorSnapshot) -> Vec<EngineRef> {
+    snap.engines
+        .iter()
+        .map(|e| EngineRef {
+            name: e.name.clone(),
+            container_id: e.container_id.clone(),
+            host: e.host.clone(),
+            http_port: e.http_port,
+        })
+        .collect()
+}
+
+async fn on_started(
+    st: &mut StreamsState,
+    req: &StreamStartedReq,
+) -> Result<StreamRecord, StartError> {
+    let snap = snapshot(&st.supervisor, st.call_timeout)
+        .await
+        .map_err(StartError::SupervisorUnavailable)?;
+    let engines = engine_refs(&snap);
+    let now = SystemTime::now();
+    for e in &engines {
+        st.first_seen
+            .entry(engine_key(e).to_string())
+            .or_insert(now);
+    }
+    let Some(engine) = resolve_engine(&engines, req.container_id.as_deref(), &req.engine) else {
+        warn!(host = %req.engine.host, port = req.engine.port, container_id = ?req.container_id, "stream_started for an unknown engine");
+        return Err(StartError::UnknownEngine {
+            host: req.engine.host.clone(),
+            port: req.engine.port,
+            container_id: req.container_id.clone(),
+        });
+    };
+    let record = st.book.start(req, engine, now);
+    st.last_usage.insert(engine_key(engine).to_string(), now);
+    info!(stream = %record.id, engine = %engine.name, key_type = ?record.key_type, "stream started");
+    Ok(record)
+}
+
+fn start_round(
+    myself: &ActorRef<StreamsMsg>,
+    st: &mut StreamsState,
+    reply: Option<RpcReplyPort<CollectSummary>>,
+) {
+    st.collecting = true;
+    let active: Vec<(String, u64, Option<String>, String)> = st
+        .book
+        .active()
+        .into_iter()
+        .filter_map(|(id, stat_url, container)| {
+            let seq = st.book.get(&id)?.seq;
+            Some((id, seq, stat_url, container))
+        })
+        .collect();
+    let sup = st.supervisor.clone();
+    let client = st.engine_client.clone();
+    let timeout = st.call_timeout;
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let round = collect(sup, client, timeout, active, reply).await;
+        let _ = me.cast(StreamsMsg::Collected(round));
+    });
+}
+
+/// One collector round: the Supervisor's view, then every active stream's stats, concurrently.
+async fn collect(
+    sup: ActorRef<SupervisorMsg>,
+    client: Arc<EngineClient>,
+    timeout: Duration,
+    active: Vec<(String, u64, Option<String>, String)>,
+    reply: Option<RpcReplyPort<CollectSummary>>,
+) -> CollectRound {
+    let snap = match snapshot(&sup, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "collector: supervisor unavailable; nothing judged this round");
+            return CollectRound {
+                readings: None,
+                engines_seen: Vec::new(),
+                reply,
+            };
+        }
+    };
+    let engines = engine_refs(&snap);
+    let live: HashSet<&str> = engines
+        .iter()
+        .flat_map(|e| [Some(e.name.as_str()), e.container_id.as_deref()])
+        .flatten()
+        .collect();
+    let reads = active.into_iter().map(|(id, seq, stat_url, container)| {
+        let engine_present = live.contains(container.as_str());
+        let client = client.clone();
+        async move {
+            let reading = match stat_url {
+                Some(url) if engine_present => read_stats(&client, &url).await,
+                _ => StatReading::NotRead,
+            };
+            Reading {
+                id,
+                seq,
+                engine_present,
+                reading,
+            }
+        }
+    });
+    let readings = futures_util::future::join_all(reads).await;
+    CollectRound {
+        readings: Some(readings),
+        engines_seen: engines.iter().map(|e| engine_key(e).to_string()).collect(),
+        reply,
+    }
+}
+
+async fn read_stats(client: &EngineClient, url: &str) -> StatReading {
+    match client.stream_stats(url).await {
+        Ok(s) => StatReading::Sample(StatSample {
+            ts: SystemTime::now(),
+            peers: s.peers,
+            speed_down: s.speed_down,
+            speed_up: s.speed_up,
+            downloaded: s.downloaded,
+            uploaded: s.uploaded,
+            status: s.status,
+        }),
+        Err(StatError::SessionEnded) => StatReading::SessionEnded,
+        Err(StatError::Other(e)) => {
+            debug!(stat_url = %url, error = %e, "collector: stats not read this round");
+            StatReading::Failed
+        }
+    }
+}
+
+fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
+    let now = SystemTime::now();
+    if round.readings.is_some() {
+        // Forget engines that are gone (their keys never come back).
+        let seen: HashSet<&String> = round.engines_seen.iter().collect();
+        st.first_seen.retain(|k, _| seen.contains(k));
+        st.last_usage.retain(|k, _| seen.contains(k));
+        for key in &round.engines_seen {
+            st.first_seen.entry(key.clone()).or_insert(now);
+        }
+    }
+    let mut summary = CollectSummary::default();
+    match round.readings {
+        None => summary.skipped = true,
+        Some(readings) => {
+            for r in readings {
+                // A stream restarted under the same id during the round is not judged by it.
+                let Some(current) = st.book.get(&r.id) else {
+                    continue;
+                };
+                if current.seq != r.seq || current.status != StreamStatus::Started {
+                    continue;
+                }
+                let engine = current.container_name.clone();
+                let key = current.container_id.clone();
+                let verdict = collect_verdict(r.engine_present, &r.reading);
+                if let StatReading::Sample(sample) = r.reading {
+                    st.book.record_sample(&r.id, sample);
+                    summary.sampled += 1;
+                }
+                if let Some(reason) = verdict.reason()
+                    && st.book.end_id(&r.id, reason, now).updated
+                {
+                    match verdict {
+                        CollectVerdict::EngineGone => {
+                            warn!(stream = %r.id, engine = %engine, "stream ended: its engine is gone")
+                        }
+                        _ => {
+                            info!(stream = %r.id, engine = %engine, "stream ended: the engine no longer knows the session")
+                        }
+                    }
+                    st.last_usage.insert(key, now);
+                    summary.ended.push((r.id, reason));
+                }
+            }
+        }
+    }
+    summary
+}

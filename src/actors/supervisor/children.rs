@@ -1,0 +1,80 @@
+//! The Supervisor's children and its Docker events task: spawning the NameRegistry and the
+//! VpnMonitor, and turning the events stream into messages (resubscribing with backoff).
+
+use super::*;
+
+pub(super) async fn spawn_names(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    seed: Vec<u32>,
+) -> Result<(), ActorProcessingErr> {
+    let (names, _) = Actor::spawn_linked(None, NameRegistry, seed, myself.get_cell()).await?;
+    st.names = Some(names);
+    Ok(())
+}
+
+pub(super) async fn spawn_monitor(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    let v = &st.cfg.vpn;
+    let args = MonitorArgs {
+        vpns: v.gluetun.clone(),
+        api_keys: st.gluetun_keys.clone(),
+        timings: WatchTimings {
+            port_settle: v.port_settle,
+            tunnel_grace: v.tunnel_grace,
+            port_wait: v.port_wait,
+            force_restart_after: v.force_restart_after,
+        },
+        poll_interval: v.poll_interval,
+        runtime: st.deps.runtime.clone(),
+        control: st.deps.control.clone(),
+        supervisor: myself.clone(),
+    };
+    let (monitor, _) = Actor::spawn_linked(None, VpnMonitor, args, myself.get_cell()).await?;
+    st.monitor = Some(monitor);
+    Ok(())
+}
+
+/// Subscribes to Docker events and forwards them; after the stream breaks, resubscribes with
+/// backoff (each subscription triggers a full re-list, so nothing missed stays missed).
+pub(super) async fn events_loop(runtime: Arc<dyn ContainerRuntime>, sup: ActorRef<SupervisorMsg>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match runtime.events().await {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(200);
+                if sup.cast(SupervisorMsg::EventsSubscribed).is_err() {
+                    return;
+                }
+                let why = loop {
+                    match stream.next().await {
+                        Some(Ok(ev)) => {
+                            if sup.cast(SupervisorMsg::Docker(ev)).is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => break format!("Docker events stream broke: {e}"),
+                        None => break "Docker events stream ended".to_string(),
+                    }
+                };
+                if sup.cast(SupervisorMsg::DockerTrouble(why)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if sup
+                    .cast(SupervisorMsg::DockerTrouble(format!(
+                        "cannot subscribe to Docker events: {e}"
+                    )))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,212 @@
+//! The Supervisor's engine book-keeping: reports from Engine actors, stream counts, restart
+//! intensity of engine deaths, and spawning or respawning Engine actors.
+
+use super::*;
+
+pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport) {
+    let Some(entry) = st.engines.get_mut(&name) else {
+        return;
+    };
+    let lane = entry.fact.vpn_key().to_string();
+    let n = entry.fact.ordinal;
+    let removing = entry.fact.phase == EnginePhase::Removing;
+    match report {
+        EngineReport::Created { container_id, host } => {
+            entry.container_id = Some(container_id);
+            entry.host = host.or(entry.host.take());
+            if entry.fact.phase == EnginePhase::Creating {
+                st.counters.engines_created += 1;
+                st.breaker.success();
+            }
+            if !removing {
+                entry.fact.phase = EnginePhase::Starting;
+            }
+            names_cast(st, NameMsg::Confirm(n));
+        }
+        EngineReport::CreateFailed { error } => {
+            st.breaker.failure(Instant::now());
+            st.engines.remove(&name);
+            st.counters.create_failures += 1;
+            names_cast(st, NameMsg::Release(n));
+            let backoff = st
+                .create_backoff
+                .entry(lane.clone())
+                .or_insert(Duration::from_millis(250));
+            *backoff = (*backoff * 2).min(Duration::from_secs(30));
+            warn!(engine = %name, vpn = %lane, error = %error, backoff = ?*backoff, "engine creation failed; backing off");
+            let until = Instant::now() + *backoff;
+            st.holds.insert(lane, until);
+        }
+        EngineReport::Ready => {
+            if !removing {
+                entry.fact.phase = EnginePhase::Ready;
+                if entry.fact.streams == 0 {
+                    entry.fact.idle_since = Some(Instant::now());
+                }
+            }
+            info!(engine = %name, vpn = %lane, forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "engine ready");
+            st.create_backoff.remove(&lane);
+            answer_provision(st, &name);
+        }
+        EngineReport::Unhealthy { since } if !removing => {
+            entry.fact.phase = EnginePhase::Unhealthy { since }
+        }
+        EngineReport::Healthy if !removing => entry.fact.phase = EnginePhase::Ready,
+        EngineReport::Gone { cause } => {
+            st.engines.remove(&name);
+            names_cast(st, NameMsg::Gone(n));
+            if cause != GoneCause::Removed {
+                st.counters.engines_lost += 1;
+                // Replacements reuse the lowest free name and ports, so an engine slot is the
+                // lane it serves: too many deaths there in the window and its creations back off.
+                let slot = death_slot(&lane);
+                if let Verdict::BackOff { until } = st.intensity.request(&slot, Instant::now()) {
+                    st.counters.restarts_suppressed += 1;
+                    warn!(engine = %name, vpn = %lane, slot = %slot, "engines on this VPN die too often; backing off");
+                    st.holds.insert(lane, until);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String, u32>) {
+    let now = Instant::now();
+    for (name, entry) in st.engines.iter_mut() {
+        let streams = counts.get(name).copied().unwrap_or(0);
+        if streams == entry.fact.streams {
+            continue;
+        }
+        entry.fact.idle_since = (streams == 0).then_some(now);
+        entry.fact.streams = streams;
+    }
+}
+
+/// The restart-intensity slot of engine deaths on a lane (`engines@<vpn>`, `engines@direct`).
+pub fn death_slot(lane: &str) -> String {
+    format!("engines@{}", if lane.is_empty() { "direct" } else { lane })
+}
+
+pub(super) fn names_cast(st: &SupervisorState, msg: NameMsg) {
+    if let Some(names) = &st.names {
+        let _ = names.cast(msg);
+    }
+}
+
+pub(super) fn lane_host(st: &SupervisorState, vpn: Option<&str>) -> Option<String> {
+    let vpn = vpn?;
+    st.vpns
+        .iter()
+        .find(|v| v.container_name == vpn)
+        .and_then(|v| v.ip.clone())
+}
+
+/// Spawns the Engine actor of an entry; false (entry dropped) when the spawn failed. `span` is the
+/// `engine.create` span its creation runs in (`Span::none()` when adopting).
+pub(super) async fn spawn_engine(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    name: &str,
+    mode: EngineMode,
+    span: Span,
+) -> bool {
+    let Some(entry) = st.engines.get(name) else {
+        return false;
+    };
+    let none_mode = entry.fact.vpn.is_none();
+    let args = EngineArgs {
+        name: name.to_string(),
+        mode,
+        http_port: entry.fact.http_port,
+        host: entry.host.clone(),
+        network: none_mode.then(|| st.cfg.docker.network.clone()),
+        runtime: st.deps.runtime.clone(),
+        engine_api: st.deps.engine_api.clone(),
+        supervisor: myself.clone(),
+        health: st.cfg.engines.health.clone(),
+        ready_timeout: st.cfg.engines.ready_timeout,
+        span,
+    };
+    match Actor::spawn_linked(None, Engine, args, myself.get_cell()).await {
+        Ok((actor, _)) => {
+            st.actor_names.insert(actor.get_id(), name.to_string());
+            if let Some(entry) = st.engines.get_mut(name) {
+                entry.actor = Some(actor);
+            }
+            true
+        }
+        Err(e) => {
+            error!(engine = %name, error = %e, "cannot start the engine actor");
+            if let Some(entry) = st.engines.remove(name) {
+                names_cast(st, NameMsg::Release(entry.fact.ordinal));
+            }
+            false
+        }
+    }
+}
+
+/// Restarts a crashed Engine actor on its container, within the intensity limits.
+pub(super) async fn respawn_engine(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    name: &str,
+) {
+    let now = Instant::now();
+    if let Verdict::BackOff { until } = st.intensity.request(&format!("actor:{name}"), now) {
+        st.counters.restarts_suppressed += 1;
+        warn!(engine = %name, "engine actor crashed too often; backing off before restarting it");
+        let name = name.to_string();
+        myself.send_after(until.saturating_duration_since(now), move || {
+            SupervisorMsg::Respawn { name }
+        });
+        return;
+    }
+    let Some(entry) = st.engines.get_mut(name) else {
+        return;
+    };
+    if entry.actor.is_some() {
+        return;
+    }
+    let container_id = match entry.container_id.clone() {
+        Some(id) => Some(id),
+        None => st
+            .deps
+            .runtime
+            .inspect(name)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.id),
+    };
+    let Some(container_id) = container_id else {
+        // It crashed before its container existed: forget it; the plan creates it again.
+        if let Some(entry) = st.engines.remove(name) {
+            names_cast(st, NameMsg::Release(entry.fact.ordinal));
+        }
+        return;
+    };
+    let Some(entry) = st.engines.get_mut(name) else {
+        return;
+    };
+    entry.container_id = Some(container_id.clone());
+    let removing = entry.fact.phase == EnginePhase::Removing;
+    if !removing {
+        entry.fact.phase = EnginePhase::Starting;
+    }
+    st.counters.actor_restarts += 1;
+    info!(engine = %name, "restarting engine actor on its container");
+    if spawn_engine(
+        myself,
+        st,
+        name,
+        EngineMode::Adopt { container_id },
+        Span::none(),
+    )
+    .await
+        && removing
+        && let Some(a) = st.engines.get(name).and_then(|e| e.actor.as_ref())
+    {
+        let _ = a.cast(EngineMsg::Remove);
+    }
+}

@@ -1,0 +1,329 @@
+//! The Supervisor actor: the root of the tree. It holds the facts (engines, VPN views), runs
+//! `plan::reconcile` whenever a fact changes, performs the plan through its children, and
+//! supervises them: a crashed child is restarted within the restart-intensity limits instead of
+//! taking the daemon down.
+//!
+//! It never waits on Docker for an engine: every engine's container work happens in that engine's
+//! own actor, concurrently, so the Supervisor (and the API through it) keeps answering.
+//!
+//! Tracing: a `Vpn` message is handled inside the span it was sent in (ractor carries it), a
+//! transition of the emergency machine opens `emergency.*` under it, a reconcile that decides
+//! something opens `reconcile`, and each decision an `engine.create` / `engine.remove` span that
+//! the Engine actor's work runs in. A reconcile that changes nothing opens no span.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, Span, error, field, info, info_span, warn};
+
+use crate::actors::engine::{Engine, EngineArgs, EngineMode};
+use crate::actors::messages::{
+    Counters, EngineMsg, EngineReport, EngineView, GoneCause, MonitorMsg, NameMsg, ProvisionError,
+    SupervisorMsg, SupervisorSnapshot, VpnStatus, VpnUpdate,
+};
+use crate::actors::name_registry::NameRegistry;
+use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor, emergency_lists};
+use crate::clients::{EngineApi, VpnControl};
+use crate::config::{Config, VpnMode};
+use crate::core::breaker::{Breaker, BreakerState};
+use crate::core::emergency::{EmergencyState, Transition};
+use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
+use crate::core::intensity::{Intensity, Verdict};
+use crate::core::labels::LabelKeys;
+use crate::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
+use crate::core::naming::{engine_name, parse_ordinal};
+use crate::core::plan::{self, Action, PlanInput};
+use crate::core::template::{EngineTemplate, template_for};
+use crate::core::vpn_watch::{VpnEvent, WatchTimings};
+use crate::runtime::{ContainerInfo, ContainerRuntime, ListQuery, RuntimeResult};
+
+/// The effects the tree works through.
+#[derive(Clone)]
+pub struct Deps {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub control: Arc<dyn VpnControl>,
+    pub engine_api: Arc<dyn EngineApi>,
+}
+
+pub struct SupervisorArgs {
+    pub config: Config,
+    pub deps: Deps,
+    /// Gluetun API keys by VPN index, read from the configured env vars.
+    pub gluetun_keys: Vec<Option<String>>,
+}
+
+struct EngineEntry {
+    fact: EngineFact,
+    container_id: Option<String>,
+    host: Option<String>,
+    actor: Option<ActorRef<EngineMsg>>,
+    /// When acevisor first knew of it: a Docker listing taken before that cannot judge it.
+    known_since: Instant,
+}
+
+pub struct SupervisorState {
+    cfg: Config,
+    deps: Deps,
+    gluetun_keys: Vec<Option<String>>,
+    template: EngineTemplate,
+    keys: LabelKeys,
+    names: Option<ActorRef<NameMsg>>,
+    monitor: Option<ActorRef<MonitorMsg>>,
+    engines: BTreeMap<String, EngineEntry>,
+    actor_names: HashMap<ActorId, String>,
+    lanes: Vec<VpnView>,
+    vpns: Vec<VpnStatus>,
+    emergency: EmergencyState,
+    vpn_seen: bool,
+    listed: bool,
+    /// A Docker listing is under way (its result comes back as `Listed`).
+    listing: bool,
+    ready: bool,
+    counters: Counters,
+    intensity: Intensity,
+    holds: HashMap<String, Instant>,
+    create_backoff: HashMap<String, Duration>,
+    docker_error: Option<String>,
+    tasks: Vec<JoinHandle<()>>,
+    breaker: Breaker,
+    /// Provisioning requests waiting for a new engine to become ready, oldest first.
+    provisions: Vec<PendingProvision>,
+}
+
+struct PendingProvision {
+    reply: RpcReplyPort<Result<EngineView, ProvisionError>>,
+    since: Instant,
+    /// Engines that existed when it was asked: the answer is an engine not among them.
+    known: Vec<String>,
+    /// The pool size this request needs: one more than what existed (and was asked) before it.
+    floor: u32,
+}
+
+pub struct Supervisor;
+
+/// How often Docker is re-listed as a safety net besides the events stream.
+const RELIST_EVERY: Duration = Duration::from_secs(60);
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let cfg = args.config;
+        let (lanes, vpn_seen) = if cfg.vpn.mode == VpnMode::None {
+            (vec![direct_lane(&cfg)], true)
+        } else {
+            (Vec::new(), false)
+        };
+        let health = &cfg.engines.health;
+        Ok(SupervisorState {
+            template: template_for(&cfg.engines),
+            keys: LabelKeys::new(&cfg.docker.label_prefix),
+            intensity: Intensity::new(health.max_restarts, health.restart_window),
+            deps: args.deps,
+            gluetun_keys: args.gluetun_keys,
+            names: None,
+            monitor: None,
+            engines: BTreeMap::new(),
+            actor_names: HashMap::new(),
+            lanes,
+            vpns: Vec::new(),
+            emergency: EmergencyState::Normal,
+            vpn_seen,
+            listed: false,
+            listing: false,
+            ready: false,
+            counters: Counters::default(),
+            holds: HashMap::new(),
+            create_backoff: HashMap::new(),
+            docker_error: None,
+            tasks: Vec::new(),
+            breaker: Breaker::new(5, Duration::from_secs(5), Duration::from_secs(300)),
+            provisions: Vec::new(),
+            cfg,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        spawn_names(&myself, st, Vec::new()).await?;
+        if st.cfg.vpn.mode != VpnMode::None {
+            spawn_monitor(&myself, st).await?;
+        }
+        // Subscribe to events before the first listing; the task asks for the listing itself.
+        st.tasks.push(tokio::spawn(events_loop(
+            st.deps.runtime.clone(),
+            myself.clone(),
+        )));
+        st.tasks
+            .push(myself.send_interval(st.cfg.vpn.poll_interval, || SupervisorMsg::Tick));
+        // Docker is re-listed now and then, so a container nobody told us about (a create whose
+        // reply was lost while Docker was unreachable) is adopted or removed, never left behind.
+        st.tasks
+            .push(myself.send_interval(RELIST_EVERY, || SupervisorMsg::Relist));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.tasks.iter().for_each(JoinHandle::abort);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Vpn(update) => {
+                let transition = on_vpn_update(&myself, st, update).await;
+                reconcile(&myself, st).instrument(transition).await;
+                return Ok(());
+            }
+            SupervisorMsg::Engine { name, report } => {
+                // A create that failed may still have made its container (a lost reply): look.
+                if matches!(report, EngineReport::CreateFailed { .. }) {
+                    myself.send_after(Duration::from_secs(2), || SupervisorMsg::Relist);
+                }
+                on_engine_report(st, name, report)
+            }
+            SupervisorMsg::Docker(ev) => {
+                if let Some(m) = st
+                    .monitor
+                    .as_ref()
+                    .filter(|_| st.cfg.vpn.gluetun.iter().any(|g| g.container == ev.name))
+                {
+                    let _ = m.cast(MonitorMsg::Docker(ev));
+                } else if let Some(entry) = st.engines.get(&ev.name) {
+                    let ours = entry.container_id.as_ref().is_none_or(|id| *id == ev.id);
+                    if let (true, Some(actor)) = (ours, &entry.actor) {
+                        let _ = actor.cast(EngineMsg::Docker {
+                            id: ev.id,
+                            kind: ev.kind,
+                        });
+                    }
+                } else if ev.kind == crate::runtime::EventKind::Destroy {
+                    // A container holding one of our names (not ours) is gone: the number is free.
+                    if let (Some(n), Some(names)) =
+                        (parse_ordinal(&st.cfg.engines.prefix, &ev.name), &st.names)
+                    {
+                        let _ = names.cast(NameMsg::Gone(n));
+                    }
+                }
+                return Ok(());
+            }
+            SupervisorMsg::Relist => {
+                relist(&myself, st);
+                return Ok(());
+            }
+            SupervisorMsg::EventsSubscribed => {
+                st.listed = false;
+                relist(&myself, st);
+                return Ok(());
+            }
+            SupervisorMsg::Listed { at, result } => on_listed(&myself, st, at, result).await,
+            SupervisorMsg::DockerTrouble(e) => {
+                if st.docker_error.as_ref() != Some(&e) {
+                    warn!(error = %e, "Docker trouble; will re-list when the events stream is back");
+                }
+                st.docker_error = Some(e);
+                return Ok(());
+            }
+            SupervisorMsg::Tick => expire_provisions(st),
+            SupervisorMsg::Respawn { name } => respawn_engine(&myself, st, &name).await,
+            SupervisorMsg::Snapshot(reply) => {
+                let _ = reply.send(snapshot(st));
+                return Ok(());
+            }
+            SupervisorMsg::StreamCounts(counts) => on_stream_counts(st, counts),
+            SupervisorMsg::Provision(reply) => on_provision(st, reply),
+            SupervisorMsg::CrashEngine { name } => {
+                if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
+                    let _ = actor.cast(EngineMsg::Crash);
+                }
+                return Ok(());
+            }
+        }
+        reconcile(&myself, st).await;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        if st.monitor.as_ref().is_some_and(|m| m.get_id() == id) {
+            error!(error = ?failure, "VpnMonitor stopped; restarting it");
+            st.monitor = None;
+            spawn_monitor(&myself, st).await?;
+        } else if st.names.as_ref().is_some_and(|n| n.get_id() == id) {
+            error!(error = ?failure, "NameRegistry stopped; restarting it from the known engines");
+            let seed = st.engines.values().map(|e| e.fact.ordinal).collect();
+            spawn_names(&myself, st, seed).await?;
+        } else if let Some(name) = st.actor_names.remove(&id) {
+            let Some(err) = failure else { return Ok(()) };
+            error!(engine = %name, error = %err, "engine actor crashed");
+            if let Some(entry) = st.engines.get_mut(&name) {
+                entry.actor = None;
+            }
+            respawn_engine(&myself, st, &name).await;
+        }
+        Ok(())
+    }
+}
+
+fn direct_lane(cfg: &Config) -> VpnView {
+    VpnView {
+        name: None,
+        container_id: None,
+        started_at: None,
+        readiness: Readiness::Up {
+            forwarded_port: None,
+        },
+        failed: false,
+        forwarding: false,
+        port_wait_expired: false,
+        engine_ports: cfg.engines.http_ports,
+    }
+}
+
+mod children;
+mod engines;
+mod provision;
+mod reconcile;
+mod relist;
+mod vpn;
+
+use children::*;
+pub use engines::death_slot;
+use engines::*;
+use provision::*;
+use reconcile::*;
+use relist::*;
+use vpn::*;

@@ -1,0 +1,137 @@
+//! Rebuilding the Supervisor's facts from Docker: labels are the state.
+
+use super::*;
+
+/// Lists Docker in a task (the Supervisor keeps answering meanwhile); the result comes back as
+/// `SupervisorMsg::Listed`.
+pub(super) fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
+    if !st.vpn_seen || st.listing {
+        return; // adoption needs the VPNs' current container IDs; done on the first VPN update
+    }
+    st.listing = true;
+    let query = ListQuery {
+        labels: Vec::new(),
+        name: Some(format!("{}-", st.cfg.engines.prefix)),
+        all: true,
+    };
+    let runtime = st.deps.runtime.clone();
+    let sup = myself.clone();
+    tokio::spawn(async move {
+        let at = Instant::now();
+        let result = runtime.list(&query).await;
+        let _ = sup.cast(SupervisorMsg::Listed { at, result });
+    });
+}
+
+/// Rebuilds the engine facts from a listing (labels are the state): seeds the names, adopts
+/// managed engines not known yet, forgets engines Docker no longer has.
+pub(super) async fn on_listed(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    at: Instant,
+    result: RuntimeResult<Vec<ContainerInfo>>,
+) {
+    st.listing = false;
+    let prefix = st.cfg.engines.prefix.clone();
+    let all = match result {
+        Ok(all) => all,
+        Err(e) => {
+            if st.docker_error != Some(e.to_string()) {
+                warn!(error = %e, "cannot list containers; retrying");
+            }
+            st.docker_error = Some(e.to_string());
+            myself.send_after(Duration::from_secs(1), || SupervisorMsg::Relist);
+            return;
+        }
+    };
+    st.docker_error = None;
+    let ordinals: Vec<u32> = all
+        .iter()
+        .filter_map(|c| parse_ordinal(&prefix, &c.name))
+        .collect();
+    names_cast(st, NameMsg::Seed(ordinals));
+
+    let known: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let vanished: Vec<String> = st
+        .engines
+        .iter()
+        .filter(|(name, e)| {
+            e.fact.phase != EnginePhase::Creating && e.known_since < at && !known.contains(name)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in vanished {
+        warn!(engine = %name, "engine no longer exists in Docker");
+        on_engine_report(
+            st,
+            name,
+            EngineReport::Gone {
+                cause: GoneCause::Destroyed,
+            },
+        );
+    }
+
+    for c in all {
+        if st.engines.contains_key(&c.name) {
+            continue;
+        }
+        let Some(l) = st.keys.decode(&st.cfg.instance, &c.labels) else {
+            continue;
+        };
+        if parse_ordinal(&prefix, &c.name) != Some(l.ordinal) {
+            continue;
+        }
+        let fact = EngineFact {
+            name: c.name.clone(),
+            ordinal: l.ordinal,
+            vpn: l.vpn,
+            vpn_id: l.vpn_id,
+            vpn_started_at: l.vpn_started_at,
+            forwarded: l.forwarded,
+            p2p_port: l.p2p_port,
+            http_port: l.http_port,
+            phase: if c.running {
+                EnginePhase::Starting
+            } else {
+                EnginePhase::Removing
+            },
+            streams: 0,
+            idle_since: None,
+        };
+        info!(engine = %c.name, running = c.running, forwarded = fact.forwarded, "adopting engine");
+        let host = lane_host(st, fact.vpn.as_deref());
+        st.engines.insert(
+            c.name.clone(),
+            EngineEntry {
+                fact,
+                container_id: Some(c.id.clone()),
+                host,
+                actor: None,
+                known_since: Instant::now(),
+            },
+        );
+        if spawn_engine(
+            myself,
+            st,
+            &c.name,
+            EngineMode::Adopt {
+                container_id: c.id.clone(),
+            },
+            Span::none(),
+        )
+        .await
+            && !c.running
+        {
+            // An exited engine serves nothing: remove it so its name and ports come back.
+            st.counters
+                .engines_removed
+                .entry("exited")
+                .and_modify(|n| *n += 1)
+                .or_insert(1);
+            if let Some(a) = st.engines.get(&c.name).and_then(|e| e.actor.as_ref()) {
+                let _ = a.cast(EngineMsg::Remove);
+            }
+        }
+    }
+    st.listed = true;
+}

@@ -1,0 +1,72 @@
+//! What the Supervisor does with a VpnMonitor update: counters, the incident's root span, the
+//! lanes the planner works on.
+
+use super::*;
+
+/// Takes in a VpnMonitor update; returns the span of its emergency transition (if any), which
+/// the reconcile that follows runs in.
+pub(super) async fn on_vpn_update(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    update: VpnUpdate,
+) -> Span {
+    for (_, ev) in &update.events {
+        match ev {
+            VpnEvent::Failed { .. } => st.counters.vpn_failed += 1,
+            VpnEvent::Recovered { .. } => st.counters.vpn_recovered += 1,
+            VpnEvent::PortChanged(_) => st.counters.port_changed += 1,
+        }
+    }
+    if let Some(t) = &update.transition {
+        match (&t.from, &t.to) {
+            (_, EmergencyState::Emergency { .. })
+                if !matches!(t.from, EmergencyState::Emergency { .. }) =>
+            {
+                st.counters.emergency_entered += 1
+            }
+            (EmergencyState::Emergency { .. }, EmergencyState::Normal) => {
+                st.counters.emergency_exited += 1
+            }
+            _ => {}
+        }
+        if matches!(t.to, EmergencyState::Outage { .. })
+            && !matches!(t.from, EmergencyState::Outage { .. })
+        {
+            st.counters.outage_entered += 1;
+        }
+    }
+    let span = update
+        .transition
+        .as_ref()
+        .map(transition_span)
+        .unwrap_or_else(Span::none);
+    st.lanes = update.lanes;
+    st.vpns = update.vpns;
+    st.emergency = update.emergency;
+    let first = !st.vpn_seen;
+    st.vpn_seen = true;
+    if first && !st.listed {
+        relist(myself, st);
+    }
+    span
+}
+
+/// `emergency.enter` / `emergency.exit` / `emergency.outage` / `emergency.update` (only the lists
+/// of failed or healthy VPNs changed), a child of the VPN event's span.
+pub(super) fn transition_span(t: &Transition) -> Span {
+    let (failed, healthy) = emergency_lists(&t.to);
+    let (from, to) = (t.from.label(), t.to.label());
+    match (&t.from, &t.to) {
+        (EmergencyState::Emergency { .. }, EmergencyState::Emergency { .. })
+        | (EmergencyState::Outage { .. }, EmergencyState::Outage { .. }) => {
+            info_span!("emergency.update", from, to, failed, healthy)
+        }
+        (_, EmergencyState::Emergency { .. }) => {
+            info_span!("emergency.enter", from, to, failed, healthy)
+        }
+        (_, EmergencyState::Outage { .. }) => {
+            info_span!("emergency.outage", from, to, failed, healthy)
+        }
+        (_, EmergencyState::Normal) => info_span!("emergency.exit", from, to, failed, healthy),
+    }
+}

@@ -1,0 +1,125 @@
+//! API-key check of the mutating routes. Clients send the key as `Authorization: Bearer <key>`,
+//! `X-API-Key` or `X-API-KEY` (header names are case-insensitive). No key sent: 401; a wrong
+//! key: 403 (the upstream codes). Keys are compared in constant time.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiContext;
+use super::error::ApiError;
+
+/// Compares two byte strings without an early exit on the first difference (only the lengths
+/// can be learned from timing).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff: u8 = 0;
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= std::hint::black_box(x ^ y);
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+/// The keys a request presents: the Bearer token and the `X-API-Key` header.
+fn presented(headers: &HeaderMap) -> Vec<&[u8]> {
+    let mut keys = Vec::new();
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let bytes = value.as_bytes();
+        if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+            let token = bytes[7..].trim_ascii();
+            if !token.is_empty() {
+                keys.push(token);
+            }
+        }
+    }
+    for value in headers.get_all("x-api-key") {
+        let token = value.as_bytes().trim_ascii();
+        if !token.is_empty() {
+            keys.push(token);
+        }
+    }
+    keys
+}
+
+/// Checks the request's key against the configured one.
+pub fn check(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
+    let keys = presented(headers);
+    if keys.is_empty() {
+        return Err(ApiError::MissingKey);
+    }
+    // Every presented key is compared, so timing does not tell which header matched.
+    let mut ok = false;
+    for k in keys {
+        ok |= constant_time_eq(k, key.as_bytes());
+    }
+    if ok { Ok(()) } else { Err(ApiError::WrongKey) }
+}
+
+/// Middleware of the mutating routes.
+pub async fn require_key(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    if let Some(key) = ctx.api_key.as_deref()
+        && let Err(e) = check(req.headers(), key)
+    {
+        tracing::info!(path = %req.uri().path(), status = %e.status(), "API request refused: API key");
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_strings() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_and_x_api_key_forms() {
+        assert!(check(&headers(&[("authorization", "Bearer k1")]), "k1").is_ok());
+        assert!(check(&headers(&[("authorization", "bearer k1")]), "k1").is_ok());
+        assert!(check(&headers(&[("x-api-key", "k1")]), "k1").is_ok());
+        assert!(check(&headers(&[("X-API-KEY", "k1")]), "k1").is_ok());
+        assert!(matches!(
+            check(&headers(&[]), "k1"),
+            Err(ApiError::MissingKey)
+        ));
+        assert!(matches!(
+            check(&headers(&[("authorization", "Basic azE6")]), "k1"),
+            Err(ApiError::MissingKey)
+        ));
+        assert!(matches!(
+            check(&headers(&[("authorization", "Bearer nope")]), "k1"),
+            Err(ApiError::WrongKey)
+        ));
+        assert!(matches!(
+            check(&headers(&[("x-api-key", "k")]), "k1"),
+            Err(ApiError::WrongKey)
+        ));
+        // Either header carrying the right key is enough.
+        assert!(
+            check(
+                &headers(&[("authorization", "Bearer nope"), ("x-api-key", "k1")]),
+                "k1"
+            )
+            .is_ok()
+        );
+    }
+}

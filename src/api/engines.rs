@@ -1,0 +1,278 @@
+//! `/engines`, `/engines/{id}` and `/provision/acestream`.
+//!
+//! `/engines` lists only engines whose HTTP API has answered (phase ready or unhealthy), each
+//! with the address a proxy on the Docker network reaches it at: the VPN container's IP (or the
+//! engine's own in mode `none`) and the engine's HTTP port.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::ApiContext;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery, OptionalJson};
+use super::types::{
+    BlockedDetail, EngineDetail, EngineState, ProvisionReq, ProvisionResponse, StreamState, rfc3339,
+};
+use crate::actors::messages::{EngineView, ProvisionError, SupervisorMsg};
+use crate::actors::streams::{EngineUsage, StreamsMsg};
+use crate::core::model::EnginePhase;
+use crate::core::ports::block_at;
+use crate::core::streams::{EngineRef, StreamStatus, names_engine};
+
+/// Whether the engine's HTTP API has answered (it may serve streams).
+pub fn is_listed(e: &EngineView) -> bool {
+    matches!(e.phase, EnginePhase::Ready | EnginePhase::Unhealthy { .. })
+        && e.container_id.is_some()
+}
+
+/// `healthy` / `unhealthy` / `unknown`.
+pub fn health_status(e: &EngineView) -> &'static str {
+    match e.phase {
+        EnginePhase::Ready => "healthy",
+        EnginePhase::Unhealthy { .. } => "unhealthy",
+        _ => "unknown",
+    }
+}
+
+/// The labels shown for an engine: acevisor's own plus the upstream names clients read.
+fn engine_labels(prefix: &str, e: &EngineView) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    let key = |k: &str| format!("{prefix}.{k}");
+    l.insert(key("managed"), "true".into());
+    l.insert(key("role"), "engine".into());
+    l.insert(key("ordinal"), e.ordinal.to_string());
+    l.insert(key("forwarded"), e.forwarded.to_string());
+    l.insert(key("p2p_port"), e.p2p_port.to_string());
+    l.insert(key("http_port"), e.http_port.to_string());
+    if let Some(vpn) = &e.vpn {
+        l.insert(key("vpn"), vpn.clone());
+        l.insert("acestream.vpn_container".into(), vpn.clone());
+    }
+    if let Some(id) = &e.vpn_id {
+        l.insert(key("vpn_id"), id.clone());
+    }
+    l.insert("acestream.forwarded".into(), e.forwarded.to_string());
+    l.insert("host.http_port".into(), e.http_port.to_string());
+    l
+}
+
+fn engine_ref(e: &EngineView) -> EngineRef {
+    EngineRef {
+        name: e.name.clone(),
+        container_id: e.container_id.clone(),
+        host: e.host.clone(),
+        http_port: e.http_port,
+    }
+}
+
+/// The reachable address of an engine: its known host, else its container name.
+fn engine_host(e: &EngineView) -> String {
+    e.host.clone().unwrap_or_else(|| e.name.clone())
+}
+
+pub fn engine_state(
+    ctx: &ApiContext,
+    e: &EngineView,
+    usage: Option<&EngineUsage>,
+    now: SystemTime,
+) -> EngineState {
+    let ports = block_at(e.http_port);
+    let streams = usage.map(|u| u.streams.clone()).unwrap_or_default();
+    EngineState {
+        container_id: e.container_id.clone().unwrap_or_default(),
+        container_name: e.name.clone(),
+        host: engine_host(e),
+        port: e.http_port,
+        api_port: ports.api,
+        labels: engine_labels(&ctx.label_prefix, e),
+        forwarded: e.forwarded,
+        first_seen: rfc3339(usage.map(|u| u.first_seen).unwrap_or(now)),
+        last_seen: rfc3339(now),
+        active_streams: streams.len() as u32,
+        streams,
+        health_status: health_status(e).into(),
+        last_health_check: None,
+        last_stream_usage: usage.and_then(|u| u.last_stream_usage).map(rfc3339),
+        vpn_container: e.vpn.clone(),
+        forwarded_port: e.forwarded.then_some(e.p2p_port),
+        p2p_port: e.p2p_port,
+        https_port: ports.https,
+        ordinal: e.ordinal,
+        state: e.phase_label().into(),
+    }
+}
+
+async fn usage_of(
+    ctx: &ApiContext,
+    engines: &[&EngineView],
+) -> ApiResult<BTreeMap<String, EngineUsage>> {
+    let refs: Vec<EngineRef> = engines.iter().map(|e| engine_ref(e)).collect();
+    ctx.ask_streams(|reply| StreamsMsg::Usage {
+        engines: refs,
+        reply,
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EnginesQuery {
+    prefer: Option<String>,
+}
+
+/// `GET /engines[?prefer=free]`.
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    ApiQuery(q): ApiQuery<EnginesQuery>,
+) -> ApiResult<Json<Vec<EngineState>>> {
+    let prefer_free = match q.prefer.as_deref() {
+        None | Some("") => false,
+        Some("free") => true,
+        Some(other) => {
+            return Err(ApiError::Unprocessable(format!(
+                "prefer must be \"free\", not {other:?}"
+            )));
+        }
+    };
+    let snap = ctx.snapshot().await?;
+    let listed: Vec<&EngineView> = snap.engines.iter().filter(|e| is_listed(e)).collect();
+    let usage = usage_of(&ctx, &listed).await?;
+    let now = SystemTime::now();
+    let mut out: Vec<EngineState> = listed
+        .iter()
+        .map(|e| engine_state(&ctx, e, usage.get(&e.name), now))
+        .collect();
+    if prefer_free {
+        // Healthy first, then the forwarded engine (peers can dial into it), then least loaded.
+        out.sort_by_key(|e| {
+            (
+                e.health_status != "healthy",
+                !e.forwarded,
+                e.active_streams,
+                e.port,
+                e.container_name.clone(),
+            )
+        });
+    } else {
+        out.sort_by_key(|e| (e.port, e.host.clone(), e.container_name.clone()));
+    }
+    Ok(Json(out))
+}
+
+/// `GET /engines/{id}`: by container ID (full or short) or name, in any phase.
+pub async fn detail(
+    State(ctx): State<ApiContext>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<EngineDetail>> {
+    let snap = ctx.snapshot().await?;
+    let engine = snap
+        .engines
+        .iter()
+        .find(|e| names_engine(&id, &engine_ref(e)))
+        .ok_or_else(|| ApiError::NotFound(format!("engine {id:?} not found")))?;
+    let usage = usage_of(&ctx, &[engine]).await?;
+    let name = engine.name.clone();
+    let streams = ctx
+        .ask_streams(|reply| StreamsMsg::List {
+            status: Some(StreamStatus::Started),
+            container_id: Some(name),
+            reply,
+        })
+        .await?;
+    Ok(Json(EngineDetail {
+        engine: engine_state(&ctx, engine, usage.get(&engine.name), SystemTime::now()),
+        streams: streams.iter().map(StreamState::from).collect(),
+    }))
+}
+
+/// The 503 detail of a refused provisioning request, with a retry hint.
+pub fn blocked_detail(e: &ProvisionError) -> BlockedDetail {
+    let (message, eta, can_retry) = match e {
+        ProvisionError::VpnDisconnected {
+            recovery_eta_seconds,
+        } => (
+            "no VPN can take engines now; waiting for a VPN to come back".to_string(),
+            Some(recovery_eta_seconds.unwrap_or(60)),
+            true,
+        ),
+        ProvisionError::CircuitBreaker {
+            retry_after_seconds,
+        } => (
+            "engine creation keeps failing; creation is paused".to_string(),
+            Some(*retry_after_seconds),
+            false,
+        ),
+        ProvisionError::MaxCapacity => (
+            "max_replicas reached; wait for a stream to end".to_string(),
+            Some(30),
+            true,
+        ),
+    };
+    BlockedDetail {
+        error: "provisioning_blocked".into(),
+        code: e.code().into(),
+        message,
+        recovery_eta_seconds: eta,
+        can_retry,
+        should_wait: true,
+    }
+}
+
+fn blocked(detail: BlockedDetail) -> ApiError {
+    ApiError::Blocked(serde_json::to_value(detail).unwrap_or_default())
+}
+
+/// `POST /provision/acestream`: one more engine, answered once it is ready.
+pub async fn provision(
+    State(ctx): State<ApiContext>,
+    OptionalJson(req): OptionalJson<ProvisionReq>,
+) -> ApiResult<Json<ProvisionResponse>> {
+    if !req.env.is_empty() || !req.labels.is_empty() || req.image.is_some() {
+        tracing::debug!(
+            "provision request carries labels/env/image; engines come from the configured template"
+        );
+    }
+    let answer = super::ask(
+        &ctx.supervisor,
+        ctx.provision_timeout,
+        "supervisor",
+        SupervisorMsg::Provision,
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Unavailable(message) => blocked(BlockedDetail {
+            error: "provisioning_unavailable".into(),
+            code: "general_error".into(),
+            message,
+            recovery_eta_seconds: Some(10),
+            can_retry: true,
+            should_wait: true,
+        }),
+        other => other,
+    })?;
+    match answer {
+        Ok(e) => {
+            let ports = block_at(e.http_port);
+            tracing::info!(engine = %e.name, "provisioned engine");
+            Ok(Json(ProvisionResponse {
+                container_id: e.container_id.clone().unwrap_or_default(),
+                container_name: e.name.clone(),
+                host_http_port: e.http_port,
+                container_http_port: e.http_port,
+                container_https_port: ports.https,
+                host: engine_host(&e),
+                port: e.http_port,
+                forwarded: e.forwarded,
+                vpn_container: e.vpn.clone(),
+                p2p_port: e.p2p_port,
+            }))
+        }
+        Err(e) => {
+            tracing::info!(code = e.code(), "provisioning refused");
+            Err(blocked(blocked_detail(&e)))
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `/events/stream_started`, `/events/stream_ended`, `/streams` and `/streams/{id}/stats`: thin
+//! translations between JSON and the Streams actor, which owns every stream.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::ApiContext;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::types::{EndedResponse, StatSnapshot, StreamState, parse_rfc3339};
+use crate::actors::streams::{StartError, StreamsMsg};
+use crate::core::streams::{StreamEndedReq, StreamStartedReq, StreamStatus};
+
+/// `POST /events/stream_started`.
+pub async fn started(
+    State(ctx): State<ApiContext>,
+    ApiJson(req): ApiJson<StreamStartedReq>,
+) -> ApiResult<Json<StreamState>> {
+    if req.stream.key.trim().is_empty() {
+        return Err(ApiError::Unprocessable(
+            "stream.key must not be empty".into(),
+        ));
+    }
+    let answer = ctx
+        .ask_streams(|reply| StreamsMsg::Started(req, reply))
+        .await?;
+    match answer {
+        Ok(record) => Ok(Json(StreamState::from(&record))),
+        Err(e @ StartError::UnknownEngine { .. }) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ StartError::SupervisorUnavailable(_)) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+/// `POST /events/stream_ended`: idempotent.
+pub async fn ended(
+    State(ctx): State<ApiContext>,
+    ApiJson(req): ApiJson<StreamEndedReq>,
+) -> ApiResult<Json<EndedResponse>> {
+    let outcome = ctx
+        .ask_streams(|reply| StreamsMsg::Ended(req, reply))
+        .await?;
+    Ok(Json(EndedResponse {
+        updated: outcome.updated,
+        stream: outcome.stream.as_ref().map(StreamState::from),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamsQuery {
+    status: Option<String>,
+    container_id: Option<String>,
+}
+
+/// `GET /streams?status=started|ended&container_id=`.
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    ApiQuery(q): ApiQuery<StreamsQuery>,
+) -> ApiResult<Json<Vec<StreamState>>> {
+    let status = match q.status.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(StreamStatus::parse(s).ok_or_else(|| {
+            ApiError::Unprocessable(format!("status must be started or ended, not {s:?}"))
+        })?),
+    };
+    let container_id = q
+        .container_id
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    let streams = ctx
+        .ask_streams(|reply| StreamsMsg::List {
+            status,
+            container_id,
+            reply,
+        })
+        .await?;
+    Ok(Json(streams.iter().map(StreamState::from).collect()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StatsQuery {
+    since: Option<String>,
+}
+
+/// `GET /streams/{id}/stats?since=<RFC 3339>`.
+pub async fn stats(
+    State(ctx): State<ApiContext>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StatsQuery>,
+) -> ApiResult<Json<Vec<StatSnapshot>>> {
+    let since = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+            ApiError::Unprocessable(format!("since must be an RFC 3339 time, not {s:?}"))
+        })?),
+    };
+    let history = ctx
+        .ask_streams(|reply| StreamsMsg::Stats {
+            id: id.clone(),
+            since,
+            reply,
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("stream {id:?} not found")))?;
+    Ok(Json(history.iter().map(StatSnapshot::from).collect()))
+}

@@ -1,0 +1,227 @@
+//! Engine lifecycle on the in-memory runtime (paused clock): provisioning, the creation breaker,
+//! a hung engine replaced, and an engine that keeps dying hitting the restart-intensity limit.
+
+mod tree;
+
+use std::time::Duration;
+
+use acevisor::actors::messages::{ProvisionError, SupervisorMsg};
+use acevisor::core::breaker::BreakerState;
+use acevisor::core::model::EnginePhase;
+use acevisor::runtime::DockerHealth;
+use acevisor::runtime::memory::MemoryRuntime;
+use tree::{Tree, VPN1, config, full};
+
+const SEC: Duration = Duration::from_secs(1);
+
+async fn single(min: u32, extra: &str) -> Tree {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    let tree = Tree::start(&m, config("single", min, extra)).await;
+    tree.wait("pool", 20 * SEC, |s| full(s, VPN1, min as usize, 30001))
+        .await;
+    tree
+}
+
+async fn provision(tree: &Tree) -> Result<acevisor::actors::messages::EngineView, ProvisionError> {
+    ractor::call_t!(tree.sup, SupervisorMsg::Provision, 120_000).expect("supervisor answers")
+}
+
+#[tokio::test(start_paused = true)]
+async fn provisioning_answers_with_a_new_ready_engine() {
+    let tree = single(2, "").await;
+    let before: Vec<_> = tree
+        .snap()
+        .await
+        .engines
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    let engine = provision(&tree).await.expect("an engine");
+    assert!(
+        !before.contains(&engine.name),
+        "a new engine, not one of {before:?}"
+    );
+    assert_eq!(engine.phase, EnginePhase::Ready);
+    let s = tree.snap().await;
+    assert_eq!(s.engines.len(), 3);
+    assert_eq!(s.pending_provisions, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn provisioning_is_refused_at_max_capacity_and_without_vpn() {
+    let tree = single(2, "").await;
+    // max_replicas is 20 in the test config: 18 more fit, the 19th does not.
+    let mut handed = 0;
+    loop {
+        match provision(&tree).await {
+            Ok(_) => handed += 1,
+            Err(e) => {
+                assert_eq!(e, ProvisionError::MaxCapacity);
+                break;
+            }
+        }
+        assert!(handed <= 18, "more engines than max_replicas");
+    }
+    assert_eq!(handed, 18);
+    tree.mem.kill(VPN1);
+    tree.wait("VPN down", 10 * SEC, |s| s.vpns[0].failed).await;
+    assert!(matches!(
+        provision(&tree).await,
+        Err(ProvisionError::VpnDisconnected { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn creation_breaker_opens_after_repeated_failures_and_stops_hammering_docker() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    m.fail_next("create", 1_000);
+    let tree = Tree::start(&m, config("single", 2, "")).await;
+    let s = tree
+        .wait("breaker open", 60 * SEC, |s| {
+            matches!(s.breaker, BreakerState::Open { .. })
+        })
+        .await;
+    assert!(s.counters.create_failures >= 5);
+    assert!(matches!(
+        provision(&tree).await,
+        Err(ProvisionError::CircuitBreaker { .. })
+    ));
+    let calls = m.calls("create");
+    tree.hold(60 * SEC, |_| true, "invariants").await;
+    let more = m.calls("create") - calls;
+    assert!(
+        more <= 6,
+        "half-open lets single probes through, not a storm: {more} creates in a minute"
+    );
+    m.fail_next("create", 0);
+    let s = tree
+        .wait("recovered", 10 * 60 * SEC, |s| full(s, VPN1, 2, 30001))
+        .await;
+    assert_eq!(s.breaker, BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_engine_is_replaced_create_first() {
+    let tree = single(3, "").await;
+    let s = tree.snap().await;
+    let victim = s.engines.iter().find(|e| !e.forwarded).unwrap().clone();
+    tree.mem.hang(&victim.name);
+    let s = tree
+        .wait("unhealthy", 30 * SEC, |s| {
+            s.engines
+                .iter()
+                .any(|e| e.name == victim.name && matches!(e.phase, EnginePhase::Unhealthy { .. }))
+        })
+        .await;
+    assert_eq!(
+        s.counters.removed_total(),
+        0,
+        "not removed before unhealthy_grace"
+    );
+    let s = tree
+        .wait("replaced", 60 * SEC, |s| {
+            s.counters.engines_removed.get("unhealthy") == Some(&1) && full(s, VPN1, 3, 30001)
+        })
+        .await;
+    assert!(
+        s.engines
+            .iter()
+            .all(|e| e.container_id != victim.container_id)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_forwarded_engine_is_replaced_on_the_same_port() {
+    let tree = single(2, "").await;
+    let fw = tree.snap().await.forwarded_on(VPN1)[0].clone();
+    tree.mem.hang(&fw.name);
+    let s = tree
+        .wait("forwarded engine replaced", 90 * SEC, |s| {
+            full(s, VPN1, 2, 30001) && s.forwarded_on(VPN1)[0].container_id != fw.container_id
+        })
+        .await;
+    assert_eq!(s.counters.engines_removed.get("unhealthy"), Some(&1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_that_keeps_dying_hits_the_intensity_limit_and_backs_off() {
+    let tree = single(2, "").await;
+    let victim = tree
+        .snap()
+        .await
+        .engines
+        .iter()
+        .find(|e| !e.forwarded)
+        .unwrap()
+        .name
+        .clone();
+    // max_restarts = 3 per 5 minutes in the test config.
+    let mut last = tree.snap().await.counters.engines_lost;
+    for _ in 0..4 {
+        tree.wait("victim ready", 60 * SEC, |s| {
+            s.engines
+                .iter()
+                .any(|e| e.name == victim && e.phase == EnginePhase::Ready)
+        })
+        .await;
+        tree.mem.exit(&victim, 1);
+        let s = tree
+            .wait("death noticed", 10 * SEC, |s| {
+                s.counters.engines_lost > last
+            })
+            .await;
+        last = s.counters.engines_lost;
+    }
+    let s = tree
+        .wait("backing off", 10 * SEC, |s| {
+            s.counters.restarts_suppressed >= 1
+        })
+        .await;
+    assert!(
+        !s.holds.is_empty(),
+        "creation on the lane held back: {:?}",
+        s.holds
+    );
+    let report = s
+        .intensity
+        .iter()
+        .find(|r| r.slot == acevisor::actors::supervisor::death_slot(VPN1))
+        .expect("slot in the report");
+    assert!(report.backing_off_until.is_some());
+    let creates = tree.mem.calls("create");
+    tree.hold(
+        20 * SEC,
+        |s| s.engines.len() == 1,
+        "no replacement during the backoff",
+    )
+    .await;
+    assert_eq!(tree.mem.calls("create"), creates, "no restart loop");
+    tree.wait("replaced after the backoff", 10 * 60 * SEC, |s| {
+        full(s, VPN1, 2, 30001)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_docker_never_stalls_the_supervisor() {
+    let tree = single(2, "").await;
+    tree.mem.set_delay(60 * SEC);
+    tree.sup.cast(SupervisorMsg::Relist).unwrap();
+    tree.sup.cast(SupervisorMsg::Tick).unwrap();
+    // A re-list is under way and every Docker call takes a minute: the Supervisor still answers
+    // at once, with its last known state.
+    let s =
+        ractor::call_t!(tree.sup, SupervisorMsg::Snapshot, 1_000).expect("answers within a second");
+    assert!(full(&s, VPN1, 2, 30001));
+    tree.mem.set_delay(Duration::ZERO);
+    let s = tree
+        .hold(
+            120 * SEC,
+            |s| full(s, VPN1, 2, 30001),
+            "nothing removed because Docker was slow",
+        )
+        .await;
+    assert_eq!(s.counters.removed_total(), 0);
+}
