@@ -889,6 +889,7 @@ fn reconcile_rows(n: usize, reps: usize, cold: bool) -> Vec<Row> {
         emergency_capacity: EmergencyCapacity::Reduced,
         lanes: &lanes,
         engines: &engines,
+        demand_floor: 0,
     };
     let mut times = Vec::new();
     let mut peaks = Vec::new();

@@ -3,7 +3,8 @@
 //!   started again: it converges to exactly the desired set, with no duplicate and no orphan;
 //! - the Docker socket unreachable for a while (acevisor talks to Docker through a small Unix
 //!   socket proxy this test pauses): acevisor keeps serving its last known state, removes
-//!   nothing, says so in its snapshot (`docker_error`), and reconciles once Docker is back.
+//!   nothing, says so (`/readyz` 503, the snapshot's `docker_error`), and reconciles once
+//!   Docker is back.
 
 mod docker_world;
 mod support;
@@ -300,11 +301,35 @@ async fn docker_unreachable_keeps_state_removes_nothing_and_reconciles_after() {
         control: Arc::new(GluetunClient::new(SEC).expect("gluetun client")),
         engine_api: Arc::new(EngineClient::new(SEC).expect("engine client")),
     };
-    let tree = Tree::start_with(deps, cfg, vec![None]).await;
+    cfg.api.listen = "127.0.0.1:0".into();
+    let tree = Tree::start_with(deps, cfg.clone(), vec![None]).await;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = acevisor::api::launch_with_key(&cfg, tree.sup.clone(), None, async {
+        let _ = api_stopped.await;
+    })
+    .await
+    .expect("API starts");
+    let readyz = format!("http://{}/readyz", api.local_addr);
+    let ready = || async {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(5 * SEC)
+            .build()
+            .unwrap()
+            .get(&readyz)
+            .send()
+            .await
+            .expect("/readyz answers");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
     let before = tree
         .wait("3 engines", MINUTE, |s| full(s, w.vpn(0), 3, 31201))
         .await;
     assert!(before.docker_error.is_none());
+    support::wait_until(10 * SEC, "/readyz ready", || async {
+        ready().await.0 == 200
+    })
+    .await;
     let ids =
         |s: &acevisor::actors::messages::SupervisorSnapshot| -> Vec<(String, Option<String>)> {
             s.engines
@@ -322,6 +347,9 @@ async fn docker_unreachable_keeps_state_removes_nothing_and_reconciles_after() {
         })
         .await;
     assert_eq!(ids(&s), ids(&before), "last known state kept");
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "/readyz during the outage: {body}");
+    assert!(body.contains("Docker"), "/readyz says why: {body}");
     // An ordinary engine vanishes during the outage; acevisor cannot see it through Docker.
     let victim = before
         .engines
@@ -370,6 +398,10 @@ async fn docker_unreachable_keeps_state_removes_nothing_and_reconciles_after() {
                     .all(|e| e.container_id != victim.container_id)
         })
         .await;
+    support::wait_until(10 * SEC, "/readyz ready again", || async {
+        ready().await.0 == 200
+    })
+    .await;
     let docker_after = managed(&w);
     assert_eq!(docker_after.len(), 3, "{docker_after:#?}");
     assert!(docker_after.iter().all(|e| e.running));
@@ -387,6 +419,7 @@ async fn docker_unreachable_keeps_state_removes_nothing_and_reconciles_after() {
         "removals: {:?}",
         s.counters.engines_removed
     );
+    let _ = stop_api.send(());
     tree.stop().await;
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
