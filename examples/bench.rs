@@ -251,7 +251,10 @@ command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--
 {extra}
 [vpn]
 mode = "{mode}"
-{gluetun}"#
+{gluetun}
+[api]
+listen = "127.0.0.1:0"
+"#
         )
     }
 }
