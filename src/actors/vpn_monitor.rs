@@ -27,7 +27,9 @@ use crate::core::emergency::{Emergency, EmergencyState, VpnHealth};
 use crate::core::model::{Readiness, VpnView};
 use crate::core::readiness::{ContainerFacts, readiness};
 use crate::core::vpn_watch::{Observation, VpnEvent, VpnWatch, WatchTimings};
-use crate::runtime::{ContainerInfo, ContainerRuntime, DockerHealth, RuntimeError};
+use crate::runtime::{
+    ContainerEvent, ContainerInfo, ContainerRuntime, DockerHealth, EventKind, RuntimeError,
+};
 
 pub struct MonitorArgs {
     pub vpns: Vec<GluetunConfig>,
@@ -118,7 +120,13 @@ impl Actor for VpnMonitor {
             MonitorMsg::Poll => observe(st, None).await,
             MonitorMsg::Docker(ev) => {
                 let which = st.vpns.iter().position(|v| v.config.container == ev.name);
-                if which.is_some() {
+                if let Some(i) = which {
+                    if matches!(
+                        ev.kind,
+                        EventKind::Die { .. } | EventKind::Stop | EventKind::Destroy
+                    ) {
+                        container_gone(st, i, &ev);
+                    }
                     observe(st, which).await;
                 }
             }
@@ -220,6 +228,39 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
         }
     }
 
+    publish(st, events, now);
+}
+
+/// A `die`, `stop` or `destroy` of a VPN's current container is conclusive (its network namespace
+/// is gone with it): it reaches the watch at once, before the confirming inspect, which waits while
+/// Docker is still tearing the container down. A late event of a replaced container is ignored.
+fn container_gone(st: &mut MonitorState, i: usize, ev: &ContainerEvent) {
+    let v = &mut st.vpns[i];
+    if v.watch.container_id() != Some(ev.id.as_str()) {
+        return;
+    }
+    let now = Instant::now();
+    let obs = Observation {
+        container_id: Some(ev.id.clone()),
+        started_at: v.info.as_ref().map(|c| c.started_at.clone()),
+        readiness: Readiness::Down,
+    };
+    if let Some(info) = &mut v.info {
+        info.running = false;
+    }
+    let vpn = v.config.container.clone();
+    let events = v
+        .watch
+        .observe(now, obs)
+        .into_iter()
+        .map(|e| (vpn.clone(), e))
+        .collect();
+    publish(st, events, now);
+}
+
+/// Re-evaluates the emergency machine and, when anything changed, sends the Supervisor the
+/// events and the fresh view, inside the incident's span.
+fn publish(st: &mut MonitorState, events: Vec<(String, VpnEvent)>, now: Instant) {
     let health: Vec<VpnHealth> = st
         .vpns
         .iter()
