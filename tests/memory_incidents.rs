@@ -544,3 +544,52 @@ async fn panicking_engine_actor_is_restarted_within_intensity_then_backs_off() {
         "the same container was adopted, not recreated"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn force_restart_after_restarts_a_down_vpn_once_per_outage() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    let tree = Tree::start(&m, config("single", 2, "force_restart_after = \"30s\"")).await;
+    tree.wait("2 engines", std::time::Duration::from_secs(20), |s| {
+        full(s, VPN1, 2, 30001)
+    })
+    .await;
+    m.kill(VPN1);
+    tree.hold(std::time::Duration::from_secs(25), |_| true, "invariants")
+        .await;
+    assert_eq!(m.calls("restart"), 0, "not before force_restart_after");
+    // The restarted container comes back with Docker health `starting` and stays there: the
+    // outage goes on, and acevisor must not restart it again.
+    tree.hold(std::time::Duration::from_secs(300), |_| true, "invariants")
+        .await;
+    assert_eq!(
+        m.calls("restart"),
+        1,
+        "restarted exactly once in this outage"
+    );
+    m.set_health(VPN1, DockerHealth::Healthy);
+    m.set_port(VPN1, 30001);
+    tree.wait("recovered", std::time::Duration::from_secs(20), |s| {
+        full(s, VPN1, 2, 30001)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_force_restart_by_default() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    let tree = Tree::start(&m, config("single", 1, "")).await;
+    tree.wait("1 engine", std::time::Duration::from_secs(20), |s| {
+        full(s, VPN1, 1, 30001)
+    })
+    .await;
+    m.kill(VPN1);
+    tree.hold(std::time::Duration::from_secs(600), |_| true, "invariants")
+        .await;
+    assert_eq!(
+        m.calls("restart"),
+        0,
+        "Gluetun is never restarted unless asked"
+    );
+}
