@@ -37,7 +37,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "building the test images (fake Gluetun, fake AceStream engine)"
-"$root/testbed/build-images.sh"
+"$root/testbed/build-images.sh" testbed
 say "building acevisor"
 cargo build --quiet --bin acevisor
 

@@ -374,8 +374,8 @@ async fn wrong_api_key_is_misconfigured_and_engines_are_left_alone() {
 
     let tree = w.acevisor(cfg, vec![Some("wrong-key".into())]).await;
     let s = tree
-        .wait("misconfigured", 30 * SEC, |s| {
-            s.vpns.first().is_some_and(|v| v.status == "misconfigured")
+        .wait("adopted and misconfigured", 30 * SEC, |s| {
+            s.ready && s.vpns.first().is_some_and(|v| v.status == "misconfigured")
         })
         .await;
     assert!(
@@ -396,5 +396,74 @@ async fn wrong_api_key_is_misconfigured_and_engines_are_left_alone() {
     assert_eq!(ids_on(&s, w.vpn(0)), before);
     assert_eq!(s.counters.removed_total(), 0);
     assert_eq!(w.docker_engines_on(w.vpn(0)).len(), 2);
+    tree.stop().await;
+}
+
+/// `free` consecutive TCP ports free on the host, for engines that publish their HTTP port.
+fn free_port_block(count: u16) -> u16 {
+    for _ in 0..50 {
+        let base = support::free_host_port();
+        if base > u16::MAX - count {
+            continue;
+        }
+        let all_free =
+            (base..base + count).all(|p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of {count} free host ports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_none_engines_join_the_network_and_publish_their_ports() {
+    let Some(w) = World::new(&[], None).await else {
+        return;
+    };
+    let network = support::create_network(&w.run, "net");
+    let mut cfg = w.config("none", 2, "", "");
+    let base = free_port_block(8);
+    cfg.docker.network = network.clone();
+    cfg.engines.max_replicas = 2;
+    cfg.engines.http_ports = acevisor::config::PortRange {
+        start: base,
+        end: base + 7,
+    };
+    cfg.validate().expect("mode none config is valid");
+    let tree = w.acevisor(cfg, Vec::new()).await;
+    let s = tree
+        .wait("2 engines ready", MINUTE, |s| {
+            s.engines.len() == 2
+                && s.engines
+                    .iter()
+                    .all(|e| e.phase == EnginePhase::Ready && !e.forwarded && e.vpn.is_none())
+        })
+        .await;
+    for e in &s.engines {
+        let id = e.container_id.as_deref().unwrap();
+        assert_eq!(
+            support::container_ip(id, Some(&network)),
+            e.host,
+            "{} is reached on the engine network",
+            e.name
+        );
+        let host = e.host.as_deref().unwrap();
+        assert_eq!(
+            engine_p2p_port(host, e.http_port).await,
+            Some(u64::from(e.p2p_port))
+        );
+        // Published 1:1 on the host, for proxies outside Docker.
+        let published = support::http_get(
+            "127.0.0.1",
+            e.http_port,
+            "/webui/api/service?method=get_version",
+        )
+        .await;
+        assert!(
+            published.is_some_and(|b| b.contains("version")),
+            "{} publishes its HTTP port",
+            e.name
+        );
+    }
     tree.stop().await;
 }
