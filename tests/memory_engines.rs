@@ -225,3 +225,104 @@ async fn slow_docker_never_stalls_the_supervisor() {
         .await;
     assert_eq!(s.counters.removed_total(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_death_stays_a_death_when_its_removal_needs_a_retry() {
+    let tree = single(2, "").await;
+    let victim = tree
+        .snap()
+        .await
+        .engines
+        .iter()
+        .find(|e| !e.forwarded)
+        .unwrap()
+        .name
+        .clone();
+    tree.mem.fail_next("remove", 1);
+    tree.mem.exit(&victim, 1);
+    let s = tree
+        .wait("replaced", 60 * SEC, |s| {
+            s.counters.engines_lost == 1 && full(s, VPN1, 2, 30001)
+        })
+        .await;
+    assert_eq!(
+        s.counters.removed_total(),
+        0,
+        "not counted as a removal acevisor decided"
+    );
+    let slot = acevisor::actors::supervisor::death_slot(VPN1);
+    assert!(
+        s.intensity
+            .iter()
+            .any(|r| r.slot == slot && r.restarts_in_window == 1),
+        "{:?}",
+        s.intensity
+    );
+}
+
+/// Log lines written by the tree, captured in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn quiet_polls_log_nothing_and_decisions_log_a_line() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    // The paused-clock runtime runs every actor on this thread, so a thread default captures all.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let tree = single(2, "").await;
+    assert!(logs.text().contains("engine ready"), "the start is logged");
+    let before = logs.text().len();
+    // Ten minutes of 5 s VPN polls and 2 s health probes with nothing changing.
+    tree.hold(10 * 60 * SEC, |s| full(s, VPN1, 2, 30001), "steady pool")
+        .await;
+    let quiet = logs.text()[before..].to_string();
+    assert!(
+        quiet.is_empty(),
+        "log lines while nothing changed:\n{quiet}"
+    );
+    let victim = tree
+        .snap()
+        .await
+        .engines
+        .iter()
+        .find(|e| !e.forwarded)
+        .unwrap()
+        .name
+        .clone();
+    tree.mem.exit(&victim, 1);
+    tree.wait("replaced", 60 * SEC, |s| {
+        s.counters.engines_lost == 1 && full(s, VPN1, 2, 30001)
+    })
+    .await;
+    let decision = logs.text()[before..].to_string();
+    assert!(decision.contains("engine container died"), "{decision}");
+    assert!(decision.contains("creating engine"), "{decision}");
+}

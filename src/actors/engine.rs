@@ -54,6 +54,8 @@ pub struct EngineState {
     removing: bool,
     /// The last removal error logged (a Docker outage is logged once, not once per retry).
     remove_error: Option<String>,
+    /// Why the container is being removed, kept across retries so a death stays a death.
+    gone_cause: Option<GoneCause>,
 }
 
 impl EngineState {
@@ -94,6 +96,7 @@ impl Actor for Engine {
             unhealthy: false,
             removing: false,
             remove_error: None,
+            gone_cause: None,
         })
     }
 
@@ -282,6 +285,8 @@ async fn on_docker(myself: &ActorRef<EngineMsg>, st: &mut EngineState, kind: Eve
 /// with backoff (the number stays held until the container is really gone).
 async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneCause) {
     st.removing = true;
+    // A retry after a failed removal keeps the first cause (a died engine stays died).
+    let cause = st.gone_cause.get_or_insert(cause).clone();
     st.args.span = Span::none();
     let Some(id) = st.container_id.clone() else {
         st.report(EngineReport::Gone { cause });

@@ -213,8 +213,8 @@ impl Actor for Supervisor {
                 {
                     let _ = m.cast(MonitorMsg::Docker(ev));
                 } else if let Some(entry) = st.engines.get(&ev.name) {
-                    let ours = entry.container_id.as_ref().is_none_or(|id| *id == ev.id);
-                    if let (true, Some(actor)) = (ours, &entry.actor) {
+                    // The Engine actor ignores events of other containers of the same name.
+                    if let Some(actor) = &entry.actor {
                         let _ = actor.cast(EngineMsg::Docker {
                             id: ev.id,
                             kind: ev.kind,
