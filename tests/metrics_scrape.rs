@@ -3,6 +3,7 @@
 //! latency included.
 
 mod otlp;
+mod tree;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use acevisor::actors::messages::SupervisorMsg;
 use acevisor::config::OtlpProtocol;
 use acevisor::runtime::DockerHealth;
 use acevisor::runtime::memory::MemoryRuntime;
-use otlp::{Tree, VPN1, VPN2, full};
+use otlp::{VPN1, VPN2, full};
 
 /// The value of the sample `series` (name and labels exactly as rendered).
 fn value(text: &str, series: &str) -> f64 {
@@ -31,7 +32,7 @@ async fn metrics_after_incident_a_and_a_port_change() {
     let mem = MemoryRuntime::new();
     mem.add_vpn(VPN1, 55747, Some(DockerHealth::Healthy));
     mem.add_vpn(VPN2, 40000, Some(DockerHealth::Healthy));
-    let tree = Tree::start(&mem, cfg).await;
+    let (tree, metrics) = otlp::start(&mem, cfg).await;
     let sec = Duration::from_secs(1);
     tree.wait("10 engines 5/5", 10 * sec, |s| {
         full(s, VPN1, 5, 55747) && full(s, VPN2, 5, 40000)
@@ -43,7 +44,7 @@ async fn metrics_after_incident_a_and_a_port_change() {
         let s = tree
             .wait("emergency", 5 * sec, |s| s.engines_on(VPN1).is_empty())
             .await;
-        acevisor::metrics::render(&tree.metrics, &s)
+        acevisor::metrics::render(&metrics, &s)
     };
     assert_eq!(value(&during, "acevisor_emergency_active"), 1.0);
     assert_eq!(
@@ -92,7 +93,7 @@ async fn metrics_after_incident_a_and_a_port_change() {
             s.engines.iter().map(|e| e.streams).sum::<u32>() == 3
         })
         .await;
-    let text = acevisor::metrics::render(&tree.metrics, &s);
+    let text = acevisor::metrics::render(&metrics, &s);
     tree.stop().await;
 
     // Upstream names.

@@ -8,11 +8,12 @@
 //! keeps every actor on that thread.
 
 mod otlp;
+mod tree;
 
 use acevisor::config::OtlpProtocol;
 use acevisor::runtime::DockerHealth;
 use acevisor::runtime::memory::MemoryRuntime;
-use otlp::{Received, Tree, VPN1, VPN2, check_incident_traces, config, incident_a};
+use otlp::{Received, VPN1, VPN2, check_incident_traces, config, incident_a};
 
 async fn traced_incident_a(endpoint: String, protocol: OtlpProtocol, received: Received) {
     let cfg = config(&endpoint, protocol);
@@ -29,7 +30,7 @@ async fn traced_incident_a(endpoint: String, protocol: OtlpProtocol, received: R
     let mem = MemoryRuntime::new();
     mem.add_vpn(VPN1, 55747, Some(DockerHealth::Healthy));
     mem.add_vpn(VPN2, 40000, Some(DockerHealth::Healthy));
-    let tree = Tree::start(&mem, cfg).await;
+    let (tree, _metrics) = otlp::start(&mem, cfg).await;
     let (idle_spans, snap) = incident_a(&tree, &received, &telemetry).await;
     assert_eq!(snap.counters.port_changed, 0);
     let victim = otlp::engine_dies(&tree, &telemetry).await;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acevisor::actors::messages::{SupervisorMsg, SupervisorSnapshot};
+use acevisor::actors::messages::SupervisorSnapshot;
 use acevisor::actors::supervisor::Deps;
 use acevisor::config::{Config, OtlpProtocol};
 use acevisor::core::emergency::EmergencyState;
@@ -25,13 +25,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
-use ractor::ActorRef;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-pub const VPN1: &str = "gluetun";
-pub const VPN2: &str = "gluetun_2";
+pub use crate::tree::{Tree, VPN1, VPN2, full};
 
 /// Every export request received, in order.
 #[derive(Clone, Default)]
@@ -220,75 +217,19 @@ otlp_protocol = "{}"
     cfg
 }
 
-/// The actor tree over the in-memory world, Docker calls measured and traced.
-pub struct Tree {
-    pub mem: MemoryRuntime,
-    pub metrics: Arc<Metrics>,
-    pub sup: ActorRef<SupervisorMsg>,
-    handle: JoinHandle<()>,
-}
-
-impl Tree {
-    pub async fn start(mem: &MemoryRuntime, cfg: Config) -> Tree {
-        let metrics = Arc::new(Metrics::new());
-        let deps = Deps {
-            runtime: Arc::new(Instrumented::new(mem.clone(), metrics.clone())),
-            control: Arc::new(mem.clone()),
-            engine_api: Arc::new(mem.clone()),
-        };
-        let keys = vec![None; cfg.vpn.gluetun.len()];
-        let (sup, handle) = acevisor::daemon::start(cfg, deps, keys)
-            .await
-            .expect("tree starts");
-        Tree {
-            mem: mem.clone(),
-            metrics,
-            sup,
-            handle,
-        }
-    }
-
-    pub async fn stop(self) {
-        self.sup.stop(None);
-        let _ = self.handle.await;
-    }
-
-    pub async fn snap(&self) -> SupervisorSnapshot {
-        ractor::call_t!(self.sup, SupervisorMsg::Snapshot, 10_000).expect("supervisor answers")
-    }
-
-    /// Waits (real time) until `pred` holds.
-    pub async fn wait(
-        &self,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&SupervisorSnapshot) -> bool,
-    ) -> SupervisorSnapshot {
-        let deadline = Instant::now() + within;
-        loop {
-            let s = self.snap().await;
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {s:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// `n` ready engines on `vpn`, exactly one of them forwarded, holding `port`.
-pub fn full(s: &SupervisorSnapshot, vpn: &str, n: usize, port: u16) -> bool {
-    use acevisor::core::model::EnginePhase;
-    let fw = s.forwarded_on(vpn);
-    let ready = s
-        .engines_on(vpn)
-        .iter()
-        .filter(|e| e.phase == EnginePhase::Ready)
-        .count();
-    s.engines_on(vpn).len() == n && ready == n && fw.len() == 1 && fw[0].p2p_port == port
+/// A tree whose Docker calls go through `Instrumented` (spans and latency metrics), as the
+/// daemon's do; the rest of the harness is `tests/tree`.
+pub async fn start(mem: &MemoryRuntime, cfg: Config) -> (Tree, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let deps = Deps {
+        runtime: Arc::new(Instrumented::new(mem.clone(), metrics.clone())),
+        control: Arc::new(mem.clone()),
+        engine_api: Arc::new(mem.clone()),
+    };
+    let keys = vec![None; cfg.vpn.gluetun.len()];
+    let mut tree = Tree::start_with(deps, cfg, keys).await;
+    tree.mem = mem.clone();
+    (tree, metrics)
 }
 
 /// Incident A on the tree, with an idle period before it. Returns how many spans arrived during
