@@ -5,16 +5,17 @@
 #   acevisor:dev                  (the daemon)          "acevisor"
 # Usage: build-images.sh [testbed|acevisor|all]   (default all)
 # Works from any directory. Env: TESTBED_SKIP_BUILD=1 skips everything when the selected images
-# exist; GLUETUN_IMAGE / ENGINE_IMAGE / ACEVISOR_IMAGE override the tags; CARGO_TARGET_DIR is
-# honoured.
+# exist; TESTBED_TAG (default dev) is the tag of all three, so checkouts side by side keep apart;
+# GLUETUN_IMAGE / ENGINE_IMAGE / ACEVISOR_IMAGE override whole names; CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 target="x86_64-unknown-linux-gnu"
-gluetun_image="${GLUETUN_IMAGE:-acevisor-testbed/gluetun:dev}"
-engine_image="${ENGINE_IMAGE:-acevisor-testbed/engine:dev}"
-acevisor_image="${ACEVISOR_IMAGE:-acevisor:dev}"
+tag="${TESTBED_TAG:-dev}"
+gluetun_image="${GLUETUN_IMAGE:-acevisor-testbed/gluetun:$tag}"
+engine_image="${ENGINE_IMAGE:-acevisor-testbed/engine:$tag}"
+acevisor_image="${ACEVISOR_IMAGE:-acevisor:$tag}"
 which="${1:-all}"
 case "$which" in
     testbed) images=("$gluetun_image" "$engine_image") ;;

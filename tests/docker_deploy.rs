@@ -19,9 +19,20 @@ use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const ACEVISOR: &str = "acevisor:dev";
-const GLUETUN: &str = "acevisor-testbed/gluetun:dev";
-const ENGINE: &str = "acevisor-testbed/engine:dev";
+/// The images `testbed/build-images.sh` builds: `<repository>:$TESTBED_TAG` (default tag `dev`).
+fn image(repository: &str) -> String {
+    let tag = std::env::var("TESTBED_TAG").unwrap_or_else(|_| "dev".into());
+    format!("{repository}:{tag}")
+}
+fn acevisor_image() -> String {
+    image("acevisor")
+}
+fn gluetun_image() -> String {
+    image("acevisor-testbed/gluetun")
+}
+fn engine_image() -> String {
+    image("acevisor-testbed/engine")
+}
 /// Label on everything a test run creates (engines get it through `docker.labels`).
 const RUN_LABEL: &str = "acevisor-test.run";
 const GLUETUN_KEY: &str = "deploy-test-key";
@@ -74,7 +85,7 @@ fn docker_ready() -> bool {
         // warm rebuild is a cargo no-op plus a cached docker build); the fakes only when missing,
         // as other tests share them.
         let script = root().join("testbed/build-images.sh");
-        let fakes_missing = [GLUETUN, ENGINE]
+        let fakes_missing = [gluetun_image(), engine_image()]
             .iter()
             .any(|i| !docker(&["image", "inspect", i]).status.success());
         let mut sets = vec!["acevisor"];
@@ -92,14 +103,14 @@ fn docker_ready() -> bool {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        for image in [ACEVISOR, GLUETUN, ENGINE] {
+        for image in [acevisor_image(), gluetun_image(), engine_image()] {
             assert!(
-                docker(&["image", "inspect", image]).status.success(),
+                docker(&["image", "inspect", &image]).status.success(),
                 "{image} missing after build-images.sh"
             );
         }
-        let size = docker_ok(&["image", "inspect", "-f", "{{.Size}}", ACEVISOR]);
-        eprintln!("{ACEVISOR} image size: {size} bytes");
+        let size = docker_ok(&["image", "inspect", "-f", "{{.Size}}", &acevisor_image()]);
+        eprintln!("{} image size: {size} bytes", acevisor_image());
         true
     })
 }
@@ -354,6 +365,7 @@ fn dechunk(mut body: &str) -> String {
 /// The daemon config for the containerized test: redundant mode over the two fake VPNs, fast
 /// timings, and the run label on every engine.
 fn daemon_config(run: &Run, vpns: &[String; 2]) -> String {
+    let engine = engine_image();
     format!(
         r#"instance = "{id}"
 
@@ -367,7 +379,7 @@ stop_timeout = "1s"
 [engines]
 prefix = "{id}-ace"
 variant = "custom"
-image = "{ENGINE}"
+image = "{engine}"
 command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}"]
 min_replicas = {MIN_REPLICAS}
 max_replicas = 6
@@ -428,7 +440,7 @@ fn start_acevisor(run: &Run, name: &str, network: &str, config: &Path) -> String
         "1s",
         "--health-start-period",
         "30s",
-        ACEVISOR,
+        &acevisor_image(),
     ])
 }
 
@@ -489,14 +501,20 @@ fn containerized_daemon_reaches_capacity_survives_stop_and_is_adopted() {
             &key,
             "-e",
             &fwd,
-            GLUETUN,
+            &gluetun_image(),
         ]);
     }
     let config = run.write("acevisor.toml", &daemon_config(&run, &vpns));
 
     // The image's contract, read back from Docker.
     assert_eq!(
-        docker_ok(&["image", "inspect", "-f", "{{.Config.User}}", ACEVISOR]),
+        docker_ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Config.User}}",
+            &acevisor_image()
+        ]),
         "65532:65532"
     );
     assert_eq!(
@@ -505,7 +523,7 @@ fn containerized_daemon_reaches_capacity_survives_stop_and_is_adopted() {
             "inspect",
             "-f",
             "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Config.StopSignal}} {{json .Config.Healthcheck.Test}}",
-            ACEVISOR
+            &acevisor_image()
         ]),
         r#"["/acevisor"] ["run","--config","/etc/acevisor/acevisor.toml"] SIGTERM ["CMD","/acevisor","healthcheck"]"#
     );
@@ -576,7 +594,7 @@ fn containerized_daemon_reaches_capacity_survives_stop_and_is_adopted() {
         &run.label(),
         "--network",
         &net,
-        ACEVISOR,
+        &acevisor_image(),
         "healthcheck",
         "--url",
         &engines_url,

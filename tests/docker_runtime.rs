@@ -31,7 +31,7 @@ fn engine_spec(run: &RunId, suffix: &str, attach: Attach, http: u16, p2p: u16) -
     labels.insert("acevisor.p2p_port".into(), p2p.to_string());
     ContainerSpec {
         name: run.name(suffix),
-        image: support::ENGINE_IMAGE.into(),
+        image: support::engine_image(),
         cmd: support::engine_cmd(http, p2p),
         env: BTreeMap::from([("P2P_PORT".to_string(), p2p.to_string())]),
         labels,
@@ -123,7 +123,7 @@ async fn engine_in_a_vpn_namespace_is_created_listed_and_inspected() {
     let engine = &listed[0];
     assert_eq!(engine.id, engine_id);
     assert_eq!(engine.name, spec.name);
-    assert_eq!(engine.image, support::ENGINE_IMAGE);
+    assert_eq!(engine.image, support::engine_image());
     assert!(engine.running);
     assert_eq!(engine.health, None, "the engine image has no healthcheck");
     assert!(!engine.started_at.is_empty());

@@ -6,12 +6,17 @@
 
 use acevisor_testbed::http::{self, ClientResponse};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const GLUETUN: &str = "acevisor-testbed/gluetun:dev";
-const ENGINE: &str = "acevisor-testbed/engine:dev";
+/// The images `build-images.sh` builds: `<repository>:$TESTBED_TAG` (default tag `dev`).
+fn image(repository: &str) -> String {
+    let tag = std::env::var("TESTBED_TAG").unwrap_or_else(|_| "dev".into());
+    format!("{repository}:{tag}")
+}
+static GLUETUN: LazyLock<String> = LazyLock::new(|| image("acevisor-testbed/gluetun"));
+static ENGINE: LazyLock<String> = LazyLock::new(|| image("acevisor-testbed/engine"));
 const LABEL: &str = "acevisor-test.run";
 
 fn docker(args: &[&str]) -> Output {
@@ -49,7 +54,7 @@ fn docker_ready() -> bool {
             eprintln!("skipping image tests: Docker is not reachable");
             return false;
         }
-        let missing = [GLUETUN, ENGINE]
+        let missing = [&*GLUETUN, &*ENGINE]
             .iter()
             .any(|i| !docker(&["image", "inspect", i]).status.success());
         if missing {
@@ -160,7 +165,7 @@ fn gluetun_api_auth_port_and_reconnect() {
         "FAKE_API_KEY=k3y",
         "-e",
         "FAKE_FORWARDED_PORT=40000",
-        GLUETUN,
+        &GLUETUN,
     ]);
     let addr = format!("{}:8000", ip(&g));
     wait_http(&addr, "/testbed/healthz");
@@ -245,7 +250,7 @@ fn gluetun_docker_health_and_fast_stop() {
         return;
     }
     let run = Run::new("health");
-    let g = run.start(&[GLUETUN]);
+    let g = run.start(&[&GLUETUN]);
     let addr = format!("{}:8000", ip(&g));
     let health = || inspect(&g, "{{.State.Health.Status}}");
     poll(15, "docker health healthy", || {
@@ -286,7 +291,7 @@ fn engines_in_one_gluetun_namespace() {
         return;
     }
     let run = Run::new("engines");
-    let g = run.start(&["-e", "FAKE_FORWARDED_PORT=34817", GLUETUN]);
+    let g = run.start(&["-e", "FAKE_FORWARDED_PORT=34817", &GLUETUN]);
     let gip = ip(&g);
     let ns = format!("container:{g}");
     let flags = [
@@ -297,7 +302,7 @@ fn engines_in_one_gluetun_namespace() {
         "--bind-all",
         "--client-console",
     ];
-    let mut args = vec!["--network", ns.as_str(), ENGINE];
+    let mut args = vec!["--network", ns.as_str(), &ENGINE];
     args.extend(flags);
     let e1 = run.start(&args);
     let a1 = format!("{gip}:6881");
@@ -312,7 +317,7 @@ fn engines_in_one_gluetun_namespace() {
     let e2 = run.start(&[
         "--network",
         &ns,
-        ENGINE,
+        &ENGINE,
         "--http-port",
         "6882",
         "--port",
@@ -334,7 +339,7 @@ fn engines_in_one_gluetun_namespace() {
         "P2P_PORT=34818",
         "-e",
         "CONF=--http-port=6883\n--bind-all",
-        ENGINE,
+        &ENGINE,
     ]);
     let a3 = format!("{gip}:6883");
     wait_http(&a3, "/webui/api/service?method=get_version");

@@ -80,6 +80,7 @@ impl World {
         }
         let run = &self.run;
         let prefix = self.prefix();
+        let engine_image = support::engine_image();
         let text = format!(
             r#"
 instance = "{run}"
@@ -93,7 +94,7 @@ min_replicas = {min}
 max_replicas = 20
 min_free = 0
 variant = "custom"
-image = "acevisor-testbed/engine:dev"
+image = "{engine_image}"
 command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}"]
 ready_timeout = "20s"
 create_concurrency = 8

@@ -34,10 +34,28 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use acevisor::runtime::ContainerRuntime;
 use acevisor::runtime::docker::DockerRuntime;
 
-/// The fake Gluetun image built by `testbed/build-images.sh`.
-pub const GLUETUN_IMAGE: &str = "acevisor-testbed/gluetun:dev";
+/// The fake Gluetun image built by `testbed/build-images.sh` (tag `TESTBED_TAG`, default `dev`).
+pub fn gluetun_image() -> String {
+    image_name("GLUETUN_IMAGE", "acevisor-testbed/gluetun")
+}
 /// The fake AceStream engine image built by `testbed/build-images.sh`.
-pub const ENGINE_IMAGE: &str = "acevisor-testbed/engine:dev";
+pub fn engine_image() -> String {
+    image_name("ENGINE_IMAGE", "acevisor-testbed/engine")
+}
+/// The daemon's own image built by `testbed/build-images.sh acevisor`.
+pub fn acevisor_image() -> String {
+    image_name("ACEVISOR_IMAGE", "acevisor")
+}
+
+/// The same names `testbed/build-images.sh` gives: `$<var>` when set, else
+/// `<repository>:$TESTBED_TAG` (default tag `dev`). A tag per checkout keeps checkouts that test
+/// side by side on one Docker engine from overwriting each other's images.
+fn image_name(var: &str, repository: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        let tag = std::env::var("TESTBED_TAG").unwrap_or_else(|_| "dev".into());
+        format!("{repository}:{tag}")
+    })
+}
 /// Label carried by everything a test creates directly.
 pub const RUN_LABEL: &str = "acevisor-test.run";
 /// The label acevisor puts on the containers it manages (value: its instance id).
@@ -260,7 +278,7 @@ pub fn ensure_testbed_images() {
 fn build_testbed_images(root: &Path) -> Result<(), String> {
     let script = root.join("testbed/build-images.sh");
     if !script.exists() {
-        if image_exists(GLUETUN_IMAGE) && image_exists(ENGINE_IMAGE) {
+        if image_exists(&gluetun_image()) && image_exists(&engine_image()) {
             eprintln!(
                 "note: {} is missing; using the existing testbed images",
                 script.display()
@@ -268,8 +286,10 @@ fn build_testbed_images(root: &Path) -> Result<(), String> {
             return Ok(());
         }
         return Err(format!(
-            "{} does not exist and the images {GLUETUN_IMAGE}, {ENGINE_IMAGE} are not built",
-            script.display()
+            "{} does not exist and the images {}, {} are not built",
+            script.display(),
+            gluetun_image(),
+            engine_image()
         ));
     }
     let started = Instant::now();
@@ -292,8 +312,8 @@ fn build_testbed_images(root: &Path) -> Result<(), String> {
             tail(&output.stdout)
         ));
     }
-    for image in [GLUETUN_IMAGE, ENGINE_IMAGE] {
-        if !image_exists(image) {
+    for image in [gluetun_image(), engine_image()] {
+        if !image_exists(&image) {
             return Err(format!(
                 "{} succeeded but {image} does not exist",
                 script.display()
@@ -353,7 +373,7 @@ pub struct GluetunOptions {
     pub labels: Vec<(String, String)>,
 }
 
-/// Starts `acevisor-testbed/gluetun:dev` as `avt-<run>-<suffix>`, labelled with the run.
+/// Starts the fake Gluetun image as `avt-<run>-<suffix>`, labelled with the run.
 /// Returns the container ID.
 pub fn start_fake_gluetun(run: &RunId, suffix: &str, options: &GluetunOptions) -> String {
     let name = run.name(suffix);
@@ -388,7 +408,7 @@ pub fn start_fake_gluetun(run: &RunId, suffix: &str, options: &GluetunOptions) -
     if let Some(network) = &options.network {
         args.extend(["--network".into(), network.clone()]);
     }
-    args.push(GLUETUN_IMAGE.into());
+    args.push(gluetun_image());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker_ok(&refs)
 }
@@ -517,7 +537,7 @@ pub async fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
     response.text().await.ok()
 }
 
-/// Starts `acevisor-testbed/engine:dev` as `avt-<run>-<suffix>` in `vpn_id`'s network namespace,
+/// Starts the fake engine image as `avt-<run>-<suffix>` in `vpn_id`'s network namespace,
 /// out-of-band (as an operator or the upstream orchestrator would). `labels` come on top of the
 /// run label. Returns the container ID.
 pub fn start_fake_engine(
@@ -543,7 +563,7 @@ pub fn start_fake_engine(
     for (k, v) in labels {
         args.extend(["--label".into(), format!("{k}={v}")]);
     }
-    args.push(ENGINE_IMAGE.into());
+    args.push(engine_image());
     args.extend(engine_cmd(http_port, p2p_port));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker_ok(&refs)
