@@ -440,6 +440,7 @@ fn decisions(r: &mut Registry, s: &SupervisorSnapshot) {
         "unhealthy",
         "unknown_vpn",
         "duplicate",
+        "port_clash",
         "exited",
     ] {
         let _ = removed.get_or_create(&vec![("reason", reason.to_string())]);
@@ -451,7 +452,7 @@ fn decisions(r: &mut Registry, s: &SupervisorSnapshot) {
     }
     r.register(
         "acevisor_engines_removed",
-        "Engines removed by reason (port_mismatch and unhealthy are replacements)",
+        "Engines removed by reason (port_mismatch, port_clash and unhealthy are replacements)",
         removed,
     );
     r.register(

@@ -1,17 +1,19 @@
 //! `reconcile`: from the desired state and the facts, the actions that move toward it.
 //!
-//! Owns the forwarded-engine invariant (BEHAVIOR.md): for each Up VPN with known port P there is
-//! exactly one live forwarded engine whose recorded P2P port is P. Port events are only triggers;
+//! Owns the forwarded-engine invariant: for each Up VPN with known port P there is exactly one
+//! live forwarded engine whose recorded P2P port is P, and no live engine of that VPN holds P in
+//! any other role (such an engine is replaced on a free block, create first). Port events are only triggers;
 //! this function decides from the facts alone, so a stale "old port" can never delete a fresh
 //! forwarded engine.
 
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::EmergencyCapacity;
 use crate::core::model::EnginePhase;
 use crate::core::model::{EngineFact, VpnView};
-use crate::core::ports::{EnginePorts, free_block};
+use crate::core::ports::{EnginePorts, FreeBlocks, block_containing, held_ports};
 
 /// Everything `reconcile` decides from.
 #[derive(Clone, Debug)]
@@ -48,6 +50,8 @@ pub enum RemoveReason {
     UnknownVpn,
     /// A second forwarded engine holding the VPN's port (never planned; cleaned up if found).
     Duplicate,
+    /// Holds the VPN's new forwarded port as one of its own ports (its replacement is ready).
+    PortClash,
 }
 
 impl RemoveReason {
@@ -60,6 +64,7 @@ impl RemoveReason {
             RemoveReason::Unhealthy => "unhealthy",
             RemoveReason::UnknownVpn => "unknown_vpn",
             RemoveReason::Duplicate => "duplicate",
+            RemoveReason::PortClash => "port_clash",
         }
     }
 }
@@ -89,13 +94,18 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
     let mut ordinary_creates = Vec::new();
     let mut removals = Vec::new();
 
-    // Engines whose lane makes them dead or unknown go first; the rest stay "live" on their lane.
-    let mut live: Vec<&EngineFact> = Vec::new();
+    // Every engine grouped by lane once (whatever its phase: ports are free only once the
+    // container is gone), and the live ones: engines whose lane makes them dead or unknown go
+    // first.
+    let mut all_by_lane: HashMap<&str, Vec<&EngineFact>> = HashMap::new();
+    let mut live_by_lane: HashMap<&str, Vec<&EngineFact>> = HashMap::new();
+    let lanes_by_key: HashMap<&str, &VpnView> = input.lanes.iter().map(|l| (l.key(), l)).collect();
     for e in input.engines {
+        all_by_lane.entry(e.vpn_key()).or_default().push(e);
         if e.phase == EnginePhase::Removing {
             continue;
         }
-        let Some(lane) = input.lanes.iter().find(|l| l.key() == e.vpn_key()) else {
+        let Some(lane) = lanes_by_key.get(e.vpn_key()) else {
             if e.phase != EnginePhase::Creating {
                 removals.push(remove(e, RemoveReason::UnknownVpn));
             }
@@ -112,40 +122,72 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             // A creation under way is removed by the next pass, once its container exists.
             Some(_) if e.phase == EnginePhase::Creating => {}
             Some(reason) => removals.push(remove(e, reason)),
-            None => live.push(e),
+            None => live_by_lane.entry(e.vpn_key()).or_default().push(e),
         }
     }
+    let no_engines: Vec<&EngineFact> = Vec::new();
+    let live_on = |lane: &VpnView| live_by_lane.get(lane.key()).unwrap_or(&no_engines);
+
+    // Live engines that hold their lane's forwarded port in another role: they are replaced, so
+    // they no longer count toward capacity.
+    let clashing: Vec<Vec<&EngineFact>> = input
+        .lanes
+        .iter()
+        .map(|lane| match invariant_port(lane) {
+            Some(p) => live_on(lane)
+                .iter()
+                .copied()
+                .filter(|e| clashes_with(e, p))
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect();
 
     let target = target_total(input);
     let shares = lane_shares(input, target);
-    let mut total_counted = live.iter().filter(|e| e.counts()).count() as u32;
+    let mut total_counted = live_by_lane
+        .values()
+        .flatten()
+        .filter(|e| e.counts())
+        .count() as u32
+        - clashing.iter().flatten().filter(|e| e.counts()).count() as u32;
 
-    for (lane, share) in input.lanes.iter().zip(shares) {
-        let on_lane: Vec<&EngineFact> = live
+    for ((lane, share), clashing) in input.lanes.iter().zip(shares).zip(clashing) {
+        let on_lane: Vec<&EngineFact> = live_on(lane)
             .iter()
             .copied()
-            .filter(|e| e.vpn_key() == lane.key())
-            .collect();
-        // Every port block held on the lane, whatever the phase: ports are free only once the
-        // container is gone.
-        let mut used_http: Vec<u16> = input
-            .engines
-            .iter()
-            .filter(|e| e.vpn_key() == lane.key())
-            .map(|e| e.http_port)
+            .filter(|e| !clashing.iter().any(|c| c.name == e.name))
             .collect();
         let port = lane.forwarded_port();
-        if let Some(p) = port {
-            // Never hand out a block containing the forwarded port.
-            used_http.extend(blocks_containing(lane, p));
-        }
+        let mut free = FreeBlocks::new(
+            &lane.engine_ports,
+            all_by_lane
+                .get(lane.key())
+                .unwrap_or(&no_engines)
+                .iter()
+                // A block is used by the engine that has it, and by any engine whose P2P port
+                // lies in it (a forwarded engine whose port is inside the range).
+                .flat_map(|e| {
+                    [
+                        Some(e.http_port),
+                        block_containing(&lane.engine_ports, e.p2p_port),
+                    ]
+                })
+                // Never hand out a block containing the forwarded port.
+                .chain([port.and_then(|p| block_containing(&lane.engine_ports, p))])
+                .flatten(),
+        );
         let mut counted = on_lane.iter().filter(|e| e.counts()).count() as u32;
         let mut removed_here: Vec<&str> = Vec::new();
+        let mut created_here = 0;
 
         // The forwarded-engine invariant.
-        if let (true, Some(p)) = (lane.forwarding && lane.readiness.is_up(), port) {
-            let forwarded: Vec<&EngineFact> =
-                on_lane.iter().copied().filter(|e| e.forwarded).collect();
+        if let Some(p) = invariant_port(lane) {
+            let forwarded: Vec<&EngineFact> = live_on(lane)
+                .iter()
+                .copied()
+                .filter(|e| e.forwarded)
+                .collect();
             let mut holders: Vec<&EngineFact> = forwarded
                 .iter()
                 .copied()
@@ -177,16 +219,30 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                 }
                 None => {
                     // The forwarded slot is claimed now even when the port is still held by a
-                    // container on its way out, so ordinary engines never take its place.
-                    counted += 1;
-                    total_counted += 1;
-                    let port_held = input
-                        .engines
+                    // container on its way out, so ordinary engines never take its place. An old
+                    // forwarded engine that still counts holds that slot until its successor is
+                    // ready: counting both would make an idle engine look surplus.
+                    let old_counts = on_lane
                         .iter()
-                        .any(|e| e.vpn_key() == lane.key() && e.p2p_port == p);
-                    let block = free_block(&lane.engine_ports, &used_http);
-                    if let (false, Some(block)) = (port_held, block) {
-                        used_http.push(block.http);
+                        .any(|e| e.forwarded && e.p2p_port != p && e.counts());
+                    if !old_counts {
+                        counted += 1;
+                        total_counted += 1;
+                    }
+                    // An old forwarded engine that holds the new port as its HTTP, HTTPS or API
+                    // port cannot wait for its successor: the successor needs that port.
+                    for old in forwarded.iter().filter(|e| e.p2p_port != p) {
+                        if clashes_with(old, p) && old.phase != EnginePhase::Creating {
+                            removals.push(remove(old, RemoveReason::PortMismatch));
+                            removed_here.push(&old.name);
+                        }
+                    }
+                    let port_held = all_by_lane
+                        .get(lane.key())
+                        .unwrap_or(&no_engines)
+                        .iter()
+                        .any(|e| held_ports(e.http_port, e.p2p_port).contains(&p));
+                    if !port_held && let Some(block) = free.take() {
                         forwarded_creates.push(Action::Create {
                             vpn: lane.name.clone(),
                             vpn_id: lane.container_id.clone(),
@@ -202,10 +258,9 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
         // Capacity: top the lane up to its share.
         if placeable(lane) {
             while counted < share && total_counted < input.max_replicas {
-                let Some(block) = free_block(&lane.engine_ports, &used_http) else {
+                let Some(block) = free.take() else {
                     break;
                 };
-                used_http.push(block.http);
                 ordinary_creates.push(Action::Create {
                     vpn: lane.name.clone(),
                     vpn_id: lane.container_id.clone(),
@@ -215,6 +270,22 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                 });
                 counted += 1;
                 total_counted += 1;
+                created_here += 1;
+            }
+        }
+
+        // Ordinary engines holding the forwarded port: replaced first (they do not count, so the
+        // deficit above creates the replacement on a free block), removed once no replacement is
+        // under way on the lane (it is ready, or none can be made), so the forwarded engine can
+        // take the port.
+        let replacement_pending = created_here > 0
+            || on_lane
+                .iter()
+                .any(|e| matches!(e.phase, EnginePhase::Creating | EnginePhase::Starting));
+        for e in &clashing {
+            if !e.forwarded && e.phase != EnginePhase::Creating && !replacement_pending {
+                removals.push(remove(e, RemoveReason::PortClash));
+                removed_here.push(&e.name);
             }
         }
 
@@ -261,6 +332,17 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
         .chain(ordinary_creates)
         .chain(removals)
         .collect()
+}
+
+/// The port the forwarded-engine invariant applies to: the lane forwards, is Up and knows it.
+fn invariant_port(lane: &VpnView) -> Option<u16> {
+    lane.forwarded_port()
+        .filter(|_| lane.forwarding && lane.readiness.is_up())
+}
+
+/// Holds `port` in some role other than the forwarded engine's P2P port.
+fn clashes_with(e: &EngineFact, port: u16) -> bool {
+    !(e.forwarded && e.p2p_port == port) && held_ports(e.http_port, e.p2p_port).contains(&port)
 }
 
 /// How many engines should exist in all: the floor, or enough to keep `min_free` idle, capped.
@@ -327,16 +409,6 @@ fn phase_rank(p: EnginePhase) -> u8 {
         EnginePhase::Unhealthy { .. } => 3,
         EnginePhase::Removing => 4,
     }
-}
-
-/// HTTP ports of the lane's blocks that contain `port`, so no ordinary block takes it.
-fn blocks_containing(lane: &VpnView, port: u16) -> Option<u16> {
-    let r = &lane.engine_ports;
-    if !r.contains(port) {
-        return None;
-    }
-    let k = (port - r.start) / crate::core::ports::BLOCK;
-    Some(r.start + k * crate::core::ports::BLOCK)
 }
 
 fn remove(e: &EngineFact, reason: RemoveReason) -> Action {

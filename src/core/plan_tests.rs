@@ -1,5 +1,6 @@
 //! Tests of `plan::reconcile`: unit cases for each rule and a property test that drives random
-//! VPN events, port reports and engine deaths through it, checking BEHAVIOR.md's invariants.
+//! VPN events, port reports, engine deaths and sickness through it on a clock that moves, with
+//! engines that take time to start and to go, checking the contract's invariants at every step.
 
 use super::*;
 use crate::config::PortRange;
@@ -96,6 +97,78 @@ impl World {
                 Action::Remove { name, .. } => self.engines.retain(|e| &e.name != name),
             }
         }
+    }
+
+    /// Applies actions as Docker would over time: a creation starts in `Creating`, a removal
+    /// leaves the engine `Removing` (its ports still held); `settle` moves them on.
+    fn apply_staged(&mut self, actions: &[Action]) -> Result<(), String> {
+        for a in actions {
+            match a {
+                Action::Create {
+                    vpn,
+                    vpn_id,
+                    vpn_started_at,
+                    forwarded,
+                    ports,
+                } => {
+                    let n = self.lowest_free();
+                    self.engines.push(EngineFact {
+                        name: format!("acestream-{n}"),
+                        ordinal: n,
+                        vpn: vpn.clone(),
+                        vpn_id: vpn_id.clone(),
+                        vpn_started_at: vpn_started_at.clone(),
+                        forwarded: *forwarded,
+                        p2p_port: ports.p2p,
+                        http_port: ports.http,
+                        phase: EnginePhase::Creating,
+                        streams: 0,
+                        idle_since: None,
+                    });
+                }
+                Action::Remove { name, reason } => {
+                    let e = self
+                        .engines
+                        .iter_mut()
+                        .find(|e| &e.name == name)
+                        .ok_or_else(|| format!("removal of unknown {name}"))?;
+                    if matches!(e.phase, EnginePhase::Removing | EnginePhase::Creating) {
+                        return Err(format!("{reason:?} removal of {name} in {:?}", e.phase));
+                    }
+                    e.phase = EnginePhase::Removing;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of Docker and the engines: removals finish, creations start, started engines
+    /// answer.
+    fn settle(&mut self, now: Instant) {
+        self.engines.retain(|e| e.phase != EnginePhase::Removing);
+        for e in &mut self.engines {
+            e.phase = match e.phase {
+                EnginePhase::Creating => EnginePhase::Starting,
+                EnginePhase::Starting => {
+                    e.idle_since = Some(now);
+                    EnginePhase::Ready
+                }
+                other => other,
+            };
+        }
+    }
+
+    /// Two engines of one lane holding one port (any of HTTP, HTTPS, API, P2P), in any phase.
+    fn port_clash(&self) -> Option<String> {
+        let mut held: std::collections::BTreeMap<(&str, u16), &str> = Default::default();
+        for e in &self.engines {
+            for port in crate::core::ports::held_ports(e.http_port, e.p2p_port) {
+                if let Some(other) = held.insert((e.vpn_key(), port), &e.name) {
+                    return Some(format!("{other} and {} both hold {port}", e.name));
+                }
+            }
+        }
+        None
     }
 
     fn on(&self, vpn: &str) -> Vec<&EngineFact> {
@@ -479,6 +552,120 @@ fn forwarded_port_inside_the_range_is_never_an_ordinary_block() {
     }
 }
 
+#[test]
+fn a_port_change_does_not_make_an_idle_engine_look_surplus() {
+    let start = Instant::now();
+    let mut lanes = [lane("g1", "id1", up(Some(1111)), (19000, 19499))];
+    let mut w = World::new();
+    converge(&mut w, &lanes, 3, start);
+    let later = start + Duration::from_secs(600);
+    lanes[0].readiness = up(Some(2222));
+    let actions = reconcile(&input(later, &lanes, &w.engines, 3));
+    assert!(
+        matches!(actions.as_slice(), [Action::Create { forwarded: true, ports, .. }] if ports.p2p == 2222),
+        "only the new forwarded engine, no surplus removal: {actions:?}"
+    );
+}
+
+/// Runs plans through the staged world until nothing is left to do; returns every action.
+fn converge_staged(w: &mut World, lanes: &[VpnView], min: u32, now: Instant) -> Vec<Action> {
+    let mut all = Vec::new();
+    for _ in 0..12 {
+        let actions = reconcile(&input(now, lanes, &w.engines, min));
+        if actions.is_empty() && w.engines.iter().all(|e| e.phase == EnginePhase::Ready) {
+            break;
+        }
+        w.apply_staged(&actions).unwrap();
+        assert_eq!(w.port_clash(), None, "after {actions:?}");
+        w.settle(now);
+        all.extend(actions);
+    }
+    all
+}
+
+#[test]
+fn a_new_port_that_is_an_ordinary_engines_p2p_port_moves_that_engine_then_is_forwarded() {
+    let now = Instant::now();
+    let mut lanes = [lane("g1", "id1", up(Some(30001)), (19000, 19099))];
+    let mut w = World::new();
+    converge_staged(&mut w, &lanes, 3, now);
+    let holder = w
+        .engines
+        .iter()
+        .find(|e| !e.forwarded && e.p2p_port == 19007)
+        .expect("an ordinary engine on block 19004")
+        .name
+        .clone();
+    lanes[0].readiness = up(Some(19007));
+    let first = reconcile(&input(now, &lanes, &w.engines, 3));
+    assert!(
+        matches!(first.as_slice(), [Action::Create { forwarded: false, ports, .. }] if ports.http != 19004),
+        "the holder's replacement comes first, on a free block: {first:?}"
+    );
+    let actions = [first, converge_staged(&mut w, &lanes, 3, now)].concat();
+    assert!(actions.contains(&Action::Remove {
+        name: holder,
+        reason: RemoveReason::PortClash
+    }));
+    let fw: Vec<_> = w.engines.iter().filter(|e| e.forwarded).collect();
+    assert_eq!(fw.len(), 1, "{:?}", w.engines);
+    assert_eq!(fw[0].p2p_port, 19007);
+    assert_eq!(
+        w.engines.len(),
+        3,
+        "the pool is whole again: {:?}",
+        w.engines
+    );
+}
+
+#[test]
+fn a_new_port_that_is_another_engines_http_port_is_never_given_to_a_second_holder() {
+    let now = Instant::now();
+    let mut lanes = [lane("g1", "id1", up(Some(30001)), (19000, 19099))];
+    let mut w = World::new();
+    converge_staged(&mut w, &lanes, 3, now);
+    for role in 0..3u16 {
+        let port = 19004 + role;
+        lanes[0].readiness = up(Some(port));
+        let actions = reconcile(&input(now, &lanes, &w.engines, 3));
+        assert!(
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::Create {
+                    forwarded: true,
+                    ..
+                }
+            )),
+            "port {port} is still held by an engine's block: {actions:?}"
+        );
+    }
+    converge_staged(&mut w, &lanes, 3, now);
+    let fw: Vec<_> = w.engines.iter().filter(|e| e.forwarded).collect();
+    assert_eq!((fw.len(), fw[0].p2p_port), (1, 19006));
+}
+
+#[test]
+fn an_old_forwarded_engine_holding_the_new_port_goes_before_its_successor() {
+    let now = Instant::now();
+    let mut lanes = [lane("g1", "id1", up(Some(30001)), (19000, 19099))];
+    let mut w = World::new();
+    converge_staged(&mut w, &lanes, 2, now);
+    let old = w.engines.iter().find(|e| e.forwarded).unwrap().clone();
+    lanes[0].readiness = up(Some(old.http_port + 1));
+    let first = reconcile(&input(now, &lanes, &w.engines, 2));
+    assert_eq!(
+        first,
+        vec![Action::Remove {
+            name: old.name,
+            reason: RemoveReason::PortMismatch
+        }],
+        "its successor needs its HTTPS port"
+    );
+    converge_staged(&mut w, &lanes, 2, now);
+    let fw: Vec<_> = w.engines.iter().filter(|e| e.forwarded).collect();
+    assert_eq!((fw.len(), fw[0].p2p_port), (1, old.http_port + 1));
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Fail(usize),
@@ -488,33 +675,114 @@ enum Step {
     Recreate(usize),
     RestartInPlace(usize),
     KillEngine(usize),
+    Sicken(usize),
+    Stream(usize, bool),
+    Tick(u64),
     WaitExpired(usize),
 }
 
+/// Forwarded ports, many of them inside the lanes' engine ranges, in every role of a block
+/// (HTTP, HTTPS, API, P2P) of either lane.
+fn forwarded_port() -> impl Strategy<Value = Option<u16>> {
+    proptest::option::of(prop_oneof![
+        Just(30001u16),
+        Just(30002),
+        19000u16..19012,
+        19500u16..19512,
+    ])
+}
+
 fn step() -> impl Strategy<Value = Step> {
-    let port = proptest::option::of(prop_oneof![Just(30001u16), Just(30002), Just(30003)]);
     prop_oneof![
         (0..2usize).prop_map(Step::Fail),
-        (0..2usize, port.clone()).prop_map(|(v, p)| Step::Recover(v, p)),
-        (0..2usize, port).prop_map(|(v, p)| Step::Port(v, p)),
+        (0..2usize, forwarded_port()).prop_map(|(v, p)| Step::Recover(v, p)),
+        (0..2usize, forwarded_port()).prop_map(|(v, p)| Step::Port(v, p)),
         (0..2usize).prop_map(Step::Degrade),
         (0..2usize).prop_map(Step::Recreate),
         (0..2usize).prop_map(Step::RestartInPlace),
         (0..20usize).prop_map(Step::KillEngine),
+        (0..20usize).prop_map(Step::Sicken),
+        (0..20usize, any::<bool>()).prop_map(|(i, on)| Step::Stream(i, on)),
+        (0..90u64).prop_map(Step::Tick),
         (0..2usize).prop_map(Step::WaitExpired),
     ]
+}
+
+/// Checks one plan against the lanes and the engines it was made from.
+fn check_plan(
+    actions: &[Action],
+    lanes: &[VpnView],
+    engines: &[EngineFact],
+) -> Result<(), TestCaseError> {
+    for a in actions {
+        match a {
+            Action::Create {
+                vpn,
+                vpn_id,
+                vpn_started_at,
+                forwarded,
+                ports,
+            } => {
+                let l = lanes.iter().find(|l| l.name == *vpn).unwrap();
+                prop_assert_eq!(
+                    vpn_started_at,
+                    &l.started_at,
+                    "create against the current container start"
+                );
+                prop_assert!(
+                    l.readiness.is_up() && !l.failed,
+                    "create on a lane that is not up: {:?}",
+                    l
+                );
+                prop_assert_eq!(
+                    vpn_id,
+                    &l.container_id,
+                    "create against the current container id"
+                );
+                if *forwarded {
+                    prop_assert_eq!(Some(ports.p2p), l.forwarded_port());
+                } else {
+                    prop_assert!(
+                        l.forwarded_port().is_some() || l.port_wait_expired,
+                        "ordinary engine before the port is known"
+                    );
+                }
+            }
+            Action::Remove { name, reason } => {
+                let e = engines.iter().find(|e| &e.name == name).unwrap();
+                let l = lanes.iter().find(|l| l.name == e.vpn).unwrap();
+                let current = e.forwarded
+                    && Some(e.p2p_port) == l.forwarded_port()
+                    && e.vpn_id == l.container_id
+                    && e.vpn_started_at == l.started_at
+                    && !l.failed;
+                prop_assert!(
+                    !current || matches!(reason, RemoveReason::Duplicate | RemoveReason::Unhealthy),
+                    "removed the forwarded engine holding the current port: {:?}",
+                    reason
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn invariants_hold_over_random_event_sequences(steps in proptest::collection::vec(step(), 1..40), shift: bool) {
-        let now = Instant::now();
+        let mut now = Instant::now();
         let mut lanes = vec![lane("g1", "id1-0", up(Some(30001)), (19000, 19099)), lane("g2", "id2-0", up(Some(30002)), (19500, 19599))];
         let mut generation = [0u32; 2];
         let mut w = World::new();
         let min = 6;
+        let plan = |lanes: &[VpnView], engines: &[EngineFact], now: Instant| {
+            let mut inp = input(now, lanes, engines, min);
+            if shift { inp.emergency_capacity = EmergencyCapacity::Shift; }
+            reconcile(&inp)
+        };
         for s in steps {
+            let pick = |i: usize, w: &World| (!w.engines.is_empty()).then(|| i % w.engines.len());
             match s {
                 Step::Fail(v) => { lanes[v].failed = true; lanes[v].readiness = Readiness::Down; }
                 Step::Recover(v, p) => { lanes[v].failed = false; lanes[v].readiness = up(p); lanes[v].port_wait_expired = false; }
@@ -522,44 +790,40 @@ proptest! {
                 Step::Degrade(v) => if !lanes[v].failed { lanes[v].readiness = Readiness::Degraded; },
                 Step::RestartInPlace(v) => { generation[v] += 1; lanes[v].started_at = Some(format!("t{}", generation[v])); }
                 Step::Recreate(v) => { generation[v] += 1; lanes[v].container_id = Some(format!("id{}-{}", v + 1, generation[v])); }
-                Step::KillEngine(i) => if !w.engines.is_empty() { let i = i % w.engines.len(); w.engines.remove(i); },
+                Step::KillEngine(i) => if let Some(i) = pick(i, &w) { w.engines.remove(i); },
+                Step::Sicken(i) => if let Some(i) = pick(i, &w) && w.engines[i].phase == EnginePhase::Ready {
+                    w.engines[i].phase = EnginePhase::Unhealthy { since: now };
+                },
+                Step::Stream(i, on) => if let Some(i) = pick(i, &w) {
+                    let e = &mut w.engines[i];
+                    e.streams = u32::from(on);
+                    e.idle_since = (!on).then_some(now);
+                },
+                Step::Tick(secs) => now += Duration::from_secs(secs),
                 Step::WaitExpired(v) => lanes[v].port_wait_expired = true,
             }
-            let mut inp = input(now, &lanes, &w.engines, min);
-            if shift { inp.emergency_capacity = EmergencyCapacity::Shift; }
-            let actions = reconcile(&inp);
-            for a in &actions {
-                match a {
-                    Action::Create { vpn, vpn_id, vpn_started_at, forwarded, ports } => {
-                        let l = lanes.iter().find(|l| l.name == *vpn).unwrap();
-                        prop_assert_eq!(vpn_started_at, &l.started_at, "create against the current container start");
-                        prop_assert!(l.readiness.is_up() && !l.failed, "create on a lane that is not up: {l:?}");
-                        prop_assert_eq!(vpn_id, &l.container_id, "create against the current container id");
-                        if *forwarded {
-                            prop_assert_eq!(Some(ports.p2p), l.forwarded_port());
-                        } else {
-                            prop_assert!(l.forwarded_port().is_some() || l.port_wait_expired, "ordinary engine before the port is known");
-                        }
-                    }
-                    Action::Remove { name, reason } => {
-                        let e = w.engines.iter().find(|e| &e.name == name).unwrap();
-                        let l = lanes.iter().find(|l| l.name == e.vpn).unwrap();
-                        let current = e.forwarded && Some(e.p2p_port) == l.forwarded_port() && e.vpn_id == l.container_id && e.vpn_started_at == l.started_at && !l.failed;
-                        prop_assert!(!current || *reason == RemoveReason::Duplicate, "removed the forwarded engine holding the current port: {reason:?}");
-                    }
+            // One plan at the step's facts, then Docker and the engines catch up over a few
+            // passes; no two engines of a lane ever hold one port, whatever the phases.
+            for _ in 0..12 {
+                let actions = plan(&lanes, &w.engines, now);
+                let in_flight = w.engines.iter().any(|e| !matches!(e.phase, EnginePhase::Ready | EnginePhase::Unhealthy { .. }));
+                if actions.is_empty() && !in_flight {
+                    break;
                 }
+                check_plan(&actions, &lanes, &w.engines)?;
+                w.apply_staged(&actions).map_err(TestCaseError::fail)?;
+                if let Some(clash) = w.port_clash() {
+                    prop_assert!(false, "port clash after {:?}: {}", actions, clash);
+                }
+                w.settle(now);
             }
-            converge(&mut w, &lanes, min, now);
             for l in &lanes {
                 let on: Vec<_> = w.on(l.key());
-                let mut held = BTreeSet::new();
-                for e in &on {
-                    prop_assert!(held.insert(e.p2p_port), "two engines share a P2P port on {:?}", l.name);
-                }
                 if let (true, Some(p)) = (l.readiness.is_up() && !l.failed, l.forwarded_port()) {
                     let fw: Vec<_> = on.iter().filter(|e| e.forwarded).collect();
-                    prop_assert_eq!(fw.len(), 1, "exactly one forwarded engine on {:?}", l.name);
+                    prop_assert_eq!(fw.len(), 1, "exactly one forwarded engine on {:?}: {:?}", l.name, on);
                     prop_assert_eq!(fw[0].p2p_port, p);
+                    prop_assert!(!on.iter().any(|e| !e.forwarded && crate::core::ports::held_ports(e.http_port, e.p2p_port).contains(&p)), "an ordinary engine still holds the forwarded port {}: {:?}", p, on);
                 }
                 if l.failed {
                     prop_assert!(on.is_empty(), "engines left on a failed VPN");

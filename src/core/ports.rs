@@ -31,17 +31,75 @@ pub fn block_at(http: u16) -> EnginePorts {
     }
 }
 
-/// The lowest block of `range` whose HTTP port is not in `used_http`.
-pub fn free_block(range: &PortRange, used_http: &[u16]) -> Option<EnginePorts> {
-    (0..block_count(range))
-        .map(|k| range.start + (k as u16) * BLOCK)
-        .find(|http| !used_http.contains(http))
-        .map(block_at)
+/// The ports an engine holds in its namespace: its block's HTTP, HTTPS and API ports and its
+/// P2P port (the block's fourth port for an ordinary engine, the VPN's port for a forwarded one).
+pub fn held_ports(http: u16, p2p: u16) -> [u16; 4] {
+    [http, http.saturating_add(1), http.saturating_add(2), p2p]
+}
+
+/// HTTP port of the block of `range` that contains `port`, if any.
+pub fn block_containing(range: &PortRange, port: u16) -> Option<u16> {
+    if !range.contains(port) {
+        return None;
+    }
+    let k = (port - range.start) / BLOCK;
+    (u32::from(k) < block_count(range)).then(|| range.start + k * BLOCK)
+}
+
+/// The free blocks of one lane during one plan: lowest first, each handed out once.
+///
+/// Blocks only ever become used while a plan runs, so the lowest free block never moves down and
+/// a cursor finds each next one without rescanning (a cold plan of thousands of engines stays
+/// linear).
+#[derive(Debug)]
+pub struct FreeBlocks {
+    range: PortRange,
+    used_http: std::collections::HashSet<u16>,
+    cursor: u32,
+}
+
+impl FreeBlocks {
+    /// `used_http`: HTTP ports of the blocks already held on the lane.
+    pub fn new(range: &PortRange, used_http: impl IntoIterator<Item = u16>) -> FreeBlocks {
+        FreeBlocks {
+            range: *range,
+            used_http: used_http.into_iter().collect(),
+            cursor: 0,
+        }
+    }
+
+    /// Marks the block whose HTTP port is `http` as used.
+    pub fn reserve(&mut self, http: u16) {
+        self.used_http.insert(http);
+    }
+
+    /// The lowest free block, without taking it.
+    pub fn peek(&mut self) -> Option<EnginePorts> {
+        while self.cursor < block_count(&self.range) {
+            let http = self.range.start + (self.cursor as u16) * BLOCK;
+            if !self.used_http.contains(&http) {
+                return Some(block_at(http));
+            }
+            self.cursor += 1;
+        }
+        None
+    }
+
+    /// The lowest free block, taken.
+    pub fn take(&mut self) -> Option<EnginePorts> {
+        let block = self.peek()?;
+        self.reserve(block.http);
+        Some(block)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn free_block(range: &PortRange, used_http: &[u16]) -> Option<EnginePorts> {
+        FreeBlocks::new(range, used_http.iter().copied()).take()
+    }
 
     #[test]
     fn blocks_are_disjoint_and_lowest_first() {
@@ -64,5 +122,24 @@ mod tests {
         };
         assert_eq!(block_count(&r), 1);
         assert_eq!(free_block(&r, &[100]), None);
+        assert_eq!(
+            block_containing(&r, 105),
+            None,
+            "the partial block is no block"
+        );
+        assert_eq!(block_containing(&r, 103), Some(100));
+    }
+
+    #[test]
+    fn free_blocks_hand_out_each_block_once_lowest_first_around_reservations() {
+        let r = PortRange {
+            start: 200,
+            end: 219,
+        };
+        let mut free = FreeBlocks::new(&r, [204]);
+        free.reserve(212);
+        let taken: Vec<u16> = std::iter::from_fn(|| free.take()).map(|b| b.http).collect();
+        assert_eq!(taken, vec![200, 208, 216]);
+        assert_eq!(free.peek(), None);
     }
 }
