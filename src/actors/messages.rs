@@ -94,9 +94,11 @@ pub enum SupervisorMsg {
     /// Docker could not be listed or its events stream broke.
     DockerTrouble(String),
     Tick,
-    /// Respawn a crashed Engine actor once its backoff has passed.
+    /// Respawn a crashed Engine actor once its backoff has passed (`granted`: the restart was
+    /// already counted against its intensity; only Docker has to be asked again).
     Respawn {
         name: String,
+        granted: bool,
     },
     Snapshot(RpcReplyPort<SupervisorSnapshot>),
     /// Fault injection for tests: make the Engine actor of `name` panic.

@@ -146,19 +146,28 @@ pub(super) async fn spawn_engine(
     }
 }
 
+/// How soon a respawn whose inspect failed asks Docker again.
+const RESPAWN_RETRY: Duration = Duration::from_secs(2);
+
 /// Restarts a crashed Engine actor on its container, within the intensity limits.
 pub(super) async fn respawn_engine(
     myself: &ActorRef<SupervisorMsg>,
     st: &mut SupervisorState,
     name: &str,
+    granted: bool,
 ) {
     let now = Instant::now();
-    if let Verdict::BackOff { until } = st.intensity.request(&format!("actor:{name}"), now) {
+    if !granted
+        && let Verdict::BackOff { until } = st.intensity.request(&format!("actor:{name}"), now)
+    {
         st.counters.restarts_suppressed += 1;
         warn!(engine = %name, "engine actor crashed too often; backing off before restarting it");
         let name = name.to_string();
         myself.send_after(until.saturating_duration_since(now), move || {
-            SupervisorMsg::Respawn { name }
+            SupervisorMsg::Respawn {
+                name,
+                granted: false,
+            }
         });
         return;
     }
@@ -170,14 +179,20 @@ pub(super) async fn respawn_engine(
     }
     let container_id = match entry.container_id.clone() {
         Some(id) => Some(id),
-        None => st
-            .deps
-            .runtime
-            .inspect(name)
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.id),
+        None => match st.deps.runtime.inspect(name).await {
+            Ok(found) => found.map(|c| c.id),
+            Err(e) => {
+                // A Docker error is no evidence that the container is gone: keep the name and
+                // the entry, and ask again.
+                warn!(engine = %name, error = %e, "cannot inspect the engine's container to restart its actor; retrying");
+                let name = name.to_string();
+                myself.send_after(RESPAWN_RETRY, move || SupervisorMsg::Respawn {
+                    name,
+                    granted: true,
+                });
+                return;
+            }
+        },
     };
     let Some(container_id) = container_id else {
         // It crashed before its container existed: forget it; the plan creates it again.

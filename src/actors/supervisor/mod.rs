@@ -148,7 +148,10 @@ impl Actor for Supervisor {
             create_backoff: HashMap::new(),
             docker_error: None,
             tasks: Vec::new(),
-            breaker: Breaker::new(5, Duration::from_secs(5), Duration::from_secs(300)),
+            // A probe reports within a Docker create, start and inspect; past four call timeouts
+            // it is given up and the next creation probes instead.
+            breaker: Breaker::new(5, Duration::from_secs(5), Duration::from_secs(300))
+                .with_probe_timeout(cfg.docker.call_timeout * 4),
             provisions: Vec::new(),
             cfg,
         })
@@ -248,7 +251,9 @@ impl Actor for Supervisor {
                 return Ok(());
             }
             SupervisorMsg::Tick => expire_provisions(st),
-            SupervisorMsg::Respawn { name } => respawn_engine(&myself, st, &name).await,
+            SupervisorMsg::Respawn { name, granted } => {
+                respawn_engine(&myself, st, &name, granted).await
+            }
             SupervisorMsg::Snapshot(reply) => {
                 let _ = reply.send(snapshot(st));
                 return Ok(());
@@ -292,7 +297,7 @@ impl Actor for Supervisor {
             if let Some(entry) = st.engines.get_mut(&name) {
                 entry.actor = None;
             }
-            respawn_engine(&myself, st, &name).await;
+            respawn_engine(&myself, st, &name, false).await;
         }
         Ok(())
     }

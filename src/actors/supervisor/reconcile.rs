@@ -36,6 +36,9 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
         .iter()
         .filter(|f| f.phase == EnginePhase::Creating)
         .count() as u32;
+    // Set when the name registry cannot hand out names: the remaining creations wait for the
+    // next pass, the removals still happen.
+    let mut names_unavailable = false;
     for action in actions {
         match action {
             Action::Create {
@@ -46,22 +49,28 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                 ports,
             } => {
                 let lane = vpn.clone().unwrap_or_default();
-                if st.holds.contains_key(&lane) || creating >= st.cfg.engines.create_concurrency {
-                    continue;
-                }
-                if !st.breaker.allow(now) {
+                if names_unavailable
+                    || st.holds.contains_key(&lane)
+                    || creating >= st.cfg.engines.create_concurrency
+                    || !st.breaker.permits(now)
+                {
                     continue;
                 }
                 let Some(names) = st.names.clone() else {
-                    return;
+                    names_unavailable = true;
+                    continue;
                 };
                 let n = match ractor::call_t!(names, NameMsg::Reserve, 5_000) {
                     Ok(n) => n,
                     Err(e) => {
-                        warn!(error = %e, "name registry did not answer; creation deferred");
-                        return;
+                        warn!(error = %e, "name registry did not answer; creations deferred to the next pass");
+                        names_unavailable = true;
+                        continue;
                     }
                 };
+                // Taken only now that a name is reserved, so a half-open probe is never spent on a
+                // creation that could not start.
+                st.breaker.allow(now);
                 let name = engine_name(&st.cfg.engines.prefix, n);
                 if n as usize > st.engines.len() + 1 {
                     error!(
