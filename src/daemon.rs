@@ -1,5 +1,6 @@
 //! `run`: wires config, Docker, the HTTP clients and the actor tree together, and runs until
-//! SIGTERM or Ctrl-C, then flushes the trace exporter. `start` is the same wiring over any
+//! SIGTERM or Ctrl-C, then flushes the trace exporter; if the actor tree stops on its own, `run`
+//! fails so the process exits non-zero. `start` is the same wiring over any
 //! effects, for tests.
 
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::actors::messages::SupervisorMsg;
 use crate::actors::supervisor::{Deps, Supervisor, SupervisorArgs};
@@ -58,7 +59,28 @@ pub async fn start(
     Ok((sup, handle))
 }
 
-/// Runs the daemon until SIGTERM or Ctrl-C.
+/// Why the daemon stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or Ctrl-C: a requested shutdown.
+    Signal,
+    /// The Supervisor stopped on its own: nothing supervises the engines any more.
+    TreeDied,
+}
+
+/// Waits for a shutdown signal or for the Supervisor (whose task is `tree`) to stop, whichever
+/// comes first.
+pub async fn until_stopped(
+    tree: &mut JoinHandle<()>,
+    signal: impl std::future::Future<Output = ()>,
+) -> Stopped {
+    tokio::select! {
+        () = signal => Stopped::Signal,
+        _ = tree => Stopped::TreeDied,
+    }
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C; fails when the actor tree stops on its own.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Inside the runtime: the gRPC trace exporter needs it.
     let telemetry = crate::telemetry::init(&config);
@@ -104,8 +126,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await?;
     info!(listen = %api.local_addr, "API serving");
-    shutdown_signal().await;
+    let mut handle = handle;
+    let stopped = until_stopped(&mut handle, shutdown_signal()).await;
     let _ = stop_api.send(true);
+    if stopped == Stopped::TreeDied {
+        // Nothing supervises the engines any more: exit non-zero so the container's restart
+        // policy starts a fresh acevisor, which adopts the engines from their labels.
+        error!("the supervisor stopped unexpectedly; exiting so acevisor is restarted");
+        if let Ok(Err(e)) = api.server.await {
+            warn!(error = %e, "API server stopped with an error");
+        }
+        api.streams.stop(None);
+        telemetry.shutdown().await;
+        anyhow::bail!("the supervisor stopped unexpectedly");
+    }
     if let Ok(Err(e)) = api.server.await {
         warn!(error = %e, "API server stopped with an error");
     }

@@ -396,8 +396,10 @@ async fn a_stuck_supervisor_is_a_503_not_a_hang() {
                 .unwrap()
                 .contains("did not answer")
         );
-        // Liveness does not depend on the actors.
-        assert_eq!(h.get("/livez").await.0, StatusCode::OK);
+        // Liveness is the actors answering: a supervisor that does not is not alive.
+        let (status, body) = h.get("/livez").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "dead");
     };
     tokio::time::timeout(Duration::from_secs(60), all)
         .await

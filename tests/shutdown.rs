@@ -1,6 +1,8 @@
-//! `engines.on_shutdown = "remove"`: the daemon removes exactly its own engines (this instance,
-//! role `engine`) and nothing else. Over the in-memory runtime; the real-Docker side of shutdown
-//! ("keep" leaves engines running and a new acevisor adopts them) is in `tests/docker_deploy.rs`.
+//! How the daemon stops. `engines.on_shutdown = "remove"`: the daemon removes exactly its own
+//! engines (this instance, role `engine`) and nothing else; a Supervisor that stops on its own is
+//! noticed (the daemon then exits non-zero). Over the in-memory runtime; the real-Docker side of
+//! shutdown ("keep" leaves engines running and a new acevisor adopts them) is in
+//! `tests/docker_deploy.rs`.
 
 use std::collections::BTreeMap;
 
@@ -77,4 +79,33 @@ fn on_shutdown_defaults_to_keep_and_parses_remove() {
     assert_eq!(c.engines.on_shutdown, OnShutdown::Remove);
     let e = Config::parse("[engines]\non_shutdown = \"delete\"\n").unwrap_err();
     assert!(e.contains("engines.on_shutdown"), "{e}");
+}
+
+mod tree;
+
+#[tokio::test]
+async fn a_supervisor_that_stops_on_its_own_is_noticed_and_a_signal_is_not_mistaken_for_it() {
+    use acevisor::daemon::{Stopped, until_stopped};
+    let m = MemoryRuntime::new();
+    m.add_vpn("gluetun", 30001, None);
+    let cfg = tree::config("single", 1, "");
+    let deps = || acevisor::actors::supervisor::Deps {
+        runtime: std::sync::Arc::new(m.clone()),
+        control: std::sync::Arc::new(m.clone()),
+        engine_api: std::sync::Arc::new(m.clone()),
+    };
+
+    let (sup, mut handle) = acevisor::daemon::start(cfg.clone(), deps(), vec![None])
+        .await
+        .unwrap();
+    assert_eq!(
+        until_stopped(&mut handle, async {}).await,
+        Stopped::Signal,
+        "a signal while the tree runs"
+    );
+    sup.stop(Some("gone".into()));
+    assert_eq!(
+        until_stopped(&mut handle, std::future::pending()).await,
+        Stopped::TreeDied
+    );
 }

@@ -269,9 +269,18 @@ pub async fn health(State(ctx): State<ApiContext>) -> ApiResult<Json<Value>> {
     })))
 }
 
-/// `GET /livez`: the process serves HTTP.
-pub async fn livez() -> Json<Value> {
-    Json(json!({ "status": "alive" }))
+/// `GET /livez`: 200 while the actor tree answers (a bounded call to the Supervisor), 503 with
+/// why when it does not: a daemon whose supervision died must not look alive to Docker's
+/// healthcheck.
+pub async fn livez(State(ctx): State<ApiContext>) -> Response {
+    match ctx.snapshot().await {
+        Ok(_) => Json(json!({ "status": "alive" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "dead", "detail": format!("{e:?}") })),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /readyz`: 200 once Docker answered and the first reconcile is done, else 503 with why.
