@@ -259,3 +259,45 @@ async fn a_death_stays_a_death_when_its_removal_needs_a_retry() {
         s.intensity
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_name_never_has_two_actors_and_the_stale_one_is_stopped() {
+    let tree = single(2, "").await;
+    let s = tree.snap().await;
+    let victim = s.engines.iter().find(|e| !e.forwarded).unwrap().clone();
+    let children = |tree: &Tree| tree.sup.get_cell().get_children().len();
+    // NameRegistry, VpnMonitor and one actor per engine.
+    assert_eq!(children(&tree), 2 + 2);
+    // Removed behind acevisor's back with the events lost: only a listing can tell.
+    tree.mem.drop_events(true);
+    tree.mem.remove_out_of_band(&victim.name);
+    tree.sup.cast(SupervisorMsg::Relist).unwrap();
+    let s = tree
+        .wait("the name reused by a new container", 20 * SEC, |s| {
+            s.engines.iter().any(|e| {
+                e.name == victim.name
+                    && e.container_id != victim.container_id
+                    && e.phase == EnginePhase::Ready
+            })
+        })
+        .await;
+    assert_eq!(s.engines.len(), 2);
+    // The old actor of that name is gone: one actor per engine, no second one probing the same
+    // name, and nothing of the old one ever reaches the new engine.
+    tree.hold(
+        30 * SEC,
+        |s| {
+            s.engines
+                .iter()
+                .all(|e| e.phase == EnginePhase::Ready && e.container_id.is_some())
+                && s.counters.actor_restarts == 0
+        },
+        "the new engine stays ready and unrestarted",
+    )
+    .await;
+    assert_eq!(
+        children(&tree),
+        2 + 2,
+        "a stale engine actor is still alive"
+    );
+}

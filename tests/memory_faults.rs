@@ -326,9 +326,9 @@ proptest! {
     }
 }
 
-/// The create reaches Docker, the reply does not: the container runs under acevisor's name and
-/// labels while acevisor believes the create failed. It must end up adopted (or removed), and the
-/// pool must still fill.
+/// The create reaches Docker, the reply does not: the container exists under acevisor's name and
+/// labels, created but never started, while acevisor believes the create failed. It must be
+/// removed before the name is used again (no 409 on the retry), and the pool must still fill.
 #[tokio::test(start_paused = true)]
 async fn a_lost_create_reply_leaves_no_orphan_and_the_pool_fills() {
     let m = MemoryRuntime::new();
@@ -341,6 +341,15 @@ async fn a_lost_create_reply_leaves_no_orphan_and_the_pool_fills() {
         })
         .await;
     assert_eq!(m.lost_reply_ids().len(), 1, "one reply was lost");
+    assert!(
+        m.removed_ids().contains(&m.lost_reply_ids()[0]),
+        "the unstarted container was removed"
+    );
+    assert_eq!(
+        s.counters.engines_removed.get("exited"),
+        None,
+        "removed by the failed creation itself, not left for a later listing to find"
+    );
     check_docker_side(&m);
     check_no_orphans(&m, &s);
     tree.stop().await;

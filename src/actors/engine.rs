@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use tracing::{Instrument, Span, field, info, info_span, warn};
 
@@ -45,6 +45,9 @@ pub struct EngineArgs {
 }
 
 pub struct EngineState {
+    /// This actor's id, sent with every report so the Supervisor can tell a stale actor's
+    /// reports (an engine it has already forgotten, whose name was reused) from the current one's.
+    actor: ActorId,
     args: EngineArgs,
     container_id: Option<String>,
     started: Instant,
@@ -62,6 +65,7 @@ impl EngineState {
     fn report(&self, report: EngineReport) {
         let _ = self.args.supervisor.cast(SupervisorMsg::Engine {
             name: self.args.name.clone(),
+            actor: self.actor,
             report,
         });
     }
@@ -80,7 +84,7 @@ impl Actor for Engine {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<EngineMsg>,
+        myself: ActorRef<EngineMsg>,
         args: EngineArgs,
     ) -> Result<EngineState, ActorProcessingErr> {
         let container_id = match &args.mode {
@@ -88,6 +92,7 @@ impl Actor for Engine {
             EngineMode::Create(_) => None,
         };
         Ok(EngineState {
+            actor: myself.get_id(),
             args,
             container_id,
             started: Instant::now(),
@@ -147,19 +152,33 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
                 st.container_id = Some(id);
             }
             Err(e) => match created_anyway(st.args.runtime.as_ref(), spec).await {
-                // Docker did create it, but the reply was lost (timeout, broken connection).
-                Some(id) => {
-                    warn!(engine = %st.args.name, container_id = %id, error = %e, "creation reply lost, but the container exists: adopting it");
+                // Docker did create and start it, but the reply was lost (timeout, broken
+                // connection).
+                Some((id, true)) => {
+                    warn!(engine = %st.args.name, container_id = %id, error = %e, "creation reply lost, but the container runs: adopting it");
                     st.container_id = Some(id);
                 }
-                None => {
+                found => {
+                    // Created but never started (the create reply was lost, so no start was
+                    // sent): removed, so the name it holds is free when the creation is retried.
+                    let mut error = e.to_string();
+                    if let Some((id, false)) = found {
+                        match st.args.runtime.remove(&id).await {
+                            Ok(()) => {
+                                info!(engine = %st.args.name, container_id = %id, "removed the container a failed creation left created but not started")
+                            }
+                            Err(re) => {
+                                error = format!(
+                                    "{error}; and its container {id}, created but not started, could not be removed: {re}"
+                                );
+                            }
+                        }
+                    }
                     let span = Span::current();
-                    span.record("error", field::display(&e));
+                    span.record("error", field::display(&error));
                     span.record("otel.status_code", "error");
-                    warn!(engine = %st.args.name, error = %e, "engine creation failed");
-                    st.report(EngineReport::CreateFailed {
-                        error: e.to_string(),
-                    });
+                    warn!(engine = %st.args.name, error = %error, "engine creation failed");
+                    st.report(EngineReport::CreateFailed { error });
                     myself.stop(None);
                     return;
                 }
@@ -190,15 +209,19 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     let _ = myself.cast(EngineMsg::ProbeReady);
 }
 
-/// After a failed create: the running container of that name when it is exactly the one asked
-/// for (it carries every label of the spec), so a lost reply never leaves an orphan behind.
-async fn created_anyway(runtime: &dyn ContainerRuntime, spec: &ContainerSpec) -> Option<String> {
+/// After a failed create: the container of that name and whether it runs, when it is exactly
+/// the one asked for (it carries every label of the spec), so a lost reply never leaves an
+/// orphan behind.
+async fn created_anyway(
+    runtime: &dyn ContainerRuntime,
+    spec: &ContainerSpec,
+) -> Option<(String, bool)> {
     let info = runtime.inspect(&spec.name).await.ok()??;
     let ours = spec
         .labels
         .iter()
         .all(|(k, v)| info.labels.get(k) == Some(v));
-    (ours && info.running).then_some(info.id)
+    ours.then_some((info.id, info.running))
 }
 
 async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {

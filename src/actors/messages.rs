@@ -77,8 +77,10 @@ pub enum EngineReport {
 #[derive(Debug)]
 pub enum SupervisorMsg {
     Vpn(VpnUpdate),
+    /// A report of the Engine actor `actor` about the engine `name`.
     Engine {
         name: String,
+        actor: ractor::ActorId,
         report: EngineReport,
     },
     Docker(ContainerEvent),

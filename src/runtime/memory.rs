@@ -340,8 +340,8 @@ impl MemoryRuntime {
         self.lock().drop_events = drop;
     }
 
-    /// The next `n` creates succeed on the Docker side (the container exists and runs) but the
-    /// caller gets a timeout, as when the reply is lost on the way back.
+    /// The next `n` creates succeed on the Docker side but the caller gets a timeout, as when the
+    /// create reply is lost on the way back: the container exists, created and never started.
     pub fn lose_create_replies(&self, n: u32) {
         self.lock().lose_create_replies = n;
     }
@@ -539,15 +539,20 @@ impl ContainerRuntime for MemoryRuntime {
                 hung: false,
             },
         );
-        self.emit(&w, &id, EventKind::Start);
         if w.lose_create_replies > 0 {
+            // As on Docker: the create call made the container, its reply never came, so the
+            // start that follows a create was never sent.
             w.lose_create_replies -= 1;
-            w.lost_reply_ids.push(id);
+            w.lost_reply_ids.push(id.clone());
+            if let Some(c) = w.containers.get_mut(&id) {
+                c.info.running = false;
+            }
             return Err(RuntimeError::Timeout {
                 op: "create",
                 after: Duration::from_secs(10),
             });
         }
+        self.emit(&w, &id, EventKind::Start);
         Ok(id)
     }
 

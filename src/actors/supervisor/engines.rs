@@ -53,7 +53,19 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
         }
         EngineReport::Healthy if !removing => entry.fact.phase = EnginePhase::Ready,
         EngineReport::Gone { cause } => {
-            st.engines.remove(&name);
+            if let Some(gone) = st.engines.remove(&name) {
+                if let Some(id) = gone.container_id {
+                    let now = Instant::now();
+                    st.gone_ids
+                        .retain(|_, at| now.duration_since(*at) < GONE_MEMORY);
+                    st.gone_ids.insert(id, now);
+                }
+                // Its actor may still run (the engine was found gone by a listing): stop it, so
+                // nothing acts on this name for a container that no longer exists.
+                if let Some(actor) = gone.actor {
+                    actor.stop(Some("engine gone".into()));
+                }
+            }
             names_cast(st, NameMsg::Gone(n));
             if cause != GoneCause::Removed {
                 st.counters.engines_lost += 1;
@@ -145,6 +157,10 @@ pub(super) async fn spawn_engine(
         }
     }
 }
+
+/// How long a container confirmed gone is remembered against stale listings (a listing takes
+/// at most a Docker call timeout).
+const GONE_MEMORY: Duration = Duration::from_secs(600);
 
 /// How soon a respawn whose inspect failed asks Docker again.
 const RESPAWN_RETRY: Duration = Duration::from_secs(2);

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{Instrument, Span, error, field, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 use crate::actors::engine::{Engine, EngineArgs, EngineMode};
 use crate::actors::messages::{
@@ -83,6 +83,11 @@ pub struct SupervisorState {
     listed: bool,
     /// A Docker listing is under way (its result comes back as `Listed`).
     listing: bool,
+    /// The events stream was re-subscribed while a listing was under way: list again after it.
+    relist_after_listing: bool,
+    /// Containers of engines confirmed gone, and when: a listing taken before that is stale for
+    /// them and must not adopt them again.
+    gone_ids: HashMap<String, Instant>,
     ready: bool,
     counters: Counters,
     intensity: Intensity,
@@ -142,6 +147,8 @@ impl Actor for Supervisor {
             vpn_seen,
             listed: false,
             listing: false,
+            relist_after_listing: false,
+            gone_ids: HashMap::new(),
             ready: false,
             counters: Counters::default(),
             holds: HashMap::new(),
@@ -201,7 +208,17 @@ impl Actor for Supervisor {
                 reconcile(&myself, st).instrument(transition).await;
                 return Ok(());
             }
-            SupervisorMsg::Engine { name, report } => {
+            SupervisorMsg::Engine {
+                name,
+                actor,
+                report,
+            } => {
+                if !is_current_actor(st, &name, actor) {
+                    // An actor of an engine already forgotten (its name may be reused now): its
+                    // reports are about another container.
+                    debug!(engine = %name, ?report, "report of a stale engine actor ignored");
+                    return Ok(());
+                }
                 // A create that failed may still have made its container (a lost reply): look.
                 if matches!(report, EngineReport::CreateFailed { .. }) {
                     myself.send_after(Duration::from_secs(2), || SupervisorMsg::Relist);
@@ -239,6 +256,9 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::EventsSubscribed => {
                 st.listed = false;
+                // A listing already under way started before the subscription and may miss what
+                // happened in between: another one follows it.
+                st.relist_after_listing = st.listing;
                 relist(&myself, st);
                 return Ok(());
             }
@@ -293,14 +313,30 @@ impl Actor for Supervisor {
             spawn_names(&myself, st, seed).await?;
         } else if let Some(name) = st.actor_names.remove(&id) {
             let Some(err) = failure else { return Ok(()) };
+            // Only the current actor of an engine is restarted: a stale one (its engine
+            // forgotten, the name perhaps reused) must not take over the new container.
+            let Some(entry) = st
+                .engines
+                .get_mut(&name)
+                .filter(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == id))
+            else {
+                warn!(engine = %name, error = %err, "a stale engine actor crashed");
+                return Ok(());
+            };
             error!(engine = %name, error = %err, "engine actor crashed");
-            if let Some(entry) = st.engines.get_mut(&name) {
-                entry.actor = None;
-            }
+            entry.actor = None;
             respawn_engine(&myself, st, &name, false).await;
         }
         Ok(())
     }
+}
+
+/// The report comes from the engine's current actor.
+fn is_current_actor(st: &SupervisorState, name: &str, actor: ActorId) -> bool {
+    st.engines
+        .get(name)
+        .and_then(|e| e.actor.as_ref())
+        .is_some_and(|a| a.get_id() == actor)
 }
 
 fn direct_lane(cfg: &Config) -> VpnView {

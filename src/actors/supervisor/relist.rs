@@ -61,18 +61,19 @@ pub(super) async fn on_listed(
         .map(|(name, _)| name.clone())
         .collect();
     for name in vanished {
-        warn!(engine = %name, "engine no longer exists in Docker");
-        on_engine_report(
-            st,
-            name,
-            EngineReport::Gone {
-                cause: GoneCause::Destroyed,
-            },
-        );
+        // An engine acevisor was removing itself is gone as planned, not lost.
+        let cause = if st.engines[&name].fact.phase == EnginePhase::Removing {
+            GoneCause::Removed
+        } else {
+            warn!(engine = %name, "engine no longer exists in Docker");
+            GoneCause::Destroyed
+        };
+        on_engine_report(st, name, EngineReport::Gone { cause });
     }
 
     for c in all {
-        if st.engines.contains_key(&c.name) {
+        // Known already, or confirmed gone since (the listing is older than that fact).
+        if st.engines.contains_key(&c.name) || st.gone_ids.contains_key(&c.id) {
             continue;
         }
         let Some(l) = st.keys.decode(&st.cfg.instance, &c.labels) else {
@@ -134,4 +135,7 @@ pub(super) async fn on_listed(
         }
     }
     st.listed = true;
+    if std::mem::take(&mut st.relist_after_listing) {
+        relist(myself, st);
+    }
 }
