@@ -212,3 +212,29 @@ pub async fn engine_p2p_port(host: &str, http_port: u16) -> Option<u64> {
     let ports = support::fake_engine_ports(host, http_port).await?;
     Some(u64::from(ports.p2p_port))
 }
+
+/// Every engine on `vpn` answers at the VPN's address with the P2P port acevisor planned for it,
+/// and the forwarded one holds `port` (asked on the fake's `/testbed/ports`).
+pub async fn fake_engines_confirm(
+    s: &acevisor::actors::messages::SupervisorSnapshot,
+    vpn: &str,
+    port: u16,
+) {
+    for e in s.engines_on(vpn) {
+        let host = e.host.as_deref().expect("engine has an address");
+        let reported = engine_p2p_port(host, e.http_port).await;
+        assert_eq!(
+            reported,
+            Some(u64::from(e.p2p_port)),
+            "{} answers with its own P2P port",
+            e.name
+        );
+        if e.forwarded {
+            assert_eq!(
+                reported,
+                Some(u64::from(port)),
+                "the forwarded engine holds the VPN's port"
+            );
+        }
+    }
+}
