@@ -247,7 +247,8 @@ max_replicas = {min}
 min_free = 0
 variant = "custom"
 image = "{ENGINE_IMAGE}"
-command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}"]
+command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}", "--bind-all"]
+env = {{ FAKE_STARTUP_MS = "0" }}
 {extra}
 [vpn]
 mode = "{mode}"
@@ -659,7 +660,7 @@ async fn cold_start(n: u32, reps: usize) -> Row {
             let http = 24000 + 4 * i;
             script.push_str(&format!(
                 "docker run -d --label {} --name {} --network container:{vpn_id} {ENGINE_IMAGE} \
-                 --http-port {http} --https-port {} --api-port {} --port {} >/dev/null\n",
+                 --http-port {http} --https-port {} --api-port {} --port {} --bind-all >/dev/null\n",
                 run.label(),
                 run.name(&format!("loop-{i}")),
                 http + 1,

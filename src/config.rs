@@ -356,8 +356,9 @@ fn default_min_free() -> u32 {
 fn default_idle_grace() -> Duration {
     Duration::from_secs(30)
 }
+/// The image the earlier orchestrator ran by default; absent `variant` runs the real thing.
 fn default_variant() -> EngineVariant {
-    EngineVariant::Custom
+    EngineVariant::Krinkuto11Amd64
 }
 fn default_http_ports() -> PortRange {
     PortRange {

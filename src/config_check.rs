@@ -314,6 +314,18 @@ fn check_engines(config: &Config, p: &mut Problems) {
         for (i, item) in command.iter().enumerate() {
             unknown_placeholders(p, &format!("engines.command[{i}]"), item);
         }
+        // Images whose own command is the only way their engine starts, or that ignore any.
+        match e.variant {
+            EngineVariant::Krinkuto11Amd64 => p.push(
+                "engines.command",
+                "is ignored by the krinkuto11-amd64 image (its entrypoint takes the engine's                  settings from env only); remove it, or use variant = \"custom\" for another image",
+            ),
+            EngineVariant::JopsisAmd64 => p.push(
+                "engines.command",
+                "replaces the jopsis-amd64 image's own command, which is what starts its engine                  (`start-engine ${ACESTREAM_ARGS}`); give engine flags in                  engines.env.ACESTREAM_ARGS, or use variant = \"custom\" for another image",
+            ),
+            _ => {}
+        }
     }
     for (name, value) in &e.env {
         let key = format!("engines.env.{}", key_segment(name));
@@ -489,6 +501,7 @@ mod tests {
     /// Redundant, two VPNs, custom image: valid.
     fn valid() -> Config {
         let mut c: Config = Config::parse("").expect("empty file parses");
+        c.engines.variant = EngineVariant::Custom;
         c.engines.image = Some("acevisor-testbed/engine:dev".into());
         c.vpn.gluetun = vec![
             gluetun("gluetun", 19000, 19499),
@@ -633,12 +646,42 @@ mod tests {
     }
 
     #[test]
+    fn a_command_is_refused_where_the_preset_s_image_ignores_it_or_needs_its_own() {
+        let mut c = valid();
+        c.engines.image = None;
+        c.engines.command = Some(vec!["--http-port".into(), "{http_port}".into()]);
+        for (variant, refused) in [
+            (EngineVariant::Krinkuto11Amd64, Some("ignored")),
+            (EngineVariant::JopsisAmd64, Some("ACESTREAM_ARGS")),
+            (EngineVariant::JopsisArm32, None),
+            (EngineVariant::JopsisArm64, None),
+        ] {
+            c.engines.variant = variant;
+            match refused {
+                Some(word) => {
+                    assert_eq!(keys(&c), ["engines.command"], "{variant:?}");
+                    assert!(reasons(&c).contains(word), "{variant:?}: {}", reasons(&c));
+                }
+                None => assert_eq!(validate(&c), Ok(()), "{variant:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn custom_needs_an_image_presets_do_not() {
         let mut c = valid();
         c.engines.image = None;
         assert_eq!(keys(&c), ["engines.image"]);
         c.engines.variant = EngineVariant::JopsisAmd64;
         assert_eq!(validate(&c), Ok(()));
+        let mut default = Config::parse("").expect("empty file parses");
+        default.vpn.gluetun = valid().vpn.gluetun;
+        assert_eq!(default.engines.variant, EngineVariant::Krinkuto11Amd64);
+        assert_eq!(
+            validate(&default),
+            Ok(()),
+            "the default variant is a preset"
+        );
     }
 
     #[test]

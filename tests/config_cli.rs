@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use acevisor::config::{Config, OtlpProtocol};
+use acevisor::config::{Config, EngineVariant, EnginesConfig, OtlpProtocol};
+use acevisor::core::template::preset;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -479,4 +480,85 @@ fn docs_cover_every_key() {
         missing.is_empty(),
         "docs/configuration.md does not document: {missing:?}"
     );
+}
+
+/// The row of `docs/configuration.md`'s presets table for `variant` (`| \`variant\` | ...`).
+fn preset_row<'a>(doc: &'a str, variant: &str) -> &'a str {
+    let section = &doc[doc.find("#### Presets").expect("a presets section")..];
+    section
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{variant}` |")))
+        .unwrap_or_else(|| panic!("docs/configuration.md has no preset row for {variant}"))
+}
+
+fn variant_name(variant: EngineVariant) -> String {
+    match toml::Value::try_from(variant).expect("a variant serializes") {
+        toml::Value::String(name) => name,
+        other => panic!("variant serialized as {other}"),
+    }
+}
+
+/// What the docs say each preset sets is what the code sets; the documented default variant, the
+/// shipped default config and the code's default are one preset, with nothing of the testbed in it.
+#[test]
+fn documented_presets_and_default_engine_match_the_code() {
+    let doc = read("docs/configuration.md");
+    for variant in [
+        EngineVariant::Krinkuto11Amd64,
+        EngineVariant::JopsisAmd64,
+        EngineVariant::JopsisArm32,
+        EngineVariant::JopsisArm64,
+    ] {
+        let name = variant_name(variant);
+        let row = preset_row(&doc, &name);
+        let t = preset(variant).expect("a preset");
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert_eq!(cells[1], format!("`{}`", t.image), "image of {name}: {row}");
+        for (key, value) in &t.env {
+            assert!(
+                row.contains(&format!("{key}={value}")),
+                "{name}: the docs do not show env {key}={value}: {row}"
+            );
+        }
+        if t.command.is_empty() {
+            assert!(row.contains("no command"), "{name}: {row}");
+        } else {
+            let command = format!("command `{}`", t.command.join(" "));
+            assert!(row.contains(&command), "{name}: docs lack {command}: {row}");
+        }
+    }
+    preset_row(&doc, "custom");
+
+    let default = EnginesConfig::default();
+    let name = variant_name(default.variant);
+    assert_ne!(
+        default.variant,
+        EngineVariant::Custom,
+        "the default runs a real image"
+    );
+    assert!(
+        doc.contains(&format!("| `engines.variant` | string | `\"{name}\"` |")),
+        "docs/configuration.md does not give {name} as the default variant"
+    );
+    let shipped = Config::parse(&read("config/acevisor.toml"))
+        .expect("default parses")
+        .engines;
+    assert_eq!(shipped.variant, default.variant, "config/acevisor.toml");
+    assert_eq!(
+        (&shipped.image, &shipped.command, &shipped.env),
+        (&None, &None, &Default::default()),
+        "config/acevisor.toml must use the preset as it is (no image, command or env of its own)"
+    );
+    let text = read("config/acevisor.toml");
+    let testbed_bits = ["acevisor-testbed", "FAKE_"];
+    for bit in testbed_bits {
+        let live = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains(bit));
+        assert!(
+            !live,
+            "config/acevisor.toml sets something of the testbed ({bit})"
+        );
+    }
 }

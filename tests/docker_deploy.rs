@@ -378,9 +378,10 @@ stop_timeout = "1s"
 
 [engines]
 prefix = "{id}-ace"
-variant = "custom"
+# The default preset, as a deployment would use it, on the fake engine in its image's profile.
+variant = "krinkuto11-amd64"
 image = "{engine}"
-command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}"]
+env = {{ FAKE_ENGINE_PROFILE = "krinkuto11", FAKE_STARTUP_MS = "300" }}
 min_replicas = {MIN_REPLICAS}
 max_replicas = 6
 min_free = 0
@@ -736,6 +737,7 @@ fn testbed_compose_stack_comes_up_and_down() {
             &format!("instance = \"{}\"", run.id),
         )
         .replace("acevisor-testbed-", &format!("{}-", run.id))
+        .replace("acevisor-testbed/engine:dev", &engine_image())
         .replace(
             "[engines]",
             &format!(
@@ -753,6 +755,8 @@ fn testbed_compose_stack_comes_up_and_down() {
         let mut c = compose_cmd(&run.id, &all);
         c.env("TESTBED_NAME", &run.id)
             .env("TESTBED_CONFIG", &config)
+            .env("GLUETUN_IMAGE", gluetun_image())
+            .env("ACEVISOR_IMAGE", acevisor_image())
             .env("ACEVISOR_PORT", format!("127.0.0.1:{port}"));
         c
     };

@@ -33,7 +33,10 @@ fn engine_spec(run: &RunId, suffix: &str, attach: Attach, http: u16, p2p: u16) -
         name: run.name(suffix),
         image: support::engine_image(),
         cmd: support::engine_cmd(http, p2p),
-        env: BTreeMap::from([("P2P_PORT".to_string(), p2p.to_string())]),
+        env: BTreeMap::from([(
+            "FAKE_STARTUP_MS".to_string(),
+            support::FAKE_ENGINE_STARTUP_MS.to_string(),
+        )]),
         labels,
         attach,
     }
@@ -155,14 +158,16 @@ async fn engine_in_a_vpn_namespace_is_created_listed_and_inspected() {
     assert_eq!(host, format!("container:{vpn_id} no 0"));
 
     // The engine answers on the VPN's address, on its own HTTP port.
-    let status = support::wait_for(Duration::from_secs(10), "engine status via VPN IP", || {
+    support::wait_for(Duration::from_secs(10), "engine status via VPN IP", || {
         let ip = vpn_ip.clone();
         async move { support::http_get(&ip, ENGINE_HTTP, STATUS_PATH).await }
     })
     .await;
-    assert!(
-        status.contains("8621"),
-        "get_status reports its P2P port: {status}"
+    let ports = support::fake_engine_ports(&vpn_ip, ENGINE_HTTP).await;
+    assert_eq!(
+        ports.map(|p| p.p2p_port),
+        Some(ENGINE_P2P),
+        "the engine runs with the P2P port of its spec"
     );
 
     // Filters: a name filter and a label that matches nothing.
@@ -603,12 +608,13 @@ async fn a_network_engine_joins_the_network_and_publishes_its_port() {
         .expect("an address on its network");
     assert_eq!(Some(ip.clone()), support::container_ip(&id, Some(&network)));
 
-    let via_network = support::wait_for(Duration::from_secs(10), "engine on its IP", || {
+    support::wait_for(Duration::from_secs(10), "engine on its IP", || {
         let ip = ip.clone();
         async move { support::http_get(&ip, port, STATUS_PATH).await }
     })
     .await;
-    assert!(via_network.contains("8621"), "{via_network}");
+    let ports = support::fake_engine_ports(&ip, port).await;
+    assert_eq!(ports.map(|p| p.p2p_port), Some(ENGINE_P2P));
     support::wait_for(
         Duration::from_secs(10),
         "engine on the published host port",

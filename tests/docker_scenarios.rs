@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use acevisor::core::emergency::EmergencyState;
 use acevisor::core::model::EnginePhase;
-use docker_world::{World, engine_p2p_port};
+use docker_world::{World, engine_p2p_port, fake_engines_confirm};
 use tree::full;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -22,31 +22,6 @@ fn ids_on(s: &acevisor::actors::messages::SupervisorSnapshot, vpn: &str) -> Vec<
         .iter()
         .map(|e| e.container_id.clone())
         .collect()
-}
-
-/// Every engine on `vpn` answers at the VPN's address and the forwarded one reports `port`.
-async fn fake_engines_confirm(
-    s: &acevisor::actors::messages::SupervisorSnapshot,
-    vpn: &str,
-    port: u16,
-) {
-    for e in s.engines_on(vpn) {
-        let host = e.host.as_deref().expect("engine has an address");
-        let reported = engine_p2p_port(host, e.http_port).await;
-        assert_eq!(
-            reported,
-            Some(u64::from(e.p2p_port)),
-            "{} answers with its own P2P port",
-            e.name
-        );
-        if e.forwarded {
-            assert_eq!(
-                reported,
-                Some(u64::from(port)),
-                "the forwarded engine holds the VPN's port"
-            );
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,22 +1,30 @@
-//! The fake AceStream engine's HTTP API: version and status, playback sessions
-//! (`/ace/getstream`, `/ace/stat/<sid>`, `/ace/cmd/<sid>`, `/ace/r/<sid>`) with statistics that
-//! grow with time, and the test-only `/testbed/hang` and `/testbed/exit` routes.
+//! The fake AceStream engine's HTTP API: version and status (in the real engines' shapes),
+//! playback sessions (`/ace/getstream`, `/ace/stat/<sid>`, `/ace/cmd/<sid>`) with statistics that
+//! grow with time, the playback itself (`/ace/r/<sid>`: MPEG-TS paced at the configured rate,
+//! chunked, to every reader until the session is stopped), and the test-only `/testbed/ports`,
+//! `/testbed/hang` and `/testbed/exit` routes.
 
 pub mod config;
 
-pub use config::Config;
+pub use config::{Config, Launch, Profile};
 
-use crate::http::{Reply, Request, Response};
+use crate::http::{ChunkSource, Reply, Request, Response};
 use crate::json;
 use std::collections::HashMap;
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub const VERSION_ANSWER: &str =
     r#"{"result":{"version":"3.2.11","code":3021100,"platform":"linux"},"error":null}"#;
+/// `get_status` as real engines answer it: no `error` key, no ports.
+pub const STATUS_ANSWER: &str = r#"{"result":{"playlist_loaded":true,"version":{"code":3021100,"platform":"linux","version":"3.2.11"}}}"#;
 pub const UNKNOWN_SESSION: &str = r#"{"response":null,"error":"unknown playback session id"}"#;
+/// MPEG-TS packet size.
+pub const TS_PACKET: usize = 188;
+/// How often a playback writes what its rate has made due.
+const STREAM_TICK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 struct Session {
@@ -35,20 +43,24 @@ struct State {
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
         Engine {
             config,
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
     /// Answers one request as of `now` (`unix` = the same moment in Unix seconds).
     pub fn handle(&self, req: &Request, now: Instant, unix: u64) -> Reply {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.state);
         if st.hung {
             return Reply::Hang;
         }
@@ -65,6 +77,7 @@ impl Engine {
                 return Reply::SendThenExit(resp, code);
             }
             (_, "/testbed/hang" | "/testbed/exit") => Response::text(405, "Method Not Allowed"),
+            ("GET", "/testbed/ports") => Response::json(200, self.config.ports_json()),
             (_, _) if method != "GET" && method != "HEAD" => {
                 Response::text(405, "Method Not Allowed")
             }
@@ -73,7 +86,7 @@ impl Engine {
                 _ => Response::json(200, r#"{"result":null,"error":"unknown method"}"#),
             },
             (_, "/server/api") => match req.query("method") {
-                Some("get_status") => Response::json(200, self.status_json(st.sessions.len())),
+                Some("get_status") => Response::json(200, STATUS_ANSWER),
                 _ => Response::json(200, r#"{"result":null,"error":"unknown method"}"#),
             },
             (_, "/ace/getstream" | "/ace/getstream/") => self.getstream(req, &mut st, now, unix),
@@ -90,10 +103,10 @@ impl Engine {
                     }
                 } else if let Some(sid) = path.strip_prefix("/ace/r/") {
                     if st.sessions.contains_key(sid) {
-                        Response::new(200, "video/mp2t", ts_packets(8))
-                    } else {
-                        Response::text(404, "unknown playback session id")
+                        let head = Response::new(200, "video/mp2t", Vec::new());
+                        return Reply::Stream(head, self.playback(sid));
                     }
+                    Response::text(404, "unknown playback session id")
                 } else {
                     Response::text(404, "Not Found")
                 }
@@ -102,13 +115,37 @@ impl Engine {
         Reply::Send(resp)
     }
 
-    fn status_json(&self, sessions: usize) -> String {
-        let c = &self.config;
-        let status = if sessions == 0 { "idle" } else { "busy" };
-        format!(
-            "{{\"result\":{{\"status\":\"{status}\",\"p2p_port\":{},\"http_port\":{},\"https_port\":{},\"api_port\":{},\"sessions\":{sessions}}},\"error\":null}}",
-            c.p2p_port, c.http_port, c.https_port, c.api_port
-        )
+    /// The body of `/ace/r/<sid>`: MPEG-TS packets at `stream_kbps`, written every `STREAM_TICK`
+    /// (what the rate has made due since the reader connected, in whole packets), until the
+    /// session is stopped. A hung engine stalls its playbacks.
+    fn playback(&self, sid: &str) -> ChunkSource {
+        let state = Arc::clone(&self.state);
+        let sid = sid.to_string();
+        let bytes_per_sec = self.config.stream_kbps * 1000 / 8;
+        let started = Instant::now();
+        let mut sent: u64 = 0;
+        Box::new(move || {
+            loop {
+                {
+                    let st = lock(&state);
+                    if !st.sessions.contains_key(&sid) {
+                        return None;
+                    }
+                    if !st.hung {
+                        let elapsed = started.elapsed().as_micros() as u64;
+                        let due = (elapsed * bytes_per_sec / 1_000_000).saturating_sub(sent);
+                        // At most a second's worth at once, and at least one packet per chunk.
+                        let packets =
+                            (due / TS_PACKET as u64).min(bytes_per_sec / TS_PACKET as u64 + 1);
+                        if packets > 0 {
+                            sent += packets * TS_PACKET as u64;
+                            return Some(ts_packets(packets as usize));
+                        }
+                    }
+                }
+                std::thread::sleep(STREAM_TICK);
+            }
+        })
     }
 
     fn getstream(&self, req: &Request, st: &mut State, now: Instant, unix: u64) -> Response {
@@ -195,7 +232,7 @@ fn session_id(counter: u64) -> String {
 
 /// `n` MPEG-TS null packets: 188 bytes each, sync byte 0x47, PID 0x1FFF.
 fn ts_packets(n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(188 * n);
+    let mut out = Vec::with_capacity(TS_PACKET * n);
     for _ in 0..n {
         out.extend_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
         out.extend(std::iter::repeat_n(0xFF, 184));

@@ -1,6 +1,7 @@
 //! A deliberately tiny HTTP/1.1 layer on `std::net`: request parsing, response writing, a
 //! thread-per-connection server and a blocking one-shot client. Every response is sent with
-//! `Content-Length` and `Connection: close`, so there is no keep-alive or chunking to handle.
+//! `Connection: close`; ordinary ones with `Content-Length`, endless ones (the fake engine's
+//! playback) with `Transfer-Encoding: chunked`, which `open_stream` reads back.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -109,22 +110,32 @@ impl Response {
 
     /// Serialises status line, headers and body.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let framing = format!("Content-Length: {}", self.body.len());
+        let mut bytes = self.head(&framing).into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// Status line and headers of a chunked response (the body is ignored).
+    pub fn chunked_head(&self) -> Vec<u8> {
+        self.head("Transfer-Encoding: chunked").into_bytes()
+    }
+
+    fn head(&self, framing: &str) -> String {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (n, v) in &self.headers {
             out.push_str(&format!("{n}: {v}\r\n"));
         }
-        out.push_str(&format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.body.len()
-        ));
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
+        out.push_str(&format!("{framing}\r\nConnection: close\r\n\r\n"));
+        out
     }
 }
 
+/// The body of an endless response: each call blocks as long as it likes and returns the next
+/// chunk, or `None` to end the body.
+pub type ChunkSource = Box<dyn FnMut() -> Option<Vec<u8>> + Send>;
+
 /// What a handler wants done with a connection.
-#[derive(Debug)]
 pub enum Reply {
     /// Write the response and close.
     Send(Response),
@@ -132,6 +143,22 @@ pub enum Reply {
     SendThenExit(Response, i32),
     /// Never answer: keep the connection open and idle (a hung server).
     Hang,
+    /// Write the head with `Transfer-Encoding: chunked`, then every chunk the source yields until
+    /// it ends or the client goes away.
+    Stream(Response, ChunkSource),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Send(r) => f.debug_tuple("Send").field(r).finish(),
+            Reply::SendThenExit(r, code) => {
+                f.debug_tuple("SendThenExit").field(r).field(code).finish()
+            }
+            Reply::Hang => f.write_str("Hang"),
+            Reply::Stream(r, _) => f.debug_tuple("Stream").field(r).finish(),
+        }
+    }
 }
 
 /// Standard reason phrase for the codes the fakes use.
@@ -291,7 +318,28 @@ fn handle_connection<H: Fn(&Request) -> Reply>(mut stream: TcpStream, handler: &
             // Keep `stream` alive and unanswered for good.
             thread::park();
         },
+        Reply::Stream(head, mut source) => {
+            // A reader that stops reading must not pin this thread for good.
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+            let _ = write_chunks(&mut stream, &head, &mut source);
+        }
     }
+}
+
+fn write_chunks(out: &mut impl Write, head: &Response, source: &mut ChunkSource) -> io::Result<()> {
+    out.write_all(&head.chunked_head())?;
+    out.flush()?;
+    while let Some(chunk) = source() {
+        if chunk.is_empty() {
+            continue;
+        }
+        out.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+        out.write_all(&chunk)?;
+        out.write_all(b"\r\n")?;
+        out.flush()?;
+    }
+    out.write_all(b"0\r\n\r\n")?;
+    out.flush()
 }
 
 /// A response as seen by the client.
@@ -344,6 +392,106 @@ pub fn request(
     let mut raw = Vec::new();
     stream.take(MAX_BYTES as u64 * 4).read_to_end(&mut raw)?;
     parse_response(&raw)
+}
+
+/// An open response whose body is read as it arrives (chunked or not), for endless streams.
+pub struct BodyStream {
+    reader: BufReader<TcpStream>,
+    chunked: bool,
+    /// Bytes left in the current chunk; `None` before the first chunk header.
+    left: Option<usize>,
+    done: bool,
+}
+
+impl BodyStream {
+    fn next_chunk_len(&mut self) -> io::Result<usize> {
+        if self.left.is_some() {
+            let mut crlf = [0u8; 2];
+            self.reader.read_exact(&mut crlf)?;
+        }
+        let mut line = String::new();
+        self.reader.by_ref().take(1024).read_line(&mut line)?;
+        let size = line.trim().split(';').next().unwrap_or("");
+        usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))
+    }
+}
+
+impl Read for BodyStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.chunked {
+            return self.reader.read(buf);
+        }
+        if self.left.is_none_or(|n| n == 0) {
+            let len = self.next_chunk_len()?;
+            self.left = Some(len);
+            if len == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let left = self.left.unwrap_or(0);
+        let want = buf.len().min(left);
+        let n = self.reader.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "chunk cut short",
+            ));
+        }
+        self.left = Some(left - n);
+        Ok(n)
+    }
+}
+
+/// `GET target` over a fresh connection; returns the head (status and headers, empty body) and
+/// the body as a reader, de-chunked. `timeout` bounds connect and each read.
+pub fn open_stream(
+    addr: &str,
+    target: &str,
+    timeout: Duration,
+) -> io::Result<(ClientResponse, BodyStream)> {
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| bad("address resolves to nothing"))?;
+    let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut raw = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = reader
+            .by_ref()
+            .take(MAX_BYTES as u64)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "no response head",
+            ));
+        }
+        raw.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+    }
+    let head = parse_response(&raw)?;
+    let chunked = head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = BodyStream {
+        reader,
+        chunked,
+        left: None,
+        done: false,
+    };
+    Ok((head, body))
 }
 
 /// Parses a full response (head and whatever body follows).
@@ -444,5 +592,30 @@ mod tests {
         let resp = request(&addr, "POST", "/x", &[("X-A", "1")], "hi", t).unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, "POST hi\n");
+    }
+
+    #[test]
+    fn chunked_stream_round_trip() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        thread::spawn(move || {
+            serve(listener, |_: &Request| {
+                let mut left = 3u8;
+                let source: ChunkSource = Box::new(move || {
+                    left = left.checked_sub(1)?;
+                    Some(vec![b'a' + left; 1000 + usize::from(left)])
+                });
+                Reply::Stream(Response::new(200, "video/mp2t", ""), source)
+            })
+        });
+        let (head, mut body) = open_stream(&addr, "/s", Duration::from_secs(2)).unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(head.header("content-length"), None);
+        let mut all = Vec::new();
+        body.read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), 1002 + 1001 + 1000);
+        assert!(all[..1002].iter().all(|&b| b == b'c'));
+        assert!(all[2003..].iter().all(|&b| b == b'a'));
     }
 }

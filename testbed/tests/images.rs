@@ -5,6 +5,7 @@
 //! by their IP on the default bridge.
 
 use acevisor_testbed::http::{self, ClientResponse};
+use std::io::Read;
 use std::process::{Command, Output};
 use std::sync::{LazyLock, OnceLock};
 use std::thread::sleep;
@@ -285,6 +286,26 @@ fn wait_exit(id: &str) -> i32 {
     })
 }
 
+/// The P2P port an engine reports on the testbed-only route `GET /testbed/ports`.
+fn p2p_port(addr: &str) -> String {
+    let ports = get(addr, "/testbed/ports").body;
+    ports
+        .split(r#""p2p_port":"#)
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no p2p_port in {ports}"))
+        .to_string()
+}
+
+/// Waits until `docker logs` of `id` (stderr) contains `needle`; returns the whole log.
+fn wait_log(id: &str, needle: &str) -> String {
+    poll(15, &format!("{needle:?} in the logs of {id}"), || {
+        let logs = docker(&["logs", id]);
+        let stderr = String::from_utf8_lossy(&logs.stderr).into_owned();
+        stderr.contains(needle).then_some(stderr)
+    })
+}
+
 #[test]
 fn engines_in_one_gluetun_namespace() {
     if !docker_ready() {
@@ -302,15 +323,20 @@ fn engines_in_one_gluetun_namespace() {
         "--bind-all",
         "--client-console",
     ];
+    // No FAKE_STARTUP_MS: the default readiness delay of a few seconds.
     let mut args = vec!["--network", ns.as_str(), &ENGINE];
     args.extend(flags);
     let e1 = run.start(&args);
     let a1 = format!("{gip}:6881");
     wait_http(&a1, "/webui/api/service?method=get_version");
     let status = get(&a1, "/server/api?api_version=3&method=get_status").body;
-    assert!(
-        status.contains(r#""status":"idle","p2p_port":34817,"http_port":6881"#),
-        "{status}"
+    assert_eq!(
+        status,
+        r#"{"result":{"playlist_loaded":true,"version":{"code":3021100,"platform":"linux","version":"3.2.11"}}}"#
+    );
+    assert_eq!(
+        get(&a1, "/testbed/ports").body,
+        r#"{"p2p_port":34817,"http_port":6881,"https_port":6879,"api_port":62062}"#
     );
 
     // Same P2P port, other HTTP port, same namespace: must fail loudly.
@@ -331,23 +357,30 @@ fn engines_in_one_gluetun_namespace() {
         "stderr: {stderr}"
     );
 
-    // Configured by env and CONF instead of flags.
+    // Without --bind-all the API is bound to 127.0.0.1 inside the namespace: unreachable from
+    // outside, as a real engine's. (Its own log says when it has bound.)
     let e3 = run.start(&[
         "--network",
         &ns,
         "-e",
-        "P2P_PORT=34818",
-        "-e",
-        "CONF=--http-port=6883\n--bind-all",
+        "FAKE_STARTUP_MS=0",
         &ENGINE,
+        "--http-port",
+        "6883",
+        "--port",
+        "34818",
     ]);
-    let a3 = format!("{gip}:6883");
-    wait_http(&a3, "/webui/api/service?method=get_version");
-    let status = get(&a3, "/server/api?api_version=3&method=get_status").body;
-    assert!(
-        status.contains(r#""p2p_port":34818,"http_port":6883"#),
-        "{status}"
+    wait_log(&e3, "http api on 127.0.0.1:6883");
+    let outside = http::request(
+        &format!("{gip}:6883"),
+        "GET",
+        "/server/api?method=get_status",
+        &[],
+        "",
+        Duration::from_secs(2),
     );
+    assert!(outside.is_err(), "answered without --bind-all: {outside:?}");
+    assert_eq!(inspect(&e3, "{{.State.Status}}"), "running");
 
     // A playback session, addressed through the Host header the client used.
     let start = get(&a1, "/ace/getstream?id=0123456789abcdef&format=json&pid=t1").body;
@@ -365,13 +398,24 @@ fn engines_in_one_gluetun_namespace() {
         .unwrap();
     let stat = get(&a1, &format!("/ace/stat/{sid}")).body;
     assert!(stat.starts_with(r#"{"response":{"status":"dl""#), "{stat}");
-    assert!(
-        get(&a1, "/server/api?method=get_status")
-            .body
-            .contains(r#""status":"busy""#)
-    );
+
+    // The playback: MPEG-TS, chunked, to two readers at once, for as long as the session lives.
+    let target = format!("/ace/r/{sid}");
+    let open = || http::open_stream(&a1, &target, Duration::from_secs(5)).unwrap();
+    let (head, mut first) = open();
+    assert_eq!(head.header("content-type"), Some("video/mp2t"));
+    let (_, mut second) = open();
+    for body in [&mut first, &mut second] {
+        let mut buf = vec![0u8; 188 * 100];
+        body.read_exact(&mut buf).expect("18.8 kB of playback");
+        assert!(buf.chunks(188).all(|p| p[0] == 0x47), "TS sync bytes");
+    }
     let stop = get(&a1, &format!("/ace/cmd/{sid}?method=stop")).body;
     assert_eq!(stop, r#"{"response":"ok","error":null}"#);
+    let mut rest = Vec::new();
+    first
+        .read_to_end(&mut rest)
+        .expect("the playback ends cleanly when its session is stopped");
     let stat = get(&a1, &format!("/ace/stat/{sid}")).body;
     assert_eq!(
         stat,
@@ -392,9 +436,127 @@ fn engines_in_one_gluetun_namespace() {
     assert_eq!(inspect(&e1, "{{.State.Status}}"), "running");
 
     // Exit with a chosen code.
+    let e4 = run.start(&[
+        "--network",
+        &ns,
+        "-e",
+        "FAKE_STARTUP_MS=0",
+        &ENGINE,
+        "--http-port=6884",
+        "--port=34819",
+        "--bind-all",
+    ]);
+    let a4 = format!("{gip}:6884");
+    wait_http(&a4, "/webui/api/service?method=get_version");
     assert_eq!(
-        call(&a3, "POST", "/testbed/exit", &[], r#"{"code":3}"#).status,
+        call(&a4, "POST", "/testbed/exit", &[], r#"{"code":3}"#).status,
         200
     );
-    assert_eq!(wait_exit(&e3), 3);
+    assert_eq!(wait_exit(&e4), 3);
+}
+
+#[test]
+fn engine_profiles_take_settings_like_their_images() {
+    if !docker_ready() {
+        return;
+    }
+    let run = Run::new("profiles");
+    let g = run.start(&[&GLUETUN]);
+    let gip = ip(&g);
+    let ns = format!("container:{g}");
+    let engine = |env: &[&str], command: &[&str]| {
+        let mut args = vec!["--network", ns.as_str(), "-e", "FAKE_STARTUP_MS=0"];
+        for e in env {
+            args.extend(["-e", e]);
+        }
+        args.push(&ENGINE);
+        args.extend(command);
+        run.start(&args)
+    };
+
+    // krinkuto11: env only; the command (and CONF) are ignored, the API port is the image's.
+    let k = engine(
+        &[
+            "FAKE_ENGINE_PROFILE=krinkuto11",
+            "HTTP_PORT=6891",
+            "HTTPS_PORT=6892",
+            "P2P_PORT=34821",
+            "BIND_ALL=true",
+            "CONF=--http-port=6899",
+        ],
+        &["--http-port", "6893", "--port", "34823", "--bind-all"],
+    );
+    let ka = format!("{gip}:6891");
+    wait_http(&ka, "/webui/api/service?method=get_version");
+    assert_eq!(
+        get(&ka, "/testbed/ports").body,
+        r#"{"p2p_port":34821,"http_port":6891,"https_port":6892,"api_port":62062}"#
+    );
+    let logs = wait_log(&k, "ignoring the container command");
+    assert!(logs.contains("ignoring env CONF"), "{logs}");
+    // Without BIND_ALL the krinkuto11 image serves on 127.0.0.1 only.
+    let k2 = engine(
+        &[
+            "FAKE_ENGINE_PROFILE=krinkuto11",
+            "HTTP_PORT=6894",
+            "P2P_PORT=34824",
+        ],
+        &[],
+    );
+    wait_log(&k2, "http api on 127.0.0.1:6894");
+
+    // jopsis: flags through ACESTREAM_ARGS and the image's CMD ...
+    let j = engine(
+        &[
+            "FAKE_ENGINE_PROFILE=jopsis",
+            "ACESTREAM_ARGS=--client-console --bind-all --http-port 6901 --https-port 6902 --api-port 6903 --port 34831",
+        ],
+        &[],
+    );
+    let ja = format!("{gip}:6901");
+    wait_http(&ja, "/webui/api/service?method=get_version");
+    assert_eq!(p2p_port(&ja), "34831");
+    assert_eq!(inspect(&j, "{{.State.Status}}"), "running");
+    // ... and a replaced command is no engine at all.
+    let j2 = engine(
+        &["FAKE_ENGINE_PROFILE=jopsis", "ACESTREAM_ARGS=--bind-all"],
+        &["--http-port", "6904", "--port", "34834", "--bind-all"],
+    );
+    assert_eq!(wait_exit(&j2), 127);
+    let logs = wait_log(&j2, "no engine");
+    assert!(logs.contains("replaced the image's CMD"), "{logs}");
+
+    // acestream: `python main.py <flags>`; bare flags are no program.
+    let a = engine(
+        &["FAKE_ENGINE_PROFILE=acestream"],
+        &[
+            "python",
+            "main.py",
+            "--http-port",
+            "6911",
+            "--api-port",
+            "6913",
+            "--bind-all",
+            "--disable-sentry",
+            "--log-stdout",
+            "--disable-upnp",
+            "--port",
+            "34841",
+        ],
+    );
+    let aa = format!("{gip}:6911");
+    wait_http(&aa, "/webui/api/service?method=get_version");
+    assert_eq!(p2p_port(&aa), "34841");
+    assert_eq!(inspect(&a, "{{.State.Status}}"), "running");
+    let a2 = engine(
+        &["FAKE_ENGINE_PROFILE=acestream"],
+        &["--http-port", "6914", "--port", "34844", "--bind-all"],
+    );
+    assert_eq!(wait_exit(&a2), 127);
+    let logs = wait_log(&a2, "no engine");
+    assert!(logs.contains("python main.py"), "{logs}");
+
+    // An unknown profile is a settings error.
+    let bad = engine(&["FAKE_ENGINE_PROFILE=linuxserver"], &[]);
+    assert_eq!(wait_exit(&bad), 2);
 }

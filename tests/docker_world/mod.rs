@@ -81,6 +81,7 @@ impl World {
         let run = &self.run;
         let prefix = self.prefix();
         let engine_image = support::engine_image();
+        let startup = support::FAKE_ENGINE_STARTUP_MS;
         let text = format!(
             r#"
 instance = "{run}"
@@ -95,7 +96,8 @@ max_replicas = 20
 min_free = 0
 variant = "custom"
 image = "{engine_image}"
-command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}"]
+command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}", "--bind-all"]
+env = {{ FAKE_STARTUP_MS = "{startup}" }}
 ready_timeout = "20s"
 create_concurrency = 8
 [engines.health]
@@ -205,9 +207,34 @@ control_timeout = "1s"
     }
 }
 
-/// The P2P port the fake engine itself reports (`get_status`), asked at `host:port`.
+/// The P2P port the fake engine at `host:port` really bound (its testbed-only `/testbed/ports`).
 pub async fn engine_p2p_port(host: &str, http_port: u16) -> Option<u64> {
-    let client = EngineClient::new(Duration::from_secs(2)).ok()?;
-    let detail = client.status_detail(host, http_port).await.ok()?;
-    detail.get("p2p_port").and_then(serde_json::Value::as_u64)
+    let ports = support::fake_engine_ports(host, http_port).await?;
+    Some(u64::from(ports.p2p_port))
+}
+
+/// Every engine on `vpn` answers at the VPN's address with the P2P port acevisor planned for it,
+/// and the forwarded one holds `port` (asked on the fake's `/testbed/ports`).
+pub async fn fake_engines_confirm(
+    s: &acevisor::actors::messages::SupervisorSnapshot,
+    vpn: &str,
+    port: u16,
+) {
+    for e in s.engines_on(vpn) {
+        let host = e.host.as_deref().expect("engine has an address");
+        let reported = engine_p2p_port(host, e.http_port).await;
+        assert_eq!(
+            reported,
+            Some(u64::from(e.p2p_port)),
+            "{} answers with its own P2P port",
+            e.name
+        );
+        if e.forwarded {
+            assert_eq!(
+                reported,
+                Some(u64::from(port)),
+                "the forwarded engine holds the VPN's port"
+            );
+        }
+    }
 }

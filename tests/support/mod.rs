@@ -454,14 +454,37 @@ pub fn docker_rm_f(id_or_name: &str) {
     let _ = docker(&["rm", "-f", "-v", id_or_name]);
 }
 
-/// The command line of a fake engine: `--http-port <http> --port <p2p>`.
+/// The command line of a fake engine (no `FAKE_ENGINE_PROFILE`): `--http-port <http> --port
+/// <p2p> --bind-all`. Without `--bind-all` its HTTP API would answer on 127.0.0.1 only, as a real
+/// engine's does.
 pub fn engine_cmd(http_port: u16, p2p_port: u16) -> Vec<String> {
     vec![
         "--http-port".into(),
         http_port.to_string(),
         "--port".into(),
         p2p_port.to_string(),
+        "--bind-all".into(),
     ]
+}
+
+/// The fake engine's readiness delay in tests (`FAKE_STARTUP_MS`): short, but not zero, so that
+/// waiting for readiness is still exercised. Its default is seconds, like a real engine's.
+pub const FAKE_ENGINE_STARTUP_MS: &str = "300";
+
+/// The ports a fake engine runs with, from its testbed-only route `GET /testbed/ports` (real
+/// engines report no ports; acevisor never asks for them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct FakeEnginePorts {
+    pub p2p_port: u16,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub api_port: u16,
+}
+
+/// `GET /testbed/ports` of the fake engine at `host:http_port`; `None` while it does not answer.
+pub async fn fake_engine_ports(host: &str, http_port: u16) -> Option<FakeEnginePorts> {
+    let body = http_get(host, http_port, "/testbed/ports").await?;
+    serde_json::from_str(&body).ok()
 }
 
 /// A TCP port that was free on the host a moment ago (for publishing in mode `none`).
@@ -563,6 +586,10 @@ pub fn start_fake_engine(
     for (k, v) in labels {
         args.extend(["--label".into(), format!("{k}={v}")]);
     }
+    args.extend([
+        "-e".into(),
+        format!("FAKE_STARTUP_MS={FAKE_ENGINE_STARTUP_MS}"),
+    ]);
     args.push(engine_image());
     args.extend(engine_cmd(http_port, p2p_port));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
