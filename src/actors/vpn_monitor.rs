@@ -40,6 +40,9 @@ pub struct MonitorArgs {
     pub runtime: Arc<dyn ContainerRuntime>,
     pub control: Arc<dyn VpnControl>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// What the previous VpnMonitor last published, when this one replaces it after a crash:
+    /// the lanes and the emergency state it resumes from.
+    pub resume: Option<(Vec<VpnView>, EmergencyState)>,
 }
 
 struct Watched {
@@ -75,18 +78,31 @@ impl Actor for VpnMonitor {
         _myself: ActorRef<MonitorMsg>,
         args: MonitorArgs,
     ) -> Result<MonitorState, ActorProcessingErr> {
+        let now = Instant::now();
+        let (lanes, emergency) = match args.resume {
+            Some((lanes, state)) => (lanes, Emergency::resume(state)),
+            None => (Vec::new(), Emergency::new()),
+        };
         let vpns = args
             .vpns
             .into_iter()
             .zip(args.api_keys)
-            .map(|(config, api_key)| Watched {
-                config,
-                api_key,
-                watch: VpnWatch::new(args.timings),
-                info: None,
-                last_error: None,
-                last_check_at: None,
-                awaiting_port: None,
+            .map(|(config, api_key)| {
+                let known = lanes
+                    .iter()
+                    .find(|l| l.name.as_deref() == Some(config.container.as_str()));
+                Watched {
+                    watch: match known {
+                        Some(lane) => VpnWatch::resume(args.timings, lane, now),
+                        None => VpnWatch::new(args.timings),
+                    },
+                    config,
+                    api_key,
+                    info: None,
+                    last_error: None,
+                    last_check_at: None,
+                    awaiting_port: None,
+                }
             })
             .collect();
         Ok(MonitorState {
@@ -95,7 +111,7 @@ impl Actor for VpnMonitor {
             control: args.control,
             supervisor: args.supervisor,
             vpns,
-            emergency: Emergency::new(),
+            emergency,
             last_published: None,
         })
     }

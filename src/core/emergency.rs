@@ -62,6 +62,12 @@ impl Emergency {
         }
     }
 
+    /// Starts in a state known before (a restarted owner resuming): the next `update` from the
+    /// same facts is no transition, so nothing is entered or counted twice and `since` is kept.
+    pub fn resume(state: EmergencyState) -> Self {
+        Emergency { state }
+    }
+
     pub fn state(&self) -> &EmergencyState {
         &self.state
     }

@@ -67,6 +67,14 @@ impl PortTracker {
         Some(PortChange { old, new })
     }
 
+    /// Starts from a baseline known before (a restarted owner resuming what it knew).
+    pub fn resume(settle: Duration, baseline: Option<u16>) -> Self {
+        PortTracker {
+            baseline: baseline.filter(|&p| p != 0),
+            ..PortTracker::new(settle)
+        }
+    }
+
     /// Forgets the baseline (on `Failed`).
     pub fn reset(&mut self) {
         self.baseline = None;

@@ -20,7 +20,7 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::core::model::Readiness;
+use crate::core::model::{Readiness, VpnView};
 use crate::core::port_tracker::{PortChange, PortTracker};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +98,31 @@ impl VpnWatch {
             up_since: None,
             outage_since: None,
             force_restart_taken: false,
+        }
+    }
+
+    /// Starts from what was last published about this VPN (a restarted VpnMonitor resuming):
+    /// its container identity, readiness with the settled port, and whether it failed. The next
+    /// observation is judged against that, so a VPN that failed before the restart is not failed
+    /// again, one recreated meanwhile is, and the port baseline is kept (no `PortChanged` for a
+    /// port that did not change, one for a port that did).
+    pub fn resume(timings: WatchTimings, lane: &VpnView, now: Instant) -> Self {
+        let up = matches!(lane.readiness, Readiness::Up { .. });
+        let up_since = match (up, timings.port_wait) {
+            (true, Some(wait)) if lane.port_wait_expired => now.checked_sub(wait).or(Some(now)),
+            (true, _) => Some(now),
+            (false, _) => None,
+        };
+        VpnWatch {
+            tracker: PortTracker::resume(timings.port_settle, lane.forwarded_port()),
+            container_id: lane.container_id.clone(),
+            started_at: lane.started_at.clone(),
+            last: lane.container_id.is_some().then_some(lane.readiness),
+            failed: lane.failed,
+            degraded_since: (lane.readiness == Readiness::Degraded).then_some(now),
+            up_since,
+            outage_since: lane.failed.then_some(now),
+            ..VpnWatch::new(timings)
         }
     }
 
@@ -379,6 +404,67 @@ mod tests {
                 .filter(|(_, e)| matches!(e, VpnEvent::PortChanged(_)))
                 .count()
         }
+    }
+
+    fn resumed(lane_readiness: Readiness, failed: bool) -> Replay {
+        let mut r = Replay::new(timings());
+        let lane = VpnView {
+            name: Some("gluetun".into()),
+            container_id: Some(r.id.clone()),
+            started_at: Some(r.started_at.clone()),
+            readiness: lane_readiness,
+            failed,
+            forwarding: true,
+            port_wait_expired: false,
+            engine_ports: crate::config::PortRange {
+                start: 19000,
+                end: 19099,
+            },
+        };
+        r.watch = VpnWatch::resume(timings(), &lane, r.t0);
+        r
+    }
+
+    #[test]
+    fn a_resumed_watch_does_not_fail_a_failed_vpn_again_and_recovers_it() {
+        let mut r = resumed(Readiness::Down, true);
+        assert!(r.watch.failed());
+        assert!(
+            r.see(1.0, Readiness::Down).is_empty(),
+            "failed once, before"
+        );
+        assert_eq!(
+            r.see(2.0, up(Some(34817))),
+            vec![VpnEvent::Recovered {
+                forwarded_port: Some(34817)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_resumed_watch_keeps_the_port_baseline_and_the_container_identity() {
+        let mut r = resumed(up(Some(55747)), false);
+        assert_eq!(r.watch.readiness(), up(Some(55747)));
+        assert!(
+            r.see(1.0, up(Some(55747))).is_empty(),
+            "the same port: nothing"
+        );
+        r.see(2.0, up(Some(34817)));
+        assert_eq!(
+            r.tick(8.0),
+            vec![VpnEvent::PortChanged(PortChange {
+                old: 55747,
+                new: 34817
+            })]
+        );
+        r.id = "c2".into();
+        assert_eq!(
+            r.see(9.0, up(Some(34817))),
+            vec![VpnEvent::Failed {
+                cause: FailCause::ContainerGone
+            }],
+            "recreated while nobody watched"
+        );
     }
 
     fn up(port: Option<u16>) -> Readiness {

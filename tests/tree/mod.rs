@@ -110,6 +110,28 @@ impl Tree {
         }
     }
 
+    /// Waits up to `within` for the Supervisor to stop on its own (an escalation).
+    pub async fn stops_on_its_own(&mut self, within: Duration) -> bool {
+        let Some(handle) = self.handle.as_mut() else {
+            return true;
+        };
+        let stopped = tokio::time::timeout(within, handle).await.is_ok();
+        if stopped {
+            self.handle = None;
+        }
+        stopped
+    }
+
+    /// The Supervisor's child whose messages are `M` (the VpnMonitor, the NameRegistry).
+    pub fn child<M: ractor::Message>(&self) -> ractor::ActorCell {
+        self.sup
+            .get_cell()
+            .get_children()
+            .into_iter()
+            .find(|c| c.is_message_type_of::<M>() == Some(true))
+            .expect("the supervisor has that child")
+    }
+
     pub async fn snap(&self) -> SupervisorSnapshot {
         ractor::call_t!(self.sup, SupervisorMsg::Snapshot, 10_000).expect("supervisor answers")
     }

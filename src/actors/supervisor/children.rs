@@ -1,5 +1,7 @@
 //! The Supervisor's children and its Docker events task: spawning the NameRegistry and the
-//! VpnMonitor, and turning the events stream into messages (resubscribing with backoff).
+//! VpnMonitor, restarting them within the restart intensity (past it the Supervisor stops and the
+//! daemon exits, as OTP escalates), and turning the events stream into messages (resubscribing
+//! with backoff).
 
 use super::*;
 
@@ -31,6 +33,10 @@ pub(super) async fn spawn_monitor(
         runtime: st.deps.runtime.clone(),
         control: st.deps.control.clone(),
         supervisor: myself.clone(),
+        // A replacement resumes from what the crashed one last published.
+        resume: st
+            .vpn_seen
+            .then(|| (st.lanes.clone(), st.emergency.clone())),
     };
     let (monitor, _) = Actor::spawn_linked(None, VpnMonitor, args, myself.get_cell()).await?;
     st.monitor = Some(monitor);
@@ -76,5 +82,34 @@ pub(super) async fn events_loop(runtime: Arc<dyn ContainerRuntime>, sup: ActorRe
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Restarts a crashed or stopped singleton child (`vpn_monitor`, `name_registry`) within the
+/// restart intensity. Past it, escalates: the Supervisor stops, the daemon exits non-zero and
+/// its container's restart policy starts a fresh acevisor, which rebuilds everything from Docker.
+pub(super) async fn restart_singleton(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    child: &'static str,
+    failure: Option<String>,
+) -> Result<(), ActorProcessingErr> {
+    let now = Instant::now();
+    st.counters.actor_restarts += 1;
+    if let Verdict::BackOff { .. } = st.intensity.request(&format!("actor:{child}"), now) {
+        error!(child, error = ?failure, "restarted too often within the restart window; stopping the supervisor");
+        myself.stop(Some(format!("{child} restarted too often")));
+        return Ok(());
+    }
+    error!(child, error = ?failure, "restarting");
+    match child {
+        "vpn_monitor" => {
+            st.monitor = None;
+            spawn_monitor(myself, st).await
+        }
+        _ => {
+            let seed = st.engines.values().map(|e| e.fact.ordinal).collect();
+            spawn_names(myself, st, seed).await
+        }
     }
 }

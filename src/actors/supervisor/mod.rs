@@ -304,13 +304,9 @@ impl Actor for Supervisor {
         };
         let id = cell.get_id();
         if st.monitor.as_ref().is_some_and(|m| m.get_id() == id) {
-            error!(error = ?failure, "VpnMonitor stopped; restarting it");
-            st.monitor = None;
-            spawn_monitor(&myself, st).await?;
+            restart_singleton(&myself, st, "vpn_monitor", failure).await?;
         } else if st.names.as_ref().is_some_and(|n| n.get_id() == id) {
-            error!(error = ?failure, "NameRegistry stopped; restarting it from the known engines");
-            let seed = st.engines.values().map(|e| e.fact.ordinal).collect();
-            spawn_names(&myself, st, seed).await?;
+            restart_singleton(&myself, st, "name_registry", failure).await?;
         } else if let Some(name) = st.actor_names.remove(&id) {
             let Some(err) = failure else { return Ok(()) };
             // Only the current actor of an engine is restarted: a stale one (its engine

@@ -1,0 +1,109 @@
+//! Supervision of the Supervisor's own children on the in-memory runtime (paused clock): a
+//! crashed VpnMonitor or NameRegistry is restarted within the restart intensity and resumes from
+//! what was known (no emergency entered twice, no VPN failed twice, no name handed out twice);
+//! past the intensity the Supervisor stops, which ends the daemon.
+
+mod tree;
+
+use std::time::Duration;
+
+use acevisor::actors::messages::{MonitorMsg, NameMsg};
+use acevisor::core::emergency::EmergencyState;
+use acevisor::runtime::DockerHealth;
+use acevisor::runtime::memory::MemoryRuntime;
+use tree::{Tree, VPN1, VPN2, config, full, two_vpns};
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_vpn_monitor_resumes_the_emergency_it_was_in() {
+    let m = MemoryRuntime::new();
+    two_vpns(&m, 30001, 30002);
+    let tree = Tree::start(&m, config("redundant", 4, "")).await;
+    tree.wait("pool", 20 * SEC, |s| {
+        full(s, VPN1, 2, 30001) && full(s, VPN2, 2, 30002)
+    })
+    .await;
+    m.kill(VPN2);
+    let before = tree
+        .wait("emergency", 10 * SEC, |s| {
+            matches!(s.emergency, EmergencyState::Emergency { .. }) && s.engines_on(VPN2).is_empty()
+        })
+        .await;
+    assert_eq!(before.counters.emergency_entered, 1);
+
+    tree.child::<MonitorMsg>().kill();
+    let s = tree
+        .wait("monitor restarted", 10 * SEC, |s| {
+            s.counters.actor_restarts == 1
+        })
+        .await;
+    let s = tree
+        .hold(
+            30 * SEC,
+            |now| {
+                now.counters.emergency_entered == 1
+                    && now.counters.vpn_failed == s.counters.vpn_failed
+                    && now.emergency == before.emergency
+            },
+            "the same emergency, entered once, since the same time",
+        )
+        .await;
+    assert!(full(&s, VPN1, 2, 30001), "the healthy VPN untouched");
+
+    m.start(VPN2);
+    m.set_health(VPN2, DockerHealth::Healthy);
+    m.set_port(VPN2, 30002);
+    let s = tree
+        .wait("back to normal", 30 * SEC, |s| {
+            s.emergency == EmergencyState::Normal && full(s, VPN2, 2, 30002)
+        })
+        .await;
+    assert_eq!(
+        (s.counters.emergency_entered, s.counters.emergency_exited),
+        (1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_name_registry_is_reseeded_and_names_stay_lowest_free() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    let tree = Tree::start(&m, config("single", 3, "")).await;
+    tree.wait("pool", 20 * SEC, |s| full(s, VPN1, 3, 30001))
+        .await;
+    tree.child::<NameMsg>().kill();
+    tree.wait("registry restarted", 10 * SEC, |s| {
+        s.counters.actor_restarts == 1
+    })
+    .await;
+    m.remove_out_of_band("acestream-2");
+    let s = tree
+        .wait("replaced", 30 * SEC, |s| full(s, VPN1, 3, 30001))
+        .await;
+    let mut names: Vec<String> = s.engines.iter().map(|e| e.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["acestream-1", "acestream-2", "acestream-3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_that_keeps_dying_stops_the_supervisor() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    // max_restarts = 3 within 5 minutes.
+    let mut tree = Tree::start(&m, config("single", 1, "")).await;
+    tree.wait("pool", 20 * SEC, |s| full(s, VPN1, 1, 30001))
+        .await;
+    for n in 1..=3 {
+        tree.child::<MonitorMsg>().kill();
+        tree.wait("monitor restarted", 10 * SEC, |s| {
+            s.counters.actor_restarts == n
+        })
+        .await;
+    }
+    tree.child::<MonitorMsg>().kill();
+    assert!(
+        tree.stops_on_its_own(10 * SEC).await,
+        "a fourth crash within the window escalates"
+    );
+}
