@@ -5,6 +5,7 @@
 //! port is forwarded, reconnect) are stored as deadlines and settled lazily against a given
 //! `Instant`, so the logic is tested without threads or sleeps.
 
+pub mod role_file;
 pub mod roles;
 pub mod version;
 
