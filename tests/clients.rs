@@ -1,5 +1,6 @@
-//! The HTTP clients against in-test fakes of Gluetun's control server (v3.41+, pre-v3.41, v3.40)
-//! and of an AceStream engine, served by axum on 127.0.0.1:0.
+//! The HTTP clients against in-test fakes of Gluetun's control server (v3.41+, pre-v3.41, v3.40,
+//! v3.38) and of an AceStream engine, served by axum on 127.0.0.1:0, and against the testbed's fake
+//! Gluetun served in-process in every version profile, with the role files each version accepts.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,8 @@ enum Generation {
     Legacy,
     /// v3.40: unknown routes answer 401 (so `/v1/portforward` does).
     V340,
+    /// v3.38 and earlier: unknown routes answer 400 (so `/v1/portforward` does).
+    V338,
 }
 
 struct Gluetun {
@@ -106,6 +109,10 @@ async fn gluetun_handler(State(g): State<Arc<Gluetun>>, uri: Uri, headers: Heade
     ) || (path == "/v1/portforward" && generation == Generation::Current);
     if !known && generation == Generation::V340 {
         return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    if !known && generation == Generation::V338 {
+        let sub = path.trim_start_matches("/v1");
+        return (StatusCode::BAD_REQUEST, format!("GET {sub} not found")).into_response();
     }
     let key_ok = match g.key {
         None => true,
@@ -333,6 +340,25 @@ async fn v340_unknown_route_401_falls_back_to_legacy_route() {
 }
 
 #[tokio::test]
+async fn v338_400_on_current_route_falls_back_to_legacy_and_remembers() {
+    let (g, target) = start_gluetun(Gluetun::new(Generation::V338, json!({ "port": 45678 }))).await;
+    let client = gluetun_client();
+
+    let first = client.probe(&target).await.unwrap();
+    let second = client.probe(&target).await.unwrap();
+
+    assert_eq!(first.status, TunnelStatus::Running);
+    assert_eq!(first.forwarded_port, Some(45678));
+    assert_eq!(second.forwarded_port, Some(45678));
+    assert_eq!(
+        client.known_port_route(&target.base_url),
+        Some(PortRoute::Legacy)
+    );
+    assert_eq!(g.hits("/v1/portforward"), 1, "the 400 route is asked once");
+    assert_eq!(g.hits("/v1/openvpn/portforwarded"), 2);
+}
+
+#[tokio::test]
 async fn neither_port_route_is_a_protocol_error() {
     // A server that knows the status route and nothing else.
     let router = Router::new()
@@ -433,6 +459,210 @@ async fn version_is_parsed() {
 
     assert_eq!(version.version, "v3.41.0");
     assert_eq!(version.commit.as_deref(), Some("abc123"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The testbed's fake Gluetun, every version profile
+// ---------------------------------------------------------------------------------------------
+
+use acevisor_testbed::gluetun::{Config as FakeConfig, Gluetun as FakeGluetun, Version};
+
+/// A role for acevisor listing `routes`, with [`KEY`].
+fn role_file(routes: &[&str]) -> String {
+    let routes: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "[[roles]]\nname = \"acevisor\"\nauth = \"apikey\"\napikey = \"{KEY}\"\nroutes = [{}]\n",
+        routes.join(", ")
+    )
+}
+
+/// The role acevisor needs on v3.39 / v3.40 (they refuse to start with `GET /v1/portforward`).
+const ROUTES_3_40: &[&str] = &[
+    "GET /v1/vpn/status",
+    "GET /v1/openvpn/portforwarded",
+    "GET /v1/publicip/ip",
+];
+/// The role acevisor needs on v3.41+.
+const ROUTES_3_41: &[&str] = &[
+    "GET /v1/vpn/status",
+    "GET /v1/portforward",
+    "GET /v1/openvpn/portforwarded",
+    "GET /v1/publicip/ip",
+];
+
+/// Serves the testbed fake in `version` on 127.0.0.1:0 from a thread; `None` for a role file
+/// means none. The target sends [`KEY`].
+fn start_fake(version: Version, port: u16, role_file: Option<&str>) -> ControlTarget {
+    let config = FakeConfig {
+        version,
+        forwarded_port: port,
+        ..FakeConfig::default()
+    };
+    let fake = FakeGluetun::new(config, role_file, std::time::Instant::now())
+        .expect("the fake accepts the role file");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        acevisor_testbed::http::serve(listener, move |req| {
+            fake.handle(req, std::time::Instant::now())
+        })
+    });
+    target(addr, Some(KEY))
+}
+
+/// Probes twice (the second probe uses the remembered route) and returns the port and the route.
+async fn probe_twice(target: &ControlTarget) -> (Option<u16>, Option<PortRoute>) {
+    let client = gluetun_client();
+    let first = client.probe(target).await.unwrap();
+    let second = client.probe(target).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(first.status, TunnelStatus::Running);
+    (
+        first.forwarded_port,
+        client.known_port_route(&target.base_url),
+    )
+}
+
+#[tokio::test]
+async fn every_version_with_its_role_file_yields_the_port() {
+    let rows = [
+        // Up to v3.38: no auth (the key is ignored), 400 on the current route.
+        (Version::V3_38, None, Some(PortRoute::Legacy)),
+        (
+            Version::V3_39,
+            Some(role_file(ROUTES_3_40)),
+            Some(PortRoute::Legacy),
+        ),
+        (
+            Version::V3_40,
+            Some(role_file(ROUTES_3_40)),
+            Some(PortRoute::Legacy),
+        ),
+        (
+            Version::V3_41,
+            Some(role_file(ROUTES_3_41)),
+            Some(PortRoute::Current),
+        ),
+        (
+            Version::Head,
+            Some(role_file(ROUTES_3_41)),
+            Some(PortRoute::Current),
+        ),
+    ];
+    for (version, file, route) in rows {
+        let target = start_fake(version, 40123, file.as_deref());
+        assert_eq!(
+            probe_twice(&target).await,
+            (Some(40123), route),
+            "{version:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn versions_without_a_role_file_use_their_built_in_role() {
+    // v3.39 / v3.40 open the legacy route to everyone, v3.41 both routes.
+    for (version, route) in [
+        (Version::V3_39, PortRoute::Legacy),
+        (Version::V3_40, PortRoute::Legacy),
+        (Version::V3_41, PortRoute::Current),
+    ] {
+        let target = start_fake(version, 40124, None);
+        assert_eq!(
+            probe_twice(&target).await,
+            (Some(40124), Some(route)),
+            "{version:?}"
+        );
+    }
+    // HEAD denies by default: 401 on every route is a configuration error.
+    let target = start_fake(Version::Head, 40124, None);
+    assert_eq!(
+        gluetun_client().probe(&target).await,
+        Err(ControlError::Unauthorized)
+    );
+}
+
+#[tokio::test]
+async fn wrong_key_or_missing_port_route_is_unauthorized_on_every_version_with_roles() {
+    for version in [
+        Version::V3_39,
+        Version::V3_40,
+        Version::V3_41,
+        Version::Head,
+    ] {
+        let routes = if version.has_portforward_route() {
+            ROUTES_3_41
+        } else {
+            ROUTES_3_40
+        };
+        let target = start_fake(version, 40125, Some(&role_file(routes)));
+        let wrong = ControlTarget {
+            api_key: Some("nope".into()),
+            ..target
+        };
+        assert_eq!(
+            gluetun_client().probe(&wrong).await,
+            Err(ControlError::Unauthorized),
+            "{version:?}: wrong key"
+        );
+
+        // The status route opens, neither port route does.
+        let target = start_fake(version, 40125, Some(&role_file(&["GET /v1/vpn/status"])));
+        assert_eq!(
+            gluetun_client().probe(&target).await,
+            Err(ControlError::Unauthorized),
+            "{version:?}: no port route in the role"
+        );
+    }
+    // v3.41 with only the legacy route listed: it redirects to a route the key does not open.
+    let only_legacy = role_file(&["GET /v1/vpn/status", "GET /v1/openvpn/portforwarded"]);
+    let target = start_fake(Version::V3_41, 40125, Some(&only_legacy));
+    assert_eq!(
+        gluetun_client().probe(&target).await,
+        Err(ControlError::Unauthorized)
+    );
+}
+
+#[tokio::test]
+async fn remembered_route_follows_a_downgrade_to_v3_38() {
+    // One control server address answering as v3.41, then (recreated) as v3.38.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let version = Arc::new(Mutex::new(Version::V3_41));
+    let shared = version.clone();
+    std::thread::spawn(move || {
+        acevisor_testbed::http::serve(listener, move |req| {
+            let config = FakeConfig {
+                version: *shared.lock().unwrap(),
+                forwarded_port: 40126,
+                ..FakeConfig::default()
+            };
+            let now = std::time::Instant::now();
+            FakeGluetun::new(config, None, now)
+                .unwrap()
+                .handle(req, now)
+        })
+    });
+    let target = target(addr, None);
+    let client = gluetun_client();
+    assert_eq!(
+        client.probe(&target).await.unwrap().forwarded_port,
+        Some(40126)
+    );
+    assert_eq!(
+        client.known_port_route(&target.base_url),
+        Some(PortRoute::Current)
+    );
+
+    *version.lock().unwrap() = Version::V3_38;
+    assert_eq!(
+        client.probe(&target).await.unwrap().forwarded_port,
+        Some(40126)
+    );
+    assert_eq!(
+        client.known_port_route(&target.base_url),
+        Some(PortRoute::Legacy)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

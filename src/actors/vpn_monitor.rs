@@ -203,7 +203,8 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
                 Some(Err(ControlError::Unauthorized)) => error!(
                     vpn = %v.config.container,
                     "Gluetun control server answered 401: the API key is wrong or missing, or its auth role lacks \
-                     GET /v1/vpn/status, GET /v1/portforward, GET /v1/openvpn/portforwarded, GET /v1/publicip/ip; \
+                     GET /v1/vpn/status, GET /v1/portforward, GET /v1/openvpn/portforwarded, GET /v1/publicip/ip \
+                     (without GET /v1/portforward on Gluetun v3.39 and v3.40, which refuse to start with it); \
                      the VPN is reported misconfigured and its engines are left alone"
                 ),
                 Some(Err(e)) => {

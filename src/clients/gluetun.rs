@@ -2,8 +2,11 @@
 //!
 //! One probe is `GET /v1/vpn/status` and, when the tunnel is running, the forwarded port. The port
 //! lives at `/v1/portforward` since v3.41 and at `/v1/openvpn/portforwarded` before; the client
-//! tries the current route first, falls back to the legacy one on 404 and remembers per control
-//! server (per `base_url`) which route answered, so a steady state costs two requests per probe.
+//! tries the current route first, falls back to the legacy one when the current route is missing
+//! (404 on HEAD, 400 up to v3.38, 401 on v3.39 / v3.40 whose roles cannot list it) and remembers
+//! per control server (per `base_url`) which route answered, so a steady state costs two requests
+//! per probe. A 401 on the status route, or on both port routes, is `Unauthorized` (the VPN is
+//! misconfigured), never "down" and never "up".
 //!
 //! The HTTP client keeps no idle connections (after a VPN reconnect, pooled half-open sockets made
 //! probes hang until the timeout), follows no redirects (redirected requests may lose the API key
@@ -148,8 +151,8 @@ impl GluetunClient {
         match self.port_outcome(target, first, &answer)? {
             Some(port) => Ok(port),
             None => {
-                // The first route pointed elsewhere (404, legacy 301, or v3.40's 401 for an
-                // unknown route): ask the other one, once.
+                // The first route pointed elsewhere (404, up to v3.38's 400, legacy 301, or
+                // v3.39/v3.40's 401 for a route no role can list): ask the other one, once.
                 let second = first.other();
                 let answer = self.get(target, second.path()).await?;
                 let first_refused = first_status == StatusCode::UNAUTHORIZED;
@@ -186,10 +189,13 @@ impl GluetunClient {
                 Ok(Some(choose_port(body.port, body.ports)))
             }
             (_, StatusCode::NOT_FOUND) => Ok(None),
+            // Up to v3.38 an unknown route is a bad request ("GET /portforward not found").
+            (PortRoute::Current, StatusCode::BAD_REQUEST) => Ok(None),
             // v3.41+ redirects the legacy route to the current one.
             (PortRoute::Legacy, s) if s.is_redirection() => Ok(None),
-            // v3.40 answered 401 for unknown routes, so a 401 on the current route after the
-            // status route accepted the key may just mean "too old": let the legacy route decide.
+            // v3.39/v3.40 answer 401 for routes no role lists, and no role can list this one
+            // there, so a 401 on the current route after the status route accepted the key may
+            // just mean "too old": let the legacy route decide.
             (PortRoute::Current, StatusCode::UNAUTHORIZED) => Ok(None),
             (PortRoute::Legacy, StatusCode::UNAUTHORIZED) => {
                 Err(self.unauthorized(target, &answer.url))
@@ -246,8 +252,9 @@ impl GluetunClient {
                 "Gluetun control server answered 401: {key_state}. Set the VPN's API key to one \
                  Gluetun knows, and give its role in /gluetun/auth/config.toml the routes \
                  \"GET {STATUS_ROUTE}\", \"GET {PORT_ROUTE}\", \"GET {LEGACY_PORT_ROUTE}\", \
-                 \"GET {PUBLIC_IP_ROUTE}\" with auth = \"apikey\". The VPN counts as misconfigured \
-                 until then."
+                 \"GET {PUBLIC_IP_ROUTE}\" with auth = \"apikey\" (on Gluetun v3.39 and v3.40 leave \
+                 out \"GET {PORT_ROUTE}\": they refuse to start with it). The VPN counts as \
+                 misconfigured until then."
             );
         }
         ControlError::Unauthorized

@@ -163,6 +163,8 @@ fn gluetun_api_auth_port_and_reconnect() {
     let run = Run::new("api");
     let g = run.start(&[
         "-e",
+        "FAKE_GLUETUN_VERSION=head",
+        "-e",
         "FAKE_API_KEY=k3y",
         "-e",
         "FAKE_FORWARDED_PORT=40000",
@@ -243,6 +245,78 @@ fn gluetun_api_auth_port_and_reconnect() {
         (vpn() == r#"{"status":"running"}"#).then_some(())
     });
     assert_eq!(pf(), r#"{"port":40100,"ports":[40100]}"#);
+}
+
+/// Writes a role file for one test under Cargo's per-target temporary directory.
+fn role_file(test: &str, text: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-role-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{test}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const ROLE_WITH_CURRENT_PORT_ROUTE: &str = r#"[[roles]]
+name = "acevisor"
+auth = "apikey"
+apikey = "k3y"
+routes = ["GET /v1/vpn/status", "GET /v1/portforward", "GET /v1/openvpn/portforwarded"]
+"#;
+
+#[test]
+fn gluetun_3_39_refuses_a_role_file_listing_the_current_port_route() {
+    if !docker_ready() {
+        return;
+    }
+    let run = Run::new("roles339");
+    let file = role_file("roles339", ROLE_WITH_CURRENT_PORT_ROUTE);
+    let mount = format!("{file}:/gluetun/auth/config.toml:ro");
+    let g = run.start(&["-e", "FAKE_GLUETUN_VERSION=3.39", "-v", &mount, &GLUETUN]);
+    assert_eq!(wait_exit(&g), 1);
+    let logs = docker(&["logs", &g]);
+    let stderr = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        stderr.contains(
+            "ERROR setting up control server: validating auth settings: role acevisor (1 of 1): \
+             route 2 of 3: route not supported by the control server: GET /v1/portforward"
+        ),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn gluetun_3_40_role_file_at_a_moved_path_opens_only_its_routes() {
+    if !docker_ready() {
+        return;
+    }
+    let run = Run::new("roles340");
+    let text = ROLE_WITH_CURRENT_PORT_ROUTE.replace(r#""GET /v1/portforward", "#, "");
+    let file = role_file("roles340", &text);
+    let mount = format!("{file}:/config/roles.toml:ro");
+    let g = run.start(&[
+        "-e",
+        "FAKE_GLUETUN_VERSION=3.40",
+        "-e",
+        "HTTP_CONTROL_SERVER_AUTH_CONFIG_FILEPATH=/config/roles.toml",
+        "-e",
+        "FAKE_FORWARDED_PORT=40000",
+        "-v",
+        &mount,
+        &GLUETUN,
+    ]);
+    let addr = format!("{}:8000", ip(&g));
+    wait_http(&addr, "/testbed/healthz");
+    let key = |path: &str| call(&addr, "GET", path, &[KEY], "");
+    assert_eq!(key("/v1/vpn/status").status, 200);
+    assert_eq!(key("/v1/openvpn/portforwarded").body, r#"{"port":40000}"#);
+    assert_eq!(
+        key("/v1/portforward").status,
+        401,
+        "v3.40 has no such route"
+    );
+    assert_eq!(key("/v1/publicip/ip").status, 401, "not in the role");
+    assert_eq!(get(&addr, "/v1/vpn/status").status, 401, "no key");
+    assert_eq!(key("/v1/version").status, 401, "not in the role either");
 }
 
 #[test]

@@ -20,6 +20,8 @@ pub struct World {
     pub run: RunId,
     /// VPN container names, in config order.
     pub vpns: Vec<String>,
+    /// How the VPNs were started (their forwarded port aside); `recreate_vpn` reuses it.
+    options: GluetunOptions,
     _cleanup: Cleanup,
 }
 
@@ -32,17 +34,29 @@ impl World {
     /// Starts `ports.len()` fake Gluetuns with these forwarded ports (0 = none yet). `None` when
     /// Docker is unreachable and not required (the test should return).
     pub async fn new(ports: &[u16], api_key: Option<&str>) -> Option<World> {
+        let options = GluetunOptions {
+            api_key: api_key.map(str::to_string),
+            ..GluetunOptions::default()
+        };
+        World::with_options(ports, options).await
+    }
+
+    /// Like [`World::new`] with every VPN started from `options` (version, role file, key, env);
+    /// the forwarded port comes from `ports` and the health interval is shrunk to 500 ms.
+    pub async fn with_options(ports: &[u16], options: GluetunOptions) -> Option<World> {
         support::require_docker().await?;
         support::ensure_testbed_images();
         let run = RunId::new();
         let cleanup = run.cleanup();
+        let options = GluetunOptions {
+            health_interval: Some(Duration::from_millis(500)),
+            ..options
+        };
         let mut vpns = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let options = GluetunOptions {
                 forwarded_port: Some(*port),
-                api_key: api_key.map(str::to_string),
-                health_interval: Some(Duration::from_millis(500)),
-                ..GluetunOptions::default()
+                ..options.clone()
             };
             support::start_fake_gluetun(&run, &vpn_suffix(i), &options);
             vpns.push(run.name(&vpn_suffix(i)));
@@ -50,6 +64,7 @@ impl World {
         Some(World {
             run,
             vpns,
+            options,
             _cleanup: cleanup,
         })
     }
@@ -195,13 +210,13 @@ control_timeout = "1s"
             .collect()
     }
 
-    /// Starts a fake Gluetun again under the same name (a new container ID).
+    /// Starts a fake Gluetun again under the same name (a new container ID), with the world's
+    /// options.
     pub fn recreate_vpn(&self, i: usize, port: u16) {
         support::docker_rm_f(self.vpn(i));
         let options = GluetunOptions {
             forwarded_port: Some(port),
-            health_interval: Some(Duration::from_millis(500)),
-            ..GluetunOptions::default()
+            ..self.options.clone()
         };
         support::start_fake_gluetun(&self.run, &vpn_suffix(i), &options);
     }

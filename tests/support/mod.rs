@@ -359,8 +359,13 @@ pub fn docker_ok(args: &[&str]) -> String {
 pub struct GluetunOptions {
     /// `FAKE_FORWARDED_PORT` (0 or `None`: no port yet).
     pub forwarded_port: Option<u16>,
-    /// `FAKE_API_KEY`: when set, the control routes need `X-API-Key`.
+    /// `FAKE_API_KEY`: when set, the control routes need `X-API-Key` (a role per version, see
+    /// testbed/README.md).
     pub api_key: Option<String>,
+    /// `FAKE_GLUETUN_VERSION` (`3.38` .. `head`; the fake's default is 3.41).
+    pub version: Option<String>,
+    /// A role file (TOML text) mounted read-only at `/gluetun/auth/config.toml`.
+    pub role_file: Option<String>,
     /// Overrides the image's healthcheck interval (`--health-interval`).
     pub health_interval: Option<Duration>,
     /// Overrides the healthcheck start period (`--health-start-period`).
@@ -393,6 +398,16 @@ pub fn start_fake_gluetun(run: &RunId, suffix: &str, options: &GluetunOptions) -
     if let Some(key) = &options.api_key {
         args.extend(["-e".into(), format!("FAKE_API_KEY={key}")]);
     }
+    if let Some(version) = &options.version {
+        args.extend(["-e".into(), format!("FAKE_GLUETUN_VERSION={version}")]);
+    }
+    if let Some(text) = &options.role_file {
+        let path = write_role_file(&run.name(suffix), text);
+        args.extend([
+            "-v".into(),
+            format!("{}:/gluetun/auth/config.toml:ro", path.display()),
+        ]);
+    }
     for (k, v) in &options.env {
         args.extend(["-e".into(), format!("{k}={v}")]);
     }
@@ -411,6 +426,16 @@ pub fn start_fake_gluetun(run: &RunId, suffix: &str, options: &GluetunOptions) -
     args.push(gluetun_image());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker_ok(&refs)
+}
+
+/// Writes a role file for the container `name` under Cargo's per-target temporary directory
+/// (bind-mounted, so it must live on the Docker host: the engine here is local).
+fn write_role_file(name: &str, text: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gluetun-role-files");
+    std::fs::create_dir_all(&dir).expect("create the role file directory");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write the role file");
+    path
 }
 
 /// Creates a bridge network `avt-<run>-<suffix>` labelled with the run (removed by `Cleanup`).

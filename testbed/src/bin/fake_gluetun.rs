@@ -1,5 +1,6 @@
 //! `fake-gluetun`: the Gluetun control server fake on 0.0.0.0:8000, or with the `healthcheck`
-//! argument the image's Docker HEALTHCHECK (exit 0 when `/testbed/healthz` answers 200).
+//! argument the image's Docker HEALTHCHECK (exit 0 when `/testbed/healthz` answers 200). Bad
+//! settings exit 2; a role file the played version rejects exits 1 with Gluetun's own message.
 
 use acevisor_testbed::gluetun::{self, Config, Gluetun};
 use acevisor_testbed::http::{self, Request};
@@ -26,22 +27,49 @@ fn main() {
         eprintln!("fake-gluetun: {e}");
         exit(2)
     });
+    // v3.38 has no role file; later versions read it when it exists.
+    let role_file = if config.version.has_auth() {
+        match std::fs::read_to_string(&config.auth_file) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                eprintln!(
+                    "fake-gluetun: ERROR {}: reading auth settings: opening file {}: {e}",
+                    config.version.auth_error_context(),
+                    config.auth_file
+                );
+                exit(1)
+            }
+        }
+    } else {
+        None
+    };
+    let summary = format!(
+        "Gluetun {} (reports {}), forwarded port {}, startup {:?}, port delay {:?}, role file {}",
+        config.version.name(),
+        config.version.reported(),
+        config.forwarded_port,
+        config.startup,
+        config.port_delay,
+        match (&role_file, config.version.has_auth()) {
+            (_, false) => "ignored".to_string(),
+            (Some(_), true) => config.auth_file.clone(),
+            (None, true) => format!("absent ({})", config.auth_file),
+        }
+    );
+    let server = Gluetun::new(config, role_file.as_deref(), Instant::now()).unwrap_or_else(|e| {
+        eprintln!("fake-gluetun: ERROR {e}");
+        exit(1)
+    });
     let listener = TcpListener::bind(gluetun::LISTEN).unwrap_or_else(|e| {
         eprintln!("fake-gluetun: cannot bind {}: {e}", gluetun::LISTEN);
         exit(1)
     });
     eprintln!(
-        "fake-gluetun: control server on {} (forwarded port {}, api key {}, startup {:?})",
+        "fake-gluetun: control server on {}: {summary}; {}",
         gluetun::LISTEN,
-        config.forwarded_port,
-        if config.api_key.is_some() {
-            "required"
-        } else {
-            "off"
-        },
-        config.startup
+        server.describe_auth()
     );
-    let server = Gluetun::new(config, Instant::now());
     http::serve(listener, move |req: &Request| {
         server.handle(req, Instant::now())
     })
