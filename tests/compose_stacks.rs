@@ -172,7 +172,9 @@ fn gluetun_refusals(v: Version, env: &BTreeMap<String, String>) -> Vec<String> {
                 refusals.push("OpenVPN without OPENVPN_USER and OPENVPN_PASSWORD".into());
             }
         }
-        other => refusals.push(format!("VPN_TYPE={other:?} is neither openvpn nor wireguard")),
+        other => refusals.push(format!(
+            "VPN_TYPE={other:?} is neither openvpn nor wireguard"
+        )),
     }
     if is_on(env, "VPN_PORT_FORWARDING") {
         let pf_provider = env
@@ -186,7 +188,8 @@ fn gluetun_refusals(v: Version, env: &BTreeMap<String, String>) -> Vec<String> {
             ));
         }
     }
-    if is_on(env, "PORT_FORWARD_ONLY") && !port_forward_only_providers(v).contains(&provider.as_str())
+    if is_on(env, "PORT_FORWARD_ONLY")
+        && !port_forward_only_providers(v).contains(&provider.as_str())
     {
         refusals.push(format!(
             "PORT_FORWARD_ONLY=on: Gluetun v{}.{} has no such filter for {provider:?}",
@@ -240,7 +243,10 @@ fn role_file_problems(v: Version, text: &str) -> Vec<String> {
     }
     for route in need {
         if !routes.contains(&route) {
-            problems.push(format!("lacks {route}, which acevisor reads on v{}.{}", v.0, v.1));
+            problems.push(format!(
+                "lacks {route}, which acevisor reads on v{}.{}",
+                v.0, v.1
+            ));
         }
     }
     problems
@@ -279,7 +285,9 @@ fn interpolate(text: &str, env: &BTreeMap<String, String>) -> Result<String, Str
         let Some(body) = after.strip_prefix('{') else {
             return Err(format!("unsupported `$` in {text:?}"));
         };
-        let end = body.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+        let end = body
+            .find('}')
+            .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
         let (name, op, arg) = split_expression(&body[..end]);
         let value = env.get(name).map(String::as_str);
         let resolved = match op {
@@ -497,7 +505,10 @@ impl Stack {
 impl Service {
     /// The environment the container gets from `env` (empty values dropped, as Gluetun reads
     /// them), or the error docker-compose would stop with.
-    fn resolved_env(&self, env: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
+    fn resolved_env(
+        &self,
+        env: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, String> {
         let mut out = BTreeMap::new();
         for (key, value) in &self.environment {
             let v = interpolate(value, env)?;
@@ -660,16 +671,25 @@ fn gluetun_rules_refuse_the_combinations_gluetun_refuses() {
         ),
         (
             (3, 41),
-            with(&[("VPN_SERVICE_PROVIDER", "azirevpn"), ("VPN_PORT_FORWARDING", "on")]),
+            with(&[
+                ("VPN_SERVICE_PROVIDER", "azirevpn"),
+                ("VPN_PORT_FORWARDING", "on"),
+            ]),
         ),
         (
             (3, 41),
-            with(&[("VPN_SERVICE_PROVIDER", "mullvad"), ("VPN_PORT_FORWARDING", "on")]),
+            with(&[
+                ("VPN_SERVICE_PROVIDER", "mullvad"),
+                ("VPN_PORT_FORWARDING", "on"),
+            ]),
         ),
         // Providers and filters older releases lack.
         (
             (3, 39),
-            with(&[("VPN_SERVICE_PROVIDER", PRIVATEVPN), ("VPN_PORT_FORWARDING", "on")]),
+            with(&[
+                ("VPN_SERVICE_PROVIDER", PRIVATEVPN),
+                ("VPN_PORT_FORWARDING", "on"),
+            ]),
         ),
         (
             (3, 38),
@@ -681,7 +701,10 @@ fn gluetun_rules_refuse_the_combinations_gluetun_refuses() {
         ),
         (
             (3, 38),
-            with(&[("VPN_SERVICE_PROVIDER", PROTON), ("PORT_FORWARD_ONLY", "on")]),
+            with(&[
+                ("VPN_SERVICE_PROVIDER", PROTON),
+                ("PORT_FORWARD_ONLY", "on"),
+            ]),
         ),
         // Missing credentials.
         ((3, 41), env_of(&[("VPN_SERVICE_PROVIDER", PIA)])),
@@ -713,11 +736,17 @@ fn gluetun_rules_refuse_the_combinations_gluetun_refuses() {
         ),
         (
             (3, 40),
-            with(&[("VPN_SERVICE_PROVIDER", PRIVATEVPN), ("VPN_PORT_FORWARDING", "on")]),
+            with(&[
+                ("VPN_SERVICE_PROVIDER", PRIVATEVPN),
+                ("VPN_PORT_FORWARDING", "on"),
+            ]),
         ),
         (
             (3, 41),
-            with(&[("VPN_SERVICE_PROVIDER", "mullvad"), ("VPN_PORT_FORWARDING", "off")]),
+            with(&[
+                ("VPN_SERVICE_PROVIDER", "mullvad"),
+                ("VPN_PORT_FORWARDING", "off"),
+            ]),
         ),
     ];
     for (version, env) in accepted {
@@ -753,7 +782,10 @@ fn interpolation_and_yaml_subset_read_the_stacks_as_compose_does() {
     let env = env_of(&[("SET", "x"), ("EMPTY", "")]);
     assert_eq!(interpolate("${SET}-${UNSET}", &env).unwrap(), "x-");
     assert_eq!(interpolate("${EMPTY:-d}/${EMPTY-d}", &env).unwrap(), "d/");
-    assert_eq!(interpolate("${UNSET:-./a.toml}:/b:ro", &env).unwrap(), "./a.toml:/b:ro");
+    assert_eq!(
+        interpolate("${UNSET:-./a.toml}:/b:ro", &env).unwrap(),
+        "./a.toml:/b:ro"
+    );
     assert_eq!(interpolate("$${SET}", &env).unwrap(), "${SET}");
     assert!(interpolate("${EMPTY:?say so}", &env).is_err());
     assert!(interpolate("${EMPTY?say so}", &env).is_ok());
@@ -766,7 +798,10 @@ fn interpolation_and_yaml_subset_read_the_stacks_as_compose_does() {
         .map(|e| (e.key, e.value))
         .collect();
     assert_eq!(env, env_of(&[("K", "1"), ("L", "3")]));
-    assert_eq!(entry(s, &anchors, "volumes").unwrap().children[0].value, "./f:/g:ro");
+    assert_eq!(
+        entry(s, &anchors, "volumes").unwrap().children[0].value,
+        "./f:/g:ro"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -822,7 +857,9 @@ fn env_example_has_a_block_per_port_forwarding_provider() {
                     .is_some_and(|v| v == "on")
         });
         if !found {
-            problems.push(format!("env.example: no block for {provider:?} with port forwarding"));
+            problems.push(format!(
+                "env.example: no block for {provider:?} with port forwarding"
+            ));
         }
     }
     assert_none(problems);
@@ -847,9 +884,8 @@ fn every_env_example_block_is_a_combination_gluetun_accepts_in_every_stack() {
                     .and_then(|v| v.get("gluetun"))
                     .and_then(|g| g.as_array())
                     .is_some_and(|g| {
-                        g.iter().any(|e| {
-                            e.get("forwarding").and_then(|f| f.as_bool()) != Some(false)
-                        })
+                        g.iter()
+                            .any(|e| e.get("forwarding").and_then(|f| f.as_bool()) != Some(false))
                     });
                 for svc in stack.gluetuns() {
                     let at = format!("{file} {} with \"{}\" on {choice}", svc.name, block.title);
@@ -903,15 +939,14 @@ fn role_files_fit_the_gluetun_version_each_stack_runs() {
             let env = example.dot_env(&[&version_block]);
             for svc in stack.gluetuns() {
                 let at = format!("{file} {} on {choice}", svc.name);
-                let version = match interpolate(&svc.image, &env)
-                    .and_then(|image| gluetun_version(&image))
-                {
-                    Ok(v) => v,
-                    Err(e) => {
-                        problems.push(format!("{at}: {e}"));
-                        continue;
-                    }
-                };
+                let version =
+                    match interpolate(&svc.image, &env).and_then(|image| gluetun_version(&image)) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            problems.push(format!("{at}: {e}"));
+                            continue;
+                        }
+                    };
                 let auth_path = svc
                     .environment
                     .iter()
@@ -924,7 +959,9 @@ fn role_files_fit_the_gluetun_version_each_stack_runs() {
                     ));
                 }
                 let Some(source) = svc.mount_source("/gluetun/auth/config.toml", &env) else {
-                    problems.push(format!("{at}: mounts no role file at /gluetun/auth/config.toml"));
+                    problems.push(format!(
+                        "{at}: mounts no role file at /gluetun/auth/config.toml"
+                    ));
                     continue;
                 };
                 let text = match std::fs::read_to_string(compose_dir().join(&source)) {
@@ -941,7 +978,10 @@ fn role_files_fit_the_gluetun_version_each_stack_runs() {
         }
     }
     // Each shipped role file fits the versions its name says.
-    for (file, version) in [("gluetun-auth.toml", (3, 41)), ("gluetun-auth-v3.39.toml", (3, 39))] {
+    for (file, version) in [
+        ("gluetun-auth.toml", (3, 41)),
+        ("gluetun-auth-v3.39.toml", (3, 39)),
+    ] {
         match std::fs::read_to_string(compose_dir().join(file)) {
             Ok(text) => {
                 for p in role_file_problems(version, &text) {
