@@ -595,13 +595,13 @@ impl EnvExample {
             .filter(|b| b.settings.contains_key("VPN_SERVICE_PROVIDER"))
     }
 
-    /// The image/role-file alternatives: the default (no block) and each `GLUETUN_IMAGE` block.
+    /// The image/role-file alternatives: the default (no block) and each `GLUETUN_TAG` block.
     fn version_choices(&self) -> Vec<(String, BTreeMap<String, String>)> {
         let mut choices = vec![("the default image".to_string(), BTreeMap::new())];
         choices.extend(
             self.blocks
                 .iter()
-                .filter(|b| b.settings.contains_key("GLUETUN_IMAGE"))
+                .filter(|b| b.settings.contains_key("GLUETUN_TAG"))
                 .map(|b| (b.title.clone(), b.settings.clone())),
         );
         choices
@@ -1065,6 +1065,8 @@ fn docker_compose_accepts_every_stack_with_every_env_example_block() {
                     .env_remove("ACEVISOR_API_KEY")
                     .env_remove("VPN_SERVICE_PROVIDER")
                     .env_remove("VPN_PORT_FORWARDING")
+                    .env_remove("GLUETUN_TAG")
+                    .env_remove("GLUETUN_AUTH_FILE")
                     .output()
                     .expect("run docker-compose");
                 if !out.status.success() {
