@@ -645,14 +645,19 @@ fn containerized_daemon_reaches_capacity_survives_stop_and_is_adopted() {
     );
 }
 
-/// `docker-compose` with the environment every compose file needs, for project `project`.
+/// `docker-compose` with the environment every compose file needs, for project `project`: the
+/// keys the stacks require and, for the real-Gluetun stacks, one valid provider block of
+/// `env.example` (`tests/compose_stacks.rs` checks every block).
 fn compose_cmd(project: &str, args: &[&str]) -> Command {
     let mut c = Command::new("docker-compose");
     c.current_dir(root())
         .args(["-p", project])
         .args(args)
         .env("DOCKER_GID", socket_gid_or_default())
-        .env("GLUETUN_API_KEY", GLUETUN_KEY);
+        .env("GLUETUN_API_KEY", GLUETUN_KEY)
+        .env("ACEVISOR_API_KEY", "deploy-test-api-key")
+        .env("VPN_SERVICE_PROVIDER", "protonvpn")
+        .env("VPN_PORT_FORWARDING", "on");
     c
 }
 
