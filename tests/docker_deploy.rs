@@ -36,7 +36,7 @@ fn engine_image() -> String {
 /// Label on everything a test run creates (engines get it through `docker.labels`).
 const RUN_LABEL: &str = "acevisor-test.run";
 const GLUETUN_KEY: &str = "deploy-test-key";
-/// Forwarded ports of the two fake VPNs (BEHAVIOR.md's incident A numbers).
+/// Forwarded ports of the two fake VPNs (incident A's numbers, docs/behavior.md).
 const PORTS: [u16; 2] = [55747, 34817];
 const MIN_REPLICAS: usize = 4;
 /// Extra label on acevisor containers, so cleanup can stop them before removing engines.

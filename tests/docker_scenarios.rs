@@ -1,5 +1,5 @@
 //! acevisor against the real Docker engine with the testbed fakes: the pool it builds, what it does
-//! when engines or VPNs die, restart or change ports (BEHAVIOR.md's incidents), asserted on
+//! when engines or VPNs die, restart or change ports (the incidents of docs/behavior.md), asserted on
 //! acevisor's own state, on Docker, and on what each fake engine says of itself.
 //! Timings are shrunk through config (poll 200 ms, port_settle 500 ms, tunnel_grace 5 s).
 

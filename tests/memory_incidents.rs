@@ -1,4 +1,4 @@
-//! BEHAVIOR.md's reference incidents replayed on the whole actor tree over the in-memory runtime,
+//! The reference incidents of docs/behavior.md replayed on the whole actor tree over the in-memory runtime,
 //! with tokio's paused clock as the hand-driven clock (a 76 s outage takes milliseconds).
 
 mod tree;

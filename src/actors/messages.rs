@@ -113,7 +113,7 @@ pub enum SupervisorMsg {
     Provision(RpcReplyPort<Result<EngineView, ProvisionError>>),
 }
 
-/// Why a provisioning request cannot be served now (PROTOCOLS.md: the 503 `detail.code`).
+/// Why a provisioning request cannot be served now (the 503 `detail.code` of docs/api.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProvisionError {
     /// No VPN can take engines now.
@@ -214,7 +214,7 @@ pub struct Counters {
     pub reconciles: u64,
     /// Time to plan and dispatch each reconcile.
     pub reconcile_duration: crate::metrics::DurationHistogram,
-    /// Names handed out above k+1 with k names held (must stay 0: BEHAVIOR.md "Naming").
+    /// Names handed out above k+1 with k names held (must stay 0: docs/behavior.md "Naming").
     pub names_above_bound: u64,
 }
 

@@ -1,4 +1,4 @@
-//! The JSON shapes of the API. Field names are those of PROTOCOLS.md section 3 (the earlier
+//! The JSON shapes of the API. Field names are those of docs/protocols.md section 3 (the earlier
 //! orchestrator's, which existing proxies decode); acevisor's own fields are added, none renamed.
 //! Times are RFC 3339 UTC strings.
 

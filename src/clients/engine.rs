@@ -1,4 +1,4 @@
-//! `EngineClient`: the real AceStream engine HTTP API (PROTOCOLS.md section 2).
+//! `EngineClient`: the real AceStream engine HTTP API (docs/protocols.md section 2).
 //!
 //! Engine answers are JSON envelopes: `{"result":...,"error":null}` for the service and server APIs,
 //! `{"response":...,"error":null}` for a playback session's `stat_url` and `command_url`; a

@@ -1,4 +1,4 @@
-//! `GluetunClient`: the real Gluetun control server over HTTP (PROTOCOLS.md section 1).
+//! `GluetunClient`: the real Gluetun control server over HTTP (docs/protocols.md section 1).
 //!
 //! One probe is `GET /v1/vpn/status` and, when the tunnel is running, the forwarded port. The port
 //! lives at `/v1/portforward` since v3.41 and at `/v1/openvpn/portforwarded` before; the client

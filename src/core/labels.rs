@@ -1,5 +1,5 @@
 //! The labels on every engine acevisor creates: they are the state a restarted acevisor rebuilds
-//! itself from (DESIGN.md "Labels are the state"). Pure encode/decode, nothing else.
+//! itself from (docs/behavior.md "acevisor restarting"). Pure encode/decode, nothing else.
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use crate::config::PortRange;
 
-/// Readiness of one VPN, derived from Docker and the control server (BEHAVIOR.md).
+/// Readiness of one VPN, derived from Docker and the control server (docs/behavior.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readiness {
     /// Container missing or not running.

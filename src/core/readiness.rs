@@ -1,4 +1,4 @@
-//! VPN readiness derived from Docker state and the control server's answer (BEHAVIOR.md).
+//! VPN readiness derived from Docker state and the control server's answer (docs/behavior.md).
 
 use crate::clients::{ControlAnswer, ControlError, TunnelStatus};
 use crate::core::model::Readiness;

@@ -53,7 +53,7 @@ pub struct SessionInfo {
     pub is_live: bool,
 }
 
-/// The body of `POST /events/stream_started` (PROTOCOLS.md section 3).
+/// The body of `POST /events/stream_started` (docs/api.md).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct StreamStartedReq {
     #[serde(default)]

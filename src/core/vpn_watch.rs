@@ -1,5 +1,5 @@
 //! The per-VPN state machine of the VpnMonitor: turns observations over time into the typed
-//! events `Failed` / `Recovered` / `PortChanged` (BEHAVIOR.md "The VpnMonitor's events").
+//! events `Failed` / `Recovered` / `PortChanged` (docs/behavior.md "Failed, Recovered, PortChanged").
 //!
 //! Rules, in the order `observe` applies them:
 //! - Container identity: a new container ID or a new `StartedAt` (both known) for the same VPN means
@@ -510,7 +510,7 @@ mod tests {
         assert_eq!(r.watch.container_id(), Some("c1"));
     }
 
-    /// BEHAVIOR.md Incident A: `gluetun` (port 55747) exits, comes back 76 s later, its new port
+    /// Incident A (docs/behavior.md): `gluetun` (port 55747) exits, comes back 76 s later, its new port
     /// 34817 appears ~12 s after the container starts.
     #[test]
     fn incident_a() {
@@ -566,7 +566,7 @@ mod tests {
         assert_eq!(r.watch.readiness(), up(Some(34817)));
     }
 
-    /// BEHAVIOR.md Incident B: after recovery the port is unknown for ~13 s. The watch says
+    /// Incident B (docs/behavior.md): after recovery the port is unknown for ~13 s. The watch says
     /// `Up { None }` (nothing to create) until the port is known or `port_wait` expires.
     #[test]
     fn incident_b() {

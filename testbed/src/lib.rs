@@ -1,5 +1,5 @@
 //! acevisor's testbed: fakes of the Gluetun control server and of the AceStream engine that speak
-//! the wire formats of PROTOCOLS.md, built on std only so they compile fast into static binaries
+//! the wire formats of docs/protocols.md, built on std only so they compile fast into static binaries
 //! for `FROM scratch` images. The bins in `src/bin/` are thin wrappers over these modules.
 
 pub mod engine;

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 pub const VPN1: &str = "gluetun";
 pub const VPN2: &str = "gluetun_2";
 
-/// A redundant (two VPNs) or single config with BEHAVIOR.md's default timings.
+/// A redundant (two VPNs) or single config with the default timings of docs/configuration.md.
 pub fn config(mode: &str, min: u32, extra: &str) -> Config {
     let second = if mode == "redundant" {
         format!("[[vpn.gluetun]]\ncontainer = \"{VPN2}\"\nengine_ports = \"19500-19999\"\n")
@@ -184,7 +184,7 @@ pub fn two_vpns(mem: &MemoryRuntime, p1: u16, p2: u16) {
     mem.add_vpn(VPN2, p2, Some(DockerHealth::Healthy));
 }
 
-/// BEHAVIOR.md's invariants that must hold at every instant.
+/// The invariants of docs/behavior.md that must hold at every instant.
 pub fn check_invariants(s: &SupervisorSnapshot) {
     for lane in &s.lanes {
         let vpn = lane.key();
