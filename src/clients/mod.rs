@@ -65,12 +65,24 @@ pub enum ControlError {
 }
 
 /// Where a VPN's control server is and how to authenticate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ControlTarget {
     pub vpn: String,
     /// e.g. `http://172.18.0.2:8000`
     pub base_url: String,
     pub api_key: Option<String>,
+}
+
+/// The key is a secret: `Debug` (and so every log line and error built from it) only says
+/// whether one is set.
+impl std::fmt::Debug for ControlTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlTarget")
+            .field("vpn", &self.vpn)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The Gluetun control server.
@@ -84,4 +96,21 @@ pub trait VpnControl: Send + Sync + 'static {
 pub trait EngineApi: Send + Sync + 'static {
     /// `get_status`: Ok when the engine answers (the readiness and liveness probe).
     async fn status(&self, host: &str, port: u16) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_control_target_never_shows_its_key() {
+        let t = ControlTarget {
+            vpn: "gluetun".into(),
+            base_url: "http://172.18.0.2:8000".into(),
+            api_key: Some("s3cret-key".into()),
+        };
+        let shown = format!("{t:?} {t:#?}");
+        assert!(!shown.contains("s3cret-key"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("gluetun"));
+    }
 }
