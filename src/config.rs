@@ -215,6 +215,10 @@ pub struct ApiConfig {
     /// Unset env var = open API (warned at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// Start even though `listen` is reachable beyond loopback and no API key is set (anyone who
+    /// reaches the API may then provision and remove engines). Refused at start otherwise.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
     /// How often each active stream's `stat_url` is read into its history.
     #[serde(default = "default_stats_interval", with = "humantime_serde")]
     pub stats_interval: Duration,
@@ -489,6 +493,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_listen(),
             api_key_env: None,
+            allow_unauthenticated: false,
             stats_interval: default_stats_interval(),
         }
     }

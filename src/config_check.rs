@@ -472,6 +472,31 @@ fn check_api(config: &Config, p: &mut Problems) {
     }
 }
 
+/// Why the daemon must not start with this config and this key: the API listens beyond loopback
+/// with no key (`key_set`: the env var named by `api.api_key_env` holds a non-empty key), and the
+/// operator did not say `api.allow_unauthenticated = true`. Anyone who reaches such an API may
+/// provision and remove engines. `None`: start.
+pub fn open_api_refusal(config: &Config, key_set: bool) -> Option<String> {
+    let a = &config.api;
+    let loopback = a
+        .listen
+        .parse::<SocketAddr>()
+        .is_ok_and(|addr| addr.ip().is_loopback());
+    if loopback || key_set || a.allow_unauthenticated {
+        return None;
+    }
+    let key = match &a.api_key_env {
+        Some(var) => format!("the env var {var} named by api.api_key_env is unset or empty"),
+        None => "api.api_key_env is absent".to_string(),
+    };
+    Some(format!(
+        "api.listen: {} is reachable from other hosts, but no API key is set ({key}), so anyone \
+         who reaches it could provision and remove engines. Set the key, listen on 127.0.0.1, or \
+         set api.allow_unauthenticated = true",
+        a.listen
+    ))
+}
+
 fn check_telemetry(config: &Config, p: &mut Problems) {
     let t = &config.telemetry;
     if let Some(endpoint) = &t.otlp_endpoint {
@@ -851,5 +876,29 @@ mod tests {
                 let _ = validate(&config);
             }
         }
+    }
+
+    #[test]
+    fn an_api_open_beyond_loopback_without_a_key_is_refused_unless_allowed() {
+        let mut c = valid();
+        c.api.listen = "0.0.0.0:8000".into();
+        c.api.api_key_env = Some("ACEVISOR_API_KEY".into());
+        let why = open_api_refusal(&c, false).expect("refused");
+        assert!(
+            why.contains("api.listen") && why.contains("ACEVISOR_API_KEY"),
+            "{why}"
+        );
+        assert!(why.contains("allow_unauthenticated"), "{why}");
+        assert_eq!(open_api_refusal(&c, true), None, "a key is set");
+        c.api.allow_unauthenticated = true;
+        assert_eq!(open_api_refusal(&c, false), None, "allowed");
+        c.api.allow_unauthenticated = false;
+        for local in ["127.0.0.1:8000", "[::1]:8000"] {
+            c.api.listen = local.into();
+            assert_eq!(open_api_refusal(&c, false), None, "{local}");
+        }
+        c.api.listen = "[::]:8000".into();
+        c.api.api_key_env = None;
+        assert!(open_api_refusal(&c, false).unwrap().contains("absent"));
     }
 }

@@ -89,6 +89,16 @@ fn run(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_refused(&e),
     };
+    let key_set = config
+        .api
+        .api_key_env
+        .as_deref()
+        .and_then(|var| std::env::var(var).ok())
+        .is_some_and(|key| !key.is_empty());
+    if let Some(why) = acevisor::config_check::open_api_refusal(&config, key_set) {
+        eprintln!("error: {why}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match run_daemon(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

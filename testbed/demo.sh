@@ -60,7 +60,7 @@ start_vpn "$vpn1" 55747
 start_vpn "$vpn2" 40000
 
 say "starting acevisor (redundant mode, config/examples/testbed.toml); its log: $log"
-GLUETUN_API_KEY="$key" RUST_LOG="${RUST_LOG:-info}" \
+GLUETUN_API_KEY="$key" ACEVISOR_API_KEY="${ACEVISOR_API_KEY:-demo-api-key}" RUST_LOG="${RUST_LOG:-info}" \
   "$root/target/debug/acevisor" run --config config/examples/testbed.toml >"$log" 2>&1 &
 acevisor_pid=$!
 

@@ -328,6 +328,22 @@ fn run_refuses_a_bad_config_with_exit_2_before_starting() {
 }
 
 #[test]
+fn run_refuses_an_api_open_beyond_loopback_without_a_key() {
+    // BASE listens on 0.0.0.0 with no key: refused before anything starts.
+    let file = TempConfig::new(BASE);
+    let out = acevisor(&["run", "--config", file.path()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("api.listen") && stderr(&out).contains("allow_unauthenticated"),
+        "{}",
+        stderr(&out)
+    );
+    // check-config judges the file alone (the key is a runtime secret): the same file passes.
+    let out = acevisor(&["check-config", file.path()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn help_on_every_subcommand_and_version() {
     for args in [
         &["--help"][..],

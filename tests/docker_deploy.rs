@@ -409,6 +409,8 @@ engine_ports = "19100-19199"
 
 [api]
 listen = "0.0.0.0:8000"
+# On the test's own network, read by the test only.
+allow_unauthenticated = true
 "#,
         id = run.id,
         vpn1 = vpns[0],
@@ -829,18 +831,23 @@ fn compose_configs_are_valid_and_present() {
     let dir = root().join("config/compose");
     for yml in ["none.yml", "single.yml", "redundant.yml", "testbed.yml"] {
         let text = std::fs::read_to_string(dir.join(yml)).unwrap();
-        // Bind mounts relative to the compose file: `./x.toml:/...` or `${VAR:-./x.toml}:/...`.
+        // Bind mounts relative to the compose file: `./x.toml:/...`, `${VAR:-./x.toml}:/...` or
+        // `./${VAR:-x.toml}:/...` (the default is the file checked).
         let mounted: Vec<&str> = text
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
             .filter_map(|l| l.split_once("./").map(|(_, rest)| rest))
+            .map(|rest| match rest.strip_prefix("${") {
+                Some(var) => var.split_once(":-").map_or(var, |(_, default)| default),
+                None => rest,
+            })
             .filter_map(|rest| rest.split([':', '}']).next())
             .collect();
         assert!(!mounted.is_empty(), "{yml} mounts no config");
         for file in mounted {
             let path = dir.join(file);
             assert!(path.exists(), "{yml} mounts {file}, which does not exist");
-            if file.ends_with(".toml") && file != "gluetun-auth.toml" {
+            if file.ends_with(".toml") && !file.starts_with("gluetun-auth") {
                 let out = Command::new(env!("CARGO_BIN_EXE_acevisor"))
                     .args(["check-config", path.to_str().unwrap()])
                     .output()
