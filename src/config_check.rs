@@ -430,6 +430,14 @@ fn check_vpn(config: &Config, p: &mut Problems) {
 
 fn check_api(config: &Config, p: &mut Problems) {
     p.nonzero("api.stats_interval", config.api.stats_interval);
+    p.nonzero("api.header_read_timeout", config.api.header_read_timeout);
+    p.nonzero("api.body_read_timeout", config.api.body_read_timeout);
+    if config.api.max_streams == 0 {
+        p.push("api.max_streams", "must be at least 1");
+    }
+    if config.api.max_streams_per_engine == 0 {
+        p.push("api.max_streams_per_engine", "must be at least 1");
+    }
     let a = &config.api;
     match a.listen.parse::<SocketAddr>() {
         Err(_) => p.push(

@@ -17,6 +17,7 @@ use acevisor::clients::engine::EngineClient;
 use acevisor::config::VpnMode;
 use acevisor::core::emergency::EmergencyState;
 use acevisor::core::model::EnginePhase;
+use acevisor::core::streams::StreamLimits;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -158,6 +159,16 @@ impl Harness {
         key: Option<&str>,
         collect_interval: Duration,
     ) -> Harness {
+        Harness::with_limits(snap, key, collect_interval, StreamLimits::default()).await
+    }
+
+    /// A harness whose Streams actor keeps these limits.
+    pub async fn with_limits(
+        snap: SupervisorSnapshot,
+        key: Option<&str>,
+        collect_interval: Duration,
+        limits: StreamLimits,
+    ) -> Harness {
         let world = Arc::new(Mutex::new(FakeWorld {
             snapshot: snap,
             provision: Err(ProvisionError::MaxCapacity),
@@ -186,6 +197,7 @@ impl Harness {
                 engine_client: Arc::new(EngineClient::new(Duration::from_secs(5)).unwrap()),
                 collect_interval,
                 call_timeout,
+                limits,
             },
         )
         .await
@@ -202,6 +214,7 @@ impl Harness {
             min_replicas: 1,
             max_replicas: 4,
             metrics: Default::default(),
+            timeouts: Default::default(),
         };
         Harness {
             app: router(ctx.clone()),
