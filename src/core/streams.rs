@@ -951,4 +951,105 @@ mod tests {
             CollectVerdict::EngineGone
         );
     }
+
+    #[test]
+    fn an_ended_stream_keeps_only_the_tail_of_its_history() {
+        let mut book = StreamBook::with_limits(100, 10);
+        let e = engine("acestream-1", "id1", "h", 1);
+        book.start(&started("k", "s", None, "h", 1), &e, t(0))
+            .unwrap();
+        for i in 1..=50 {
+            book.record_sample("k|s", sample(i, i));
+        }
+        book.end_id("k|s", "client", t(60));
+        let kept = book.history("k|s", None).unwrap();
+        assert_eq!(kept.len(), ENDED_HISTORY_LEN);
+        assert_eq!(kept.last().unwrap().peers, Some(50));
+    }
+
+    #[test]
+    fn limits_refuse_label_bytes_and_active_streams() {
+        let mut book = StreamBook::with(StreamLimits {
+            max_active: 2,
+            max_per_engine: 1,
+            max_label_bytes: 20,
+            ..StreamLimits::default()
+        });
+        let e1 = engine("acestream-1", "id1", "h", 1);
+        let e2 = engine("acestream-2", "id2", "h", 2);
+        let e3 = engine("acestream-3", "id3", "h", 3);
+        let mut big = started("k", "s", Some("big"), "h", 1);
+        big.labels.insert("note".into(), "x".repeat(20));
+        assert!(matches!(
+            book.start(&big, &e1, t(0)),
+            Err(StartRefusal::LabelsTooLarge { limit: 20, .. })
+        ));
+        book.start(&started("a", "1", Some("a"), "h", 1), &e1, t(0))
+            .unwrap();
+        assert!(matches!(
+            book.start(&started("b", "1", Some("b"), "h", 1), &e1, t(0)),
+            Err(StartRefusal::TooManyOnEngine { limit: 1, .. })
+        ));
+        // The same id again replaces the stream.
+        book.start(&started("a", "2", Some("a"), "h", 1), &e1, t(1))
+            .unwrap();
+        book.start(&started("c", "1", Some("c"), "h", 2), &e2, t(2))
+            .unwrap();
+        assert_eq!(
+            book.start(&started("d", "1", Some("d"), "h", 3), &e3, t(3)),
+            Err(StartRefusal::TooManyStreams { limit: 2 })
+        );
+        book.end_id("c", "client", t(4));
+        book.start(&started("d", "1", Some("d"), "h", 3), &e3, t(5))
+            .unwrap();
+        assert_eq!(book.list(None, None).len(), 3);
+    }
+
+    #[test]
+    fn unconfirmed_streams_end_and_a_sample_confirms() {
+        let mut book = StreamBook::with(StreamLimits {
+            unconfirmed_after: Some(Duration::from_secs(60)),
+            ..StreamLimits::default()
+        });
+        let e = engine("acestream-1", "id1", "h", 1);
+        book.start(&started("a", "1", Some("a"), "h", 1), &e, t(0))
+            .unwrap();
+        book.start(&started("b", "1", Some("b"), "h", 1), &e, t(0))
+            .unwrap();
+        book.record_sample("b", sample(50, 1));
+        assert!(book.expire_unconfirmed(t(59)).is_empty());
+        assert_eq!(book.expire_unconfirmed(t(60)), vec!["a".to_string()]);
+        assert_eq!(
+            book.get("a").unwrap().end_reason.as_deref(),
+            Some("unconfirmed")
+        );
+        assert_eq!(book.expire_unconfirmed(t(110)), vec!["b".to_string()]);
+        let mut never = StreamBook::with(StreamLimits {
+            unconfirmed_after: None,
+            ..StreamLimits::default()
+        });
+        never
+            .start(&started("a", "1", Some("a"), "h", 1), &e, t(0))
+            .unwrap();
+        assert!(never.expire_unconfirmed(t(1_000_000)).is_empty());
+    }
+
+    #[test]
+    fn pages_follow_start_order() {
+        let mut book = StreamBook::new();
+        let e = engine("acestream-1", "id1", "h", 1);
+        for i in 0..5u64 {
+            book.start(&started("k", &i.to_string(), None, "h", 1), &e, t(i))
+                .unwrap();
+        }
+        // A restart moves the stream to the end.
+        book.start(&started("k", "1", None, "h", 1), &e, t(9))
+            .unwrap();
+        let (total, page) = book.page(None, None, 1, Some(3));
+        assert_eq!(total, 5);
+        let ids: Vec<_> = page.into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["k|2", "k|3", "k|4"]);
+        let (_, tail) = book.page(None, None, 4, Some(3));
+        assert_eq!(tail[0].id, "k|1");
+    }
 }

@@ -314,3 +314,30 @@ pub fn is_rfc3339(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| humantime::parse_rfc3339(s).is_ok())
 }
+
+/// One request through the router exactly as given (no Content-Type added); the answer's
+/// status, headers and JSON body (`Value::Null` when not JSON).
+pub async fn send_raw(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::from(body)).unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
