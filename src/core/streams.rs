@@ -553,7 +553,12 @@ impl StreamBook {
         }
         s.latest = Some(sample.clone());
         s.confirmed_at = s.confirmed_at.max(sample.ts);
+        let cap = self.limits.history_len;
         let h = self.history.entry(id.to_string()).or_default();
+        if h.len() == h.capacity() && h.len() < cap {
+            // Doubling, but never past the history length (no power-of-two slack at the top).
+            h.reserve_exact(h.len().max(8).min(cap - h.len()));
+        }
         h.push_back(sample);
         while h.len() > self.limits.history_len {
             h.pop_front();
