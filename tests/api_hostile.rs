@@ -261,6 +261,13 @@ async fn a_declared_length_above_the_limit_is_refused_at_once() {
     let answer = read_until_closed(&mut conn, DEADLINE).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("request body too large"), "{answer}");
+    // A route that reads no body answers and does not wait for the declared one either.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nab")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut conn, DEADLINE).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! acevisor's HTTP API (axum), compatible with the earlier orchestrator's clients
 //! (PROTOCOLS.md section 3). Handlers talk to the actors only through calls bounded by a
 //! timeout: a Supervisor or Streams actor that does not answer in time is a 503 JSON answer,
-//! never a hung request, and nothing here waits on Docker.
+//! never a hung request, and nothing here waits on Docker. Clients are bounded too: `serve`
+//! closes connections whose request head does not arrive within `api.header_read_timeout`, the
+//! extractors bound bodies in size and time, and the Streams actor keeps the stream limits.
 
 pub mod auth;
 pub mod engines;

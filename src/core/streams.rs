@@ -1,7 +1,9 @@
 //! Stream bookkeeping, pure: stream identity, the engine a `stream_started` belongs to, the
 //! stream a `stream_ended` means, a bounded per-stream stats history, and the rules that end a
-//! stream on the collector's observations. The Streams actor owns one `StreamBook` and feeds it
-//! facts and times; nothing here performs I/O or reads the clock.
+//! stream on the collector's observations, and the limits on what clients can make it hold
+//! (label bytes, active streams in total and per engine, ended streams kept, streams nothing
+//! confirms). The Streams actor owns one `StreamBook` and feeds it facts and times; nothing here
+//! performs I/O or reads the clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
