@@ -817,4 +817,22 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn api_client_bounds_must_not_be_zero() {
+        let mut c = valid();
+        c.api.header_read_timeout = Duration::ZERO;
+        c.api.body_read_timeout = Duration::ZERO;
+        c.api.max_streams = 0;
+        c.api.max_streams_per_engine = 0;
+        assert_eq!(
+            keys(&c),
+            [
+                "api.header_read_timeout",
+                "api.body_read_timeout",
+                "api.max_streams",
+                "api.max_streams_per_engine",
+            ]
+        );
+    }
 }
