@@ -626,38 +626,37 @@ impl StreamBook {
 
     /// Active streams: `(id, stat_url, container_id)`.
     pub fn active(&self) -> Vec<(String, Option<String>, String)> {
-        let mut out: Vec<_> = self
-            .streams
+        self.active_records()
+            .map(|s| (s.id.clone(), s.stat_url.clone(), s.container_id.clone()))
+            .collect()
+    }
+
+    /// Active streams, oldest start first (borrowed: nothing is copied).
+    fn active_records(&self) -> impl Iterator<Item = &StreamRecord> {
+        self.order
             .values()
+            .filter_map(|id| self.streams.get(id))
             .filter(|s| s.status == StreamStatus::Started)
-            .map(|s| {
-                (
-                    s.seq,
-                    s.id.clone(),
-                    s.stat_url.clone(),
-                    s.container_id.clone(),
-                )
-            })
-            .collect();
-        out.sort();
-        out.into_iter().map(|(_, a, b, c)| (a, b, c)).collect()
     }
 
     /// Active stream ids per engine name.
     pub fn active_by_engine(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for s in self.list(Some(StreamStatus::Started), None) {
-            out.entry(s.container_name.clone()).or_default().push(s.id);
+        for s in self.active_records() {
+            out.entry(s.container_name.clone())
+                .or_default()
+                .push(s.id.clone());
         }
         out
     }
 
     /// Active stream count per engine name (what the Supervisor's autoscaling needs).
     pub fn counts(&self) -> BTreeMap<String, u32> {
-        self.active_by_engine()
-            .into_iter()
-            .map(|(k, v)| (k, v.len() as u32))
-            .collect()
+        let mut out: BTreeMap<String, u32> = BTreeMap::new();
+        for s in self.active_records() {
+            *out.entry(s.container_name.clone()).or_default() += 1;
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
