@@ -1058,4 +1058,71 @@ mod tests {
         let (_, tail) = book.page(None, None, 4, Some(3));
         assert_eq!(tail[0].id, "k|1");
     }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Start { id: u8, engine: u8, label_bytes: u8 },
+        End { id: u8 },
+        Sample { id: u8 },
+        Expire,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0u8..24, 0u8..3, any::<u8>()).prop_map(|(id, engine, label_bytes)| Op::Start { id, engine, label_bytes }),
+            2 => (0u8..24).prop_map(|id| Op::End { id }),
+            2 => (0u8..24).prop_map(|id| Op::Sample { id }),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever clients send, the book stays within its limits and its indexes agree.
+        #[test]
+        fn the_book_stays_within_its_limits(ops in proptest::collection::vec(op(), 0..200)) {
+            let limits = StreamLimits {
+                max_active: 6,
+                max_per_engine: 3,
+                max_label_bytes: 200,
+                ended_kept: 4,
+                history_len: 20,
+                unconfirmed_after: Some(Duration::from_secs(30)),
+            };
+            let mut book = StreamBook::with(limits.clone());
+            let engines: Vec<EngineRef> = (0..3)
+                .map(|n| engine(&format!("acestream-{n}"), &format!("id{n}"), "h", 19000 + n))
+                .collect();
+            for (step, op) in ops.into_iter().enumerate() {
+                let now = t(step as u64);
+                match op {
+                    Op::Start { id, engine, label_bytes } => {
+                        let mut req = started("k", "s", Some(&format!("s{id}")), "h", 1);
+                        req.labels.insert("x".into(), "y".repeat(label_bytes as usize));
+                        let _ = book.start(&req, &engines[engine as usize], now);
+                    }
+                    Op::End { id } => {
+                        book.end_id(&format!("s{id}"), "client", now);
+                    }
+                    Op::Sample { id } => book.record_sample(&format!("s{id}"), sample(step as u64, 1)),
+                    Op::Expire => {
+                        book.expire_unconfirmed(now);
+                    }
+                }
+                let active = book.list(Some(StreamStatus::Started), None);
+                let ended = book.list(Some(StreamStatus::Ended), None);
+                proptest::prop_assert!(active.len() <= limits.max_active);
+                proptest::prop_assert!(ended.len() <= limits.ended_kept);
+                proptest::prop_assert_eq!(active.len() + ended.len(), book.len());
+                proptest::prop_assert!(book.counts().values().all(|&c| c as usize <= limits.max_per_engine));
+                for s in active.iter().chain(&ended) {
+                    proptest::prop_assert!(label_bytes(&s.labels) <= limits.max_label_bytes);
+                    let kept = book.history(&s.id, None).unwrap().len();
+                    let bound = if s.status == StreamStatus::Ended { ENDED_HISTORY_LEN } else { limits.history_len };
+                    proptest::prop_assert!(kept <= bound);
+                }
+                proptest::prop_assert_eq!(book.page(None, None, 0, None).0, book.len());
+            }
+        }
+    }
 }
