@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, de};
 use serde_json::error::Category;
@@ -51,8 +51,8 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(header::CONTENT_TYPE) {
+fn check_content_type(content_type: Option<&HeaderValue>) -> Result<(), ApiError> {
+    match content_type {
         None => Ok(()),
         Some(v) if v.to_str().is_ok_and(is_json_content_type) => Ok(()),
         Some(v) => Err(ApiError::Unsupported(format!(
@@ -80,7 +80,7 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     if declared_length(req.headers()).is_some_and(|n| n > super::BODY_LIMIT as u64) {
         return Err(too_large());
     }
-    let headers = req.headers().clone();
+    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
     let timeout = req
         .extensions()
         .get::<BodyReadTimeout>()
@@ -97,7 +97,7 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         Ok(Ok(bytes)) => bytes,
     };
     if !bytes.trim_ascii().is_empty() {
-        check_content_type(&headers)?;
+        check_content_type(content_type.as_ref())?;
     }
     Ok(bytes)
 }
@@ -236,5 +236,50 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             Ok(axum::extract::Path(p)) => Ok(ApiPath(p)),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for t in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+            " application/json ;x=y",
+        ] {
+            assert!(is_json_content_type(t), "{t}");
+        }
+        for t in [
+            "text/plain",
+            "text/json+x",
+            "application/jsonx",
+            "",
+            "+json",
+            ";;",
+        ] {
+            assert!(!is_json_content_type(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn bodies_must_be_one_clean_json_object() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        struct Any {}
+        let ok = |b: &[u8]| parse_json::<Any>(b).is_ok();
+        let status = |b: &[u8]| parse_json::<Any>(b).unwrap_err().status().as_u16();
+        assert!(ok(b" {\"a\": [1, {\"b\": null}]} "));
+        assert_eq!(status(b"[]"), 422);
+        assert_eq!(status(b"\"x\""), 422);
+        assert_eq!(status(br#"{"a":1,"a":1}"#), 422);
+        assert_eq!(status(br#"{"a":"\ud800"}"#), 400);
+        assert_eq!(status(b"{\"a\":\"\xc3\x28\"}"), 400);
+        assert_eq!(status(br#"{"a":1e400}"#), 400);
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(status(deep.as_bytes()), 400);
+        assert_eq!(status(b"  "), 400);
     }
 }
