@@ -1,5 +1,5 @@
 //! acevisor's benchmarks (issue 8): reaction times, cold start against a `docker run` loop,
-//! footprint of the real daemon, and the pure planner at scale. Run through `testbed/bench.sh`,
+//! footprint of the real daemon, the pure planner at scale, and stream bookkeeping at its caps. Run through `testbed/bench.sh`,
 //! which builds the testbed images, the release `acevisor` binary and this program first.
 //!
 //! ```text
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use acevisor::actors::messages::{NameMsg, SupervisorMsg, SupervisorSnapshot};
 use acevisor::actors::name_registry::NameRegistry;
 use acevisor::actors::supervisor::Deps;
+use acevisor::api::types::StreamState;
 use acevisor::clients::engine::EngineClient;
 use acevisor::clients::gluetun::GluetunClient;
 use acevisor::config::{Config, EmergencyCapacity, PortRange};
@@ -29,6 +30,10 @@ use acevisor::core::emergency::EmergencyState;
 use acevisor::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
 use acevisor::core::naming::Ordinals;
 use acevisor::core::plan::{self, PlanInput};
+use acevisor::core::streams::{
+    ENDED_HISTORY_LEN, EngineRef, HISTORY_LEN, StatSample, StreamBook, StreamLimits,
+    StreamStartedReq,
+};
 use acevisor::runtime::docker::DockerRuntime;
 use ractor::{Actor, ActorRef};
 
@@ -1002,6 +1007,133 @@ async fn registry_row(held: u32, reps: usize) -> Row {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stream bookkeeping at its caps (issue 16)
+
+fn started_req(id: &str, port: u16, label_bytes: usize) -> StreamStartedReq {
+    serde_json::from_value(serde_json::json!({
+        "engine": {"host": "10.0.0.2", "port": port},
+        "stream": {"key_type": "content_id", "key": "0123456789abcdef0123456789abcdef01234567"},
+        "session": {"playback_session_id": format!("session-{id}"),
+                    "stat_url": format!("http://10.0.0.2:{port}/ace/stat/{id}"),
+                    "command_url": format!("http://10.0.0.2:{port}/ace/cmd/{id}"), "is_live": 1},
+        "labels": {"stream_id": id, "note": "x".repeat(label_bytes.saturating_sub(16 + id.len()))},
+    }))
+    .expect("a valid stream_started")
+}
+
+fn stat_sample(secs: u64) -> StatSample {
+    StatSample {
+        ts: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs),
+        peers: Some(12),
+        speed_down: Some(900),
+        speed_up: Some(40),
+        downloaded: Some(secs * 1000),
+        uploaded: Some(secs * 100),
+        status: Some("dl".into()),
+    }
+}
+
+/// `GET /streams` as its handler builds it (the page copied out of the book, turned into
+/// StreamStates, serialized) with the book full: `api.max_streams` active streams and
+/// `api.ended_streams_kept` ended ones, every one with labels at `api.max_label_bytes`; and the
+/// bytes a stream holds while active (full stats history) and once ended.
+fn streams_rows(reps: usize) -> Vec<Row> {
+    let limits = StreamLimits::default();
+    let engines: Vec<EngineRef> = (0..limits.max_active.div_ceil(limits.max_per_engine))
+        .map(|n| EngineRef {
+            name: format!("acestream-{}", n + 1),
+            container_id: Some(format!("{n:0>12}abcdef0123456789")),
+            host: Some("10.0.0.2".into()),
+            http_port: 19000 + 4 * n as u16,
+        })
+        .collect();
+    let now = SystemTime::now();
+    let mut book = StreamBook::with(limits.clone());
+    let total = limits.max_active + limits.ended_kept;
+    for i in 0..total {
+        let e = &engines[i % engines.len()];
+        let id = format!("s{i:05}");
+        book.start(
+            &started_req(&id, e.http_port, limits.max_label_bytes),
+            e,
+            now,
+        )
+        .expect("within the limits");
+        if i < limits.ended_kept {
+            book.end_id(&id, "client", now);
+        }
+    }
+    let list = |limit: Option<usize>| {
+        let t = Instant::now();
+        let (_, page) = book.page(None, None, 0, limit);
+        let states: Vec<StreamState> = page.iter().map(StreamState::from).collect();
+        let bytes = serde_json::to_vec(&states).expect("json");
+        std::hint::black_box(bytes.len());
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let whole: Vec<f64> = (0..reps).map(|_| list(None)).collect();
+    let paged: Vec<f64> = (0..reps).map(|_| list(Some(100))).collect();
+
+    // Bytes per stream: a small book, one engine, full histories, then every stream ended.
+    let n = 100;
+    let small = StreamLimits {
+        max_active: n,
+        max_per_engine: n,
+        ended_kept: n,
+        ..limits.clone()
+    };
+    let base = LIVE.load(Ordering::Relaxed);
+    let mut b = StreamBook::with(small);
+    for i in 0..n {
+        let id = format!("m{i:03}");
+        b.start(&started_req(&id, 19000, 1024), &engines[0], now)
+            .expect("within the limits");
+        for t in 0..HISTORY_LEN as u64 {
+            b.record_sample(&id, stat_sample(t));
+        }
+    }
+    let active = (LIVE.load(Ordering::Relaxed) - base) as f64 / n as f64;
+    for i in 0..n {
+        b.end_id(&format!("m{i:03}"), "client", now);
+    }
+    let ended = (LIVE.load(Ordering::Relaxed) - base) as f64 / n as f64;
+    drop(b);
+    vec![
+        Row {
+            figure: "streams-list-at-cap".into(),
+            samples: whole,
+            baseline: None,
+            target: format!(
+                "< 50 ms (issue 16; {} active + {} ended, {} B labels each)",
+                limits.max_active, limits.ended_kept, limits.max_label_bytes
+            ),
+            unit: "ms",
+        },
+        Row {
+            figure: "streams-list-page-100".into(),
+            samples: paged,
+            baseline: None,
+            target: "- (`?limit=100` at the same cap)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "stream-bytes-active".into(),
+            samples: vec![active],
+            baseline: None,
+            target: format!("- (1 KiB labels, {HISTORY_LEN} samples)"),
+            unit: "B",
+        },
+        Row {
+            figure: "stream-bytes-ended".into(),
+            samples: vec![ended],
+            baseline: None,
+            target: format!("- (the same once ended: {ENDED_HISTORY_LEN} samples kept)"),
+            unit: "B",
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
 
 struct Args {
     quick: bool,
@@ -1066,6 +1198,10 @@ fn main() {
         rows.push(ordinals_row(1_000, r / 4));
         rows.push(ordinals_row(10_000, r / 4));
         rows.push(rt.block_on(registry_row(1_000, reps)));
+    }
+    if wanted("streams") {
+        eprintln!("== streams (stream bookkeeping at its caps)");
+        rows.extend(streams_rows(if a.quick { 5 } else { 20 }));
     }
     if a.only
         .as_ref()

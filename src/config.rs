@@ -222,6 +222,60 @@ pub struct ApiConfig {
     /// How often each active stream's `stat_url` is read into its history.
     #[serde(default = "default_stats_interval", with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// A connection must send a complete request head within this time after it opens or after
+    /// its previous answer (so it is also the idle timeout of kept-alive connections).
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive completely within this time once its handler reads it (408).
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Active streams in total; a `stream_started` beyond it is 429.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: u32,
+    /// Active streams on one engine; a `stream_started` beyond it is 429.
+    #[serde(default = "default_max_streams_per_engine")]
+    pub max_streams_per_engine: u32,
+    /// Bytes of stream labels (keys plus values) one `stream_started` may carry (422 above).
+    #[serde(default = "default_max_label_bytes")]
+    pub max_label_bytes: u32,
+    /// Ended streams kept for `/streams?status=ended` (oldest forgotten first).
+    #[serde(default = "default_ended_streams_kept")]
+    pub ended_streams_kept: u32,
+    /// An active stream that no stats read and no event confirmed for this long is ended
+    /// (`unconfirmed`); `0s` never ends one this way.
+    #[serde(
+        default = "default_stream_unconfirmed_timeout",
+        with = "humantime_serde"
+    )]
+    pub stream_unconfirmed_timeout: Duration,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_streams() -> u32 {
+    1000
+}
+
+fn default_max_streams_per_engine() -> u32 {
+    100
+}
+
+fn default_max_label_bytes() -> u32 {
+    4096
+}
+
+fn default_ended_streams_kept() -> u32 {
+    1000
+}
+
+fn default_stream_unconfirmed_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_stats_interval() -> Duration {
@@ -495,6 +549,13 @@ impl Default for ApiConfig {
             api_key_env: None,
             allow_unauthenticated: false,
             stats_interval: default_stats_interval(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            max_streams: default_max_streams(),
+            max_streams_per_engine: default_max_streams_per_engine(),
+            max_label_bytes: default_max_label_bytes(),
+            ended_streams_kept: default_ended_streams_kept(),
+            stream_unconfirmed_timeout: default_stream_unconfirmed_timeout(),
         }
     }
 }

@@ -442,6 +442,14 @@ fn check_vpn(config: &Config, p: &mut Problems) {
 
 fn check_api(config: &Config, p: &mut Problems) {
     p.nonzero("api.stats_interval", config.api.stats_interval);
+    p.nonzero("api.header_read_timeout", config.api.header_read_timeout);
+    p.nonzero("api.body_read_timeout", config.api.body_read_timeout);
+    if config.api.max_streams == 0 {
+        p.push("api.max_streams", "must be at least 1");
+    }
+    if config.api.max_streams_per_engine == 0 {
+        p.push("api.max_streams_per_engine", "must be at least 1");
+    }
     let a = &config.api;
     match a.listen.parse::<SocketAddr>() {
         Err(_) => p.push(
@@ -900,5 +908,23 @@ mod tests {
         c.api.listen = "[::]:8000".into();
         c.api.api_key_env = None;
         assert!(open_api_refusal(&c, false).unwrap().contains("absent"));
+    }
+
+    #[test]
+    fn api_client_bounds_must_not_be_zero() {
+        let mut c = valid();
+        c.api.header_read_timeout = Duration::ZERO;
+        c.api.body_read_timeout = Duration::ZERO;
+        c.api.max_streams = 0;
+        c.api.max_streams_per_engine = 0;
+        assert_eq!(
+            keys(&c),
+            [
+                "api.header_read_timeout",
+                "api.body_read_timeout",
+                "api.max_streams",
+                "api.max_streams_per_engine",
+            ]
+        );
     }
 }

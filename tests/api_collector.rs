@@ -198,6 +198,7 @@ async fn a_stuck_supervisor_ends_nothing() {
             ),
             collect_interval: Duration::ZERO,
             call_timeout: Duration::from_millis(50),
+            limits: Default::default(),
         },
     )
     .await

@@ -44,6 +44,7 @@ async fn api_over_the_real_tree() {
             engine_client: Arc::new(EngineClient::new(Duration::from_secs(5)).unwrap()),
             collect_interval: Duration::ZERO,
             call_timeout: Duration::from_secs(3),
+            limits: Default::default(),
         },
     )
     .await

@@ -20,8 +20,9 @@ use tracing::{debug, info, warn};
 use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
 use crate::clients::engine::{EngineClient, StatError};
 use crate::core::streams::{
-    CollectVerdict, EndOutcome, EngineRef, StatReading, StatSample, StreamBook, StreamEndedReq,
-    StreamRecord, StreamStartedReq, StreamStatus, collect_verdict, resolve_engine,
+    CollectVerdict, EndOutcome, EngineRef, StartRefusal, StatReading, StatSample, StreamBook,
+    StreamEndedReq, StreamLimits, StreamRecord, StreamStartedReq, StreamStatus, collect_verdict,
+    resolve_engine,
 };
 
 /// Why a `stream_started` was refused.
@@ -37,6 +38,9 @@ pub enum StartError {
     /// The Supervisor did not answer in time; nothing was recorded.
     #[error("supervisor unavailable: {0}")]
     SupervisorUnavailable(String),
+    /// The start would exceed a limit (labels, active streams in total or on the engine).
+    #[error(transparent)]
+    Refused(#[from] StartRefusal),
 }
 
 /// What `/engines` shows of an engine's stream usage.
@@ -86,10 +90,13 @@ pub enum StreamsMsg {
         RpcReplyPort<Result<StreamRecord, StartError>>,
     ),
     Ended(StreamEndedReq, RpcReplyPort<EndOutcome>),
+    /// One page of the streams (all when `limit` is `None`) and the total that matched.
     List {
         status: Option<StreamStatus>,
         container_id: Option<String>,
-        reply: RpcReplyPort<Vec<StreamRecord>>,
+        offset: usize,
+        limit: Option<usize>,
+        reply: RpcReplyPort<(usize, Vec<StreamRecord>)>,
     },
     Get(String, RpcReplyPort<Option<StreamRecord>>),
     /// The history of a stream from `since`; `None` for an unknown id.
@@ -119,6 +126,8 @@ pub struct StreamsArgs {
     /// `stream_started` waits on this call inside the actor, and the API should get the
     /// actor's answer (503 on a timeout) rather than time out itself.
     pub call_timeout: Duration,
+    /// What clients may make the actor hold.
+    pub limits: StreamLimits,
 }
 
 pub struct StreamsState {
@@ -149,7 +158,7 @@ impl Actor for Streams {
         args: StreamsArgs,
     ) -> Result<StreamsState, ActorProcessingErr> {
         Ok(StreamsState {
-            book: StreamBook::new(),
+            book: StreamBook::with(args.limits),
             supervisor: args.supervisor,
             engine_client: args.engine_client,
             collect_interval: args.collect_interval,
@@ -208,9 +217,11 @@ impl Actor for Streams {
             StreamsMsg::List {
                 status,
                 container_id,
+                offset,
+                limit,
                 reply,
             } => {
-                let _ = reply.send(st.book.list(status, container_id.as_deref()));
+                let _ = reply.send(st.book.page(status, container_id.as_deref(), offset, limit));
             }
             StreamsMsg::Get(id, reply) => {
                 let _ = reply.send(st.book.get(&id).cloned());
@@ -325,7 +336,9 @@ async fn on_started(
             container_id: req.container_id.clone(),
         });
     };
-    let record = st.book.start(req, engine, now);
+    let record = st.book.start(req, engine, now).inspect_err(|e| {
+        info!(engine = %engine.name, error = %e, "stream_started refused");
+    })?;
     st.last_usage.insert(engine_key(engine).to_string(), now);
     info!(stream = %record.id, engine = %engine.name, key_type = ?record.key_type, "stream started");
     Ok(record)
@@ -468,6 +481,13 @@ fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
                     st.last_usage.insert(key, now);
                     summary.ended.push((r.id, reason));
                 }
+            }
+            for id in st.book.expire_unconfirmed(now) {
+                if let Some(s) = st.book.get(&id) {
+                    warn!(stream = %id, engine = %s.container_name, "stream ended: no stats read and no event confirmed it in time");
+                    st.last_usage.insert(s.container_id.clone(), now);
+                }
+                summary.ended.push((id, "unconfirmed"));
             }
         }
     }

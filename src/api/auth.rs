@@ -1,6 +1,7 @@
 //! API-key check of the mutating routes. Clients send the key as `Authorization: Bearer <key>`,
 //! `X-API-Key` or `X-API-KEY` (header names are case-insensitive). No key sent: 401; a wrong
-//! key: 403 (the upstream codes). Keys are compared in constant time.
+//! key: 403 (the upstream codes); several different keys in one request: 400. Keys are compared
+//! in constant time.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -47,15 +48,20 @@ fn presented(headers: &HeaderMap) -> Vec<&[u8]> {
 /// Checks the request's key against the configured one.
 pub fn check(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
     let keys = presented(headers);
-    if keys.is_empty() {
+    let Some(first) = keys.first() else {
         return Err(ApiError::MissingKey);
+    };
+    // One key per request: a client sending two different ones is confused, not authorized.
+    if keys.iter().any(|k| !constant_time_eq(k, first)) {
+        return Err(ApiError::BadRequest(
+            "several different API keys sent; send one key in one header".into(),
+        ));
     }
-    // Every presented key is compared, so timing does not tell which header matched.
-    let mut ok = false;
-    for k in keys {
-        ok |= constant_time_eq(k, key.as_bytes());
+    if constant_time_eq(first, key.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::WrongKey)
     }
-    if ok { Ok(()) } else { Err(ApiError::WrongKey) }
 }
 
 /// Middleware of the mutating routes.
@@ -113,13 +119,30 @@ mod tests {
             check(&headers(&[("x-api-key", "k")]), "k1"),
             Err(ApiError::WrongKey)
         ));
-        // Either header carrying the right key is enough.
+        // The same key in several headers is one key.
         assert!(
             check(
-                &headers(&[("authorization", "Bearer nope"), ("x-api-key", "k1")]),
+                &headers(&[("authorization", "Bearer k1"), ("x-api-key", "k1")]),
                 "k1"
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn several_different_keys_are_a_bad_request() {
+        for pairs in [
+            &[("authorization", "Bearer nope"), ("x-api-key", "k1")][..],
+            &[("x-api-key", "k1"), ("x-api-key", "k2")][..],
+            &[
+                ("authorization", "Bearer k1"),
+                ("authorization", "Bearer k2"),
+            ][..],
+        ] {
+            assert!(
+                matches!(check(&headers(pairs), "k1"), Err(ApiError::BadRequest(_))),
+                "{pairs:?}"
+            );
+        }
     }
 }

@@ -179,9 +179,12 @@ pub async fn detail(
         .ask_streams(|reply| StreamsMsg::List {
             status: Some(StreamStatus::Started),
             container_id: Some(name),
+            offset: 0,
+            limit: None,
             reply,
         })
-        .await?;
+        .await?
+        .1;
     Ok(Json(EngineDetail {
         engine: engine_state(&ctx, engine, usage.get(&engine.name), SystemTime::now()),
         streams: streams.iter().map(StreamState::from).collect(),

@@ -19,12 +19,16 @@ pub enum ApiError {
     NotFound(String),
     /// 405.
     MethodNotAllowed,
+    /// 408: the body did not arrive in time.
+    RequestTimeout(String),
     /// 413: body above the limit.
     TooLarge(String),
     /// 415: not JSON content.
     Unsupported(String),
     /// 422: JSON of the wrong shape, or invalid values.
     Unprocessable(String),
+    /// 429: a limit on what clients may make acevisor hold (active streams).
+    TooMany(String),
     /// 503 with a plain message: an actor did not answer in time, or is gone.
     Unavailable(String),
     /// 503 with a structured detail object (provisioning blocked).
@@ -41,9 +45,11 @@ impl ApiError {
             ApiError::WrongKey => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Blocked(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Other(status, _) => *status,
         }
@@ -57,6 +63,8 @@ impl ApiError {
             ApiError::Blocked(v) => v.clone(),
             ApiError::BadRequest(m)
             | ApiError::NotFound(m)
+            | ApiError::RequestTimeout(m)
+            | ApiError::TooMany(m)
             | ApiError::TooLarge(m)
             | ApiError::Unsupported(m)
             | ApiError::Unprocessable(m)
@@ -74,6 +82,15 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // The rest of an unread body is not waited for: the connection closes after the answer.
+        if matches!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

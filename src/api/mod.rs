@@ -1,7 +1,9 @@
 //! acevisor's HTTP API (axum), compatible with the earlier orchestrator's clients
 //! (docs/protocols.md section 3, docs/api.md). Handlers talk to the actors only through calls bounded by a
 //! timeout: a Supervisor or Streams actor that does not answer in time is a 503 JSON answer,
-//! never a hung request, and nothing here waits on Docker.
+//! never a hung request, and nothing here waits on Docker. Clients are bounded too: `serve`
+//! closes connections whose request head does not arrive within `api.header_read_timeout`, the
+//! extractors bound bodies in size and time, and the Streams actor keeps the stream limits.
 
 pub mod auth;
 pub mod engines;
@@ -17,10 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware;
 use axum::routing::{get, post};
+use axum::{Extension, Router, middleware};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::net::TcpListener;
@@ -30,6 +34,7 @@ use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
 use crate::actors::streams::{Streams, StreamsArgs, StreamsMsg};
 use crate::clients::engine::EngineClient;
 use crate::config::{Config, VpnMode};
+use crate::core::streams::{HISTORY_LEN, StreamLimits};
 use crate::metrics::Metrics;
 use error::{ApiError, ApiResult};
 
@@ -39,6 +44,48 @@ pub const STREAMS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest request body accepted (413 above).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long clients may take to send a request (`api.header_read_timeout`,
+/// `api.body_read_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head must arrive within this after the connection opens or after the previous
+    /// answer (so also the idle timeout of a kept-alive connection); else the connection closes.
+    pub header_read: Duration,
+    /// A body must arrive within this once its handler reads it; else 408.
+    pub body_read: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header_read: Duration::from_secs(10),
+            body_read: extract::DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+impl ClientTimeouts {
+    pub fn from_config(cfg: &Config) -> ClientTimeouts {
+        ClientTimeouts {
+            header_read: cfg.api.header_read_timeout,
+            body_read: cfg.api.body_read_timeout,
+        }
+    }
+}
+
+/// The stream limits of `api.*`.
+pub fn stream_limits(cfg: &Config) -> StreamLimits {
+    let a = &cfg.api;
+    StreamLimits {
+        max_active: a.max_streams as usize,
+        max_per_engine: a.max_streams_per_engine as usize,
+        max_label_bytes: a.max_label_bytes as usize,
+        ended_kept: a.ended_streams_kept as usize,
+        history_len: HISTORY_LEN,
+        unconfirmed_after: Some(a.stream_unconfirmed_timeout).filter(|d| !d.is_zero()),
+    }
+}
 
 /// Everything the handlers need: the actors to ask and a few static facts from the config.
 #[derive(Clone)]
@@ -59,6 +106,8 @@ pub struct ApiContext {
     pub max_replicas: u32,
     /// What `/metrics` renders besides the snapshot (Docker call latency, reconnects).
     pub metrics: Arc<Metrics>,
+    /// How long clients may take to send their requests.
+    pub timeouts: ClientTimeouts,
 }
 
 impl ApiContext {
@@ -81,6 +130,7 @@ impl ApiContext {
             min_replicas: cfg.engines.min_replicas,
             max_replicas: cfg.engines.max_replicas,
             metrics: Arc::default(),
+            timeouts: ClientTimeouts::from_config(cfg),
         }
     }
 
@@ -132,6 +182,7 @@ where
 
 /// The whole API.
 pub fn router(ctx: ApiContext) -> Router {
+    let body_read = extract::BodyReadTimeout(ctx.timeouts.body_read);
     let mutating = Router::new()
         .route("/provision/acestream", post(engines::provision))
         .route("/events/stream_started", post(streams::started))
@@ -155,6 +206,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(Extension(body_read))
         .with_state(ctx)
 }
 
@@ -176,9 +228,40 @@ pub async fn serve(
         tracing::warn!("no API key configured: the mutating API routes are open");
     }
     tracing::info!(addr = ?listener.local_addr().ok(), "API listening");
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_read = ctx.timeouts.header_read;
+    let app = router(ctx);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: keep serving.
+                    tracing::warn!(error = %e, "API: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // A client that never finishes its request head (or idles on a kept-alive connection)
+        // is dropped after `header_read`; slow bodies are bounded by the extractors.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "API connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Reads the API key from the env var `api.api_key_env` names; unset or empty = no key.
@@ -240,6 +323,7 @@ async fn launch_inner(
             engine_client: Arc::new(engine_client),
             collect_interval: cfg.api.stats_interval,
             call_timeout: STREAMS_CALL_TIMEOUT,
+            limits: stream_limits(cfg),
         },
     )
     .await

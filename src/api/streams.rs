@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderName;
 use serde::Deserialize;
 
 use super::ApiContext;
@@ -10,7 +11,10 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::{EndedResponse, StatSnapshot, StreamState, parse_rfc3339};
 use crate::actors::streams::{StartError, StreamsMsg};
-use crate::core::streams::{StreamEndedReq, StreamStartedReq, StreamStatus};
+use crate::core::streams::{StartRefusal, StreamEndedReq, StreamStartedReq, StreamStatus};
+
+/// Header of `GET /streams` giving how many streams matched, whatever the page.
+pub const TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 
 /// `POST /events/stream_started`.
 pub async fn started(
@@ -29,6 +33,10 @@ pub async fn started(
         Ok(record) => Ok(Json(StreamState::from(&record))),
         Err(e @ StartError::UnknownEngine { .. }) => Err(ApiError::NotFound(e.to_string())),
         Err(e @ StartError::SupervisorUnavailable(_)) => Err(ApiError::Unavailable(e.to_string())),
+        Err(StartError::Refused(e @ StartRefusal::LabelsTooLarge { .. })) => {
+            Err(ApiError::Unprocessable(e.to_string()))
+        }
+        Err(StartError::Refused(e)) => Err(ApiError::TooMany(e.to_string())),
     }
 }
 
@@ -50,13 +58,19 @@ pub async fn ended(
 pub struct StreamsQuery {
     status: Option<String>,
     container_id: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
 }
 
-/// `GET /streams?status=started|ended&container_id=`.
+/// `GET /streams?status=started|ended&container_id=&offset=&limit=`: oldest start first; the
+/// whole list unless `limit` asks for a page. `X-Total-Count` says how many matched.
 pub async fn list(
     State(ctx): State<ApiContext>,
     ApiQuery(q): ApiQuery<StreamsQuery>,
-) -> ApiResult<Json<Vec<StreamState>>> {
+) -> ApiResult<([(HeaderName, String); 1], Json<Vec<StreamState>>)> {
+    if q.limit == Some(0) {
+        return Err(ApiError::Unprocessable("limit must be at least 1".into()));
+    }
     let status = match q.status.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(s) => Some(StreamStatus::parse(s).ok_or_else(|| {
@@ -67,14 +81,19 @@ pub async fn list(
         .container_id
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty());
-    let streams = ctx
+    let (total, streams) = ctx
         .ask_streams(|reply| StreamsMsg::List {
             status,
             container_id,
+            offset: q.offset.unwrap_or(0),
+            limit: q.limit,
             reply,
         })
         .await?;
-    Ok(Json(streams.iter().map(StreamState::from).collect()))
+    Ok((
+        [(TOTAL_COUNT, total.to_string())],
+        Json(streams.iter().map(StreamState::from).collect()),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,10 +1,12 @@
 //! Stream bookkeeping, pure: stream identity, the engine a `stream_started` belongs to, the
 //! stream a `stream_ended` means, a bounded per-stream stats history, and the rules that end a
-//! stream on the collector's observations. The Streams actor owns one `StreamBook` and feeds it
-//! facts and times; nothing here performs I/O or reads the clock.
+//! stream on the collector's observations, and the limits on what clients can make it hold
+//! (label bytes, active streams in total and per engine, ended streams kept, streams nothing
+//! confirms). The Streams actor owns one `StreamBook` and feeds it facts and times; nothing here
+//! performs I/O or reads the clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer};
 
@@ -12,6 +14,55 @@ use serde::{Deserialize, Deserializer};
 pub const HISTORY_LEN: usize = 720;
 /// Ended streams kept for `/streams?status=ended`; the oldest ended go first.
 pub const ENDED_KEPT: usize = 1000;
+/// Samples an ended stream keeps of its history (the rest is released at its end).
+pub const ENDED_HISTORY_LEN: usize = 12;
+
+/// What one client may make the book hold: active streams in total and per engine, label bytes
+/// per stream, ended streams kept, samples kept, and how long an active stream may go without a
+/// stats read or an event confirming it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub max_active: usize,
+    pub max_per_engine: usize,
+    pub max_label_bytes: usize,
+    pub ended_kept: usize,
+    pub history_len: usize,
+    /// `None`: streams are never ended for lack of confirmation.
+    pub unconfirmed_after: Option<Duration>,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_active: 1000,
+            max_per_engine: 100,
+            max_label_bytes: 4096,
+            ended_kept: ENDED_KEPT,
+            history_len: HISTORY_LEN,
+            unconfirmed_after: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Why the book refused a start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartRefusal {
+    #[error(
+        "labels take {bytes} bytes; at most {limit} bytes of label keys and values are kept per stream"
+    )]
+    LabelsTooLarge { bytes: usize, limit: usize },
+    #[error("{limit} streams are active, the most acevisor keeps (api.max_streams); end one first")]
+    TooManyStreams { limit: usize },
+    #[error(
+        "engine {engine} carries {limit} active streams, the most per engine (api.max_streams_per_engine); end one first"
+    )]
+    TooManyOnEngine { engine: String, limit: usize },
+}
+
+/// The bytes a label map takes (keys plus values).
+pub fn label_bytes(labels: &BTreeMap<String, String>) -> usize {
+    labels.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
 
 /// How a stream's content is addressed (the upstream orchestrator's set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -150,6 +201,8 @@ pub struct StreamRecord {
     pub latest: Option<StatSample>,
     /// Order of starts, to find "the most recent started stream" of an engine.
     pub seq: u64,
+    /// Last time a start or a stats read confirmed the stream is alive.
+    pub confirmed_at: SystemTime,
 }
 
 /// The stream id the upstream clients rely on: `labels.stream_id`, else `<key>|<session id>`.
@@ -262,33 +315,92 @@ pub fn collect_verdict(engine_present: bool, reading: &StatReading) -> CollectVe
 pub struct StreamBook {
     streams: HashMap<String, StreamRecord>,
     history: HashMap<String, VecDeque<StatSample>>,
+    /// Every stream by start order (`seq`), so listings need no sort.
+    order: BTreeMap<u64, String>,
+    /// Ended streams by start order, the oldest forgotten first.
+    ended: BTreeMap<u64, String>,
     next_seq: u64,
-    history_len: usize,
-    ended_kept: usize,
+    limits: StreamLimits,
 }
 
 impl StreamBook {
     pub fn new() -> StreamBook {
-        StreamBook::with_limits(HISTORY_LEN, ENDED_KEPT)
+        StreamBook::with(StreamLimits::default())
     }
 
     pub fn with_limits(history_len: usize, ended_kept: usize) -> StreamBook {
-        StreamBook {
-            history_len: history_len.max(1),
+        StreamBook::with(StreamLimits {
+            history_len,
             ended_kept,
+            ..StreamLimits::default()
+        })
+    }
+
+    pub fn with(limits: StreamLimits) -> StreamBook {
+        StreamBook {
+            limits: StreamLimits {
+                history_len: limits.history_len.max(1),
+                ..limits
+            },
             ..StreamBook::default()
         }
     }
 
-    /// Records a start on `engine`. A start under an id already known replaces that stream (a
-    /// client reusing its id starts a new playback); its history starts over.
+    pub fn limits(&self) -> &StreamLimits {
+        &self.limits
+    }
+
+    /// Whether a start of `req` on `engine` stays within the limits. Restarting an active id
+    /// replaces that stream, so it takes no new place.
+    pub fn admit(&self, req: &StreamStartedReq, engine: &EngineRef) -> Result<(), StartRefusal> {
+        let bytes = label_bytes(&req.labels);
+        if bytes > self.limits.max_label_bytes {
+            return Err(StartRefusal::LabelsTooLarge {
+                bytes,
+                limit: self.limits.max_label_bytes,
+            });
+        }
+        let id = stream_id(req);
+        let replaced = self
+            .streams
+            .get(&id)
+            .filter(|s| s.status == StreamStatus::Started);
+        let active = self.streams.len() - self.ended.len() - usize::from(replaced.is_some());
+        if active >= self.limits.max_active {
+            return Err(StartRefusal::TooManyStreams {
+                limit: self.limits.max_active,
+            });
+        }
+        let on_engine = self
+            .streams
+            .values()
+            .filter(|s| s.status == StreamStatus::Started && s.container_name == engine.name)
+            .count()
+            - usize::from(replaced.is_some_and(|s| s.container_name == engine.name));
+        if on_engine >= self.limits.max_per_engine {
+            return Err(StartRefusal::TooManyOnEngine {
+                engine: engine.name.clone(),
+                limit: self.limits.max_per_engine,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a start on `engine` within the limits (see `admit`). A start under an id already
+    /// known replaces that stream (a client reusing its id starts a new playback); its history
+    /// starts over.
     pub fn start(
         &mut self,
         req: &StreamStartedReq,
         engine: &EngineRef,
         now: SystemTime,
-    ) -> StreamRecord {
+    ) -> Result<StreamRecord, StartRefusal> {
+        self.admit(req, engine)?;
         let id = stream_id(req);
+        if let Some(old) = self.streams.remove(&id) {
+            self.order.remove(&old.seq);
+            self.ended.remove(&old.seq);
+        }
         self.next_seq += 1;
         let record = StreamRecord {
             id: id.clone(),
@@ -310,10 +422,12 @@ impl StreamBook {
             status: StreamStatus::Started,
             latest: None,
             seq: self.next_seq,
+            confirmed_at: now,
         };
         self.history.remove(&id);
+        self.order.insert(record.seq, id.clone());
         self.streams.insert(id, record.clone());
-        record
+        Ok(record)
     }
 
     /// `stream_ended`: by `stream_id` when given, else the most recent started stream on the
@@ -363,6 +477,13 @@ impl StreamBook {
         s.ended_at = Some(now);
         s.end_reason = Some(reason.to_string());
         let ended = s.clone();
+        self.ended.insert(ended.seq, ended.id.clone());
+        // An ended stream keeps only the tail of its history.
+        if let Some(h) = self.history.get_mut(id) {
+            let excess = h.len().saturating_sub(ENDED_HISTORY_LEN);
+            h.drain(..excess);
+            h.shrink_to_fit();
+        }
         self.trim_ended();
         EndOutcome {
             updated: true,
@@ -384,22 +505,43 @@ impl StreamBook {
             .map(|s| s.id.clone())
     }
 
+    /// Forgets the oldest ended streams beyond `ended_kept`, and gives the maps' spare
+    /// capacity back once they are mostly empty.
     fn trim_ended(&mut self) {
-        let mut ended: Vec<(u64, String)> = self
-            .streams
-            .values()
-            .filter(|s| s.status == StreamStatus::Ended)
-            .map(|s| (s.seq, s.id.clone()))
-            .collect();
-        if ended.len() <= self.ended_kept {
-            return;
-        }
-        ended.sort();
-        let excess = ended.len() - self.ended_kept;
-        for (_, id) in ended.into_iter().take(excess) {
+        while self.ended.len() > self.limits.ended_kept {
+            let Some((seq, id)) = self.ended.pop_first() else {
+                break;
+            };
+            self.order.remove(&seq);
             self.streams.remove(&id);
             self.history.remove(&id);
         }
+        if self.streams.capacity() > 64 && self.streams.capacity() > 4 * self.streams.len() {
+            self.streams.shrink_to_fit();
+            self.history.shrink_to_fit();
+        }
+    }
+
+    /// Ends, with reason `unconfirmed`, the active streams no start and no stats read has
+    /// confirmed within `unconfirmed_after`; returns their ids.
+    pub fn expire_unconfirmed(&mut self, now: SystemTime) -> Vec<String> {
+        let Some(after) = self.limits.unconfirmed_after.filter(|d| !d.is_zero()) else {
+            return Vec::new();
+        };
+        let stale: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.status == StreamStatus::Started)
+            .filter(|s| {
+                now.duration_since(s.confirmed_at)
+                    .is_ok_and(|age| age >= after)
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &stale {
+            self.end_id(id, "unconfirmed", now);
+        }
+        stale
     }
 
     /// Records a collected sample of an active stream; the history keeps the newest
@@ -412,9 +554,15 @@ impl StreamBook {
             return;
         }
         s.latest = Some(sample.clone());
+        s.confirmed_at = s.confirmed_at.max(sample.ts);
+        let cap = self.limits.history_len;
         let h = self.history.entry(id.to_string()).or_default();
+        if h.len() == h.capacity() && h.len() < cap {
+            // Doubling, but never past the history length (no power-of-two slack at the top).
+            h.reserve_exact(h.len().max(8).min(cap - h.len()));
+        }
         h.push_back(sample);
-        while h.len() > self.history_len {
+        while h.len() > self.limits.history_len {
             h.pop_front();
         }
     }
@@ -425,9 +573,22 @@ impl StreamBook {
 
     /// Streams filtered by status and engine (ID, short ID or name), oldest start first.
     pub fn list(&self, status: Option<StreamStatus>, container: Option<&str>) -> Vec<StreamRecord> {
-        let mut out: Vec<StreamRecord> = self
-            .streams
+        self.page(status, container, 0, None).1
+    }
+
+    /// One page of `list`: the total number of matching streams and the `limit` (all when
+    /// `None`) matching streams after the first `offset`; only the page is copied.
+    pub fn page(
+        &self,
+        status: Option<StreamStatus>,
+        container: Option<&str>,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> (usize, Vec<StreamRecord>) {
+        let matching = self
+            .order
             .values()
+            .filter_map(|id| self.streams.get(id))
             .filter(|s| status.is_none_or(|st| s.status == st))
             .filter(|s| {
                 container.is_none_or(|c| {
@@ -435,11 +596,16 @@ impl StreamBook {
                         || s.container_name == c
                         || (c.len() >= 12 && s.container_id.starts_with(c))
                 })
-            })
-            .cloned()
-            .collect();
-        out.sort_by_key(|s| s.seq);
-        out
+            });
+        let mut total = 0;
+        let mut out = Vec::new();
+        for s in matching {
+            if total >= offset && limit.is_none_or(|l| out.len() < l) {
+                out.push(s.clone());
+            }
+            total += 1;
+        }
+        (total, out)
     }
 
     /// The stats history of a stream, samples at or after `since`; `None` for an unknown id.
@@ -460,38 +626,37 @@ impl StreamBook {
 
     /// Active streams: `(id, stat_url, container_id)`.
     pub fn active(&self) -> Vec<(String, Option<String>, String)> {
-        let mut out: Vec<_> = self
-            .streams
+        self.active_records()
+            .map(|s| (s.id.clone(), s.stat_url.clone(), s.container_id.clone()))
+            .collect()
+    }
+
+    /// Active streams, oldest start first (borrowed: nothing is copied).
+    fn active_records(&self) -> impl Iterator<Item = &StreamRecord> {
+        self.order
             .values()
+            .filter_map(|id| self.streams.get(id))
             .filter(|s| s.status == StreamStatus::Started)
-            .map(|s| {
-                (
-                    s.seq,
-                    s.id.clone(),
-                    s.stat_url.clone(),
-                    s.container_id.clone(),
-                )
-            })
-            .collect();
-        out.sort();
-        out.into_iter().map(|(_, a, b, c)| (a, b, c)).collect()
     }
 
     /// Active stream ids per engine name.
     pub fn active_by_engine(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for s in self.list(Some(StreamStatus::Started), None) {
-            out.entry(s.container_name.clone()).or_default().push(s.id);
+        for s in self.active_records() {
+            out.entry(s.container_name.clone())
+                .or_default()
+                .push(s.id.clone());
         }
         out
     }
 
     /// Active stream count per engine name (what the Supervisor's autoscaling needs).
     pub fn counts(&self) -> BTreeMap<String, u32> {
-        self.active_by_engine()
-            .into_iter()
-            .map(|(k, v)| (k, v.len() as u32))
-            .collect()
+        let mut out: BTreeMap<String, u32> = BTreeMap::new();
+        for s in self.active_records() {
+            *out.entry(s.container_name.clone()).or_default() += 1;
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -612,7 +777,8 @@ mod tests {
     fn end_by_stream_id_is_idempotent() {
         let mut book = StreamBook::new();
         let e = engine("acestream-1", "id1", "h", 1);
-        book.start(&started("k", "s", Some("sid"), "h", 1), &e, t(0));
+        book.start(&started("k", "s", Some("sid"), "h", 1), &e, t(0))
+            .unwrap();
         assert_eq!(book.counts().get("acestream-1"), Some(&1));
         let req = StreamEndedReq {
             stream_id: Some("sid".into()),
@@ -649,9 +815,12 @@ mod tests {
     fn end_by_container_takes_the_most_recent_started() {
         let mut book = StreamBook::new();
         let e = engine("acestream-1", "id1", "h", 1);
-        book.start(&started("a", "1", None, "h", 1), &e, t(0));
-        book.start(&started("b", "2", None, "h", 1), &e, t(1));
-        book.start(&started("c", "3", None, "h", 1), &e, t(2));
+        book.start(&started("a", "1", None, "h", 1), &e, t(0))
+            .unwrap();
+        book.start(&started("b", "2", None, "h", 1), &e, t(1))
+            .unwrap();
+        book.start(&started("c", "3", None, "h", 1), &e, t(2))
+            .unwrap();
         book.end_id("c|3", "x", t(3));
         let out = book.end(
             &StreamEndedReq {
@@ -685,7 +854,8 @@ mod tests {
     fn history_is_bounded_and_filtered_by_since() {
         let mut book = StreamBook::with_limits(3, 10);
         let e = engine("acestream-1", "id1", "h", 1);
-        book.start(&started("k", "s", None, "h", 1), &e, t(0));
+        book.start(&started("k", "s", None, "h", 1), &e, t(0))
+            .unwrap();
         for i in 1..=5 {
             book.record_sample("k|s", sample(i, i));
         }
@@ -710,10 +880,13 @@ mod tests {
     fn restart_under_same_id_replaces_and_clears_history() {
         let mut book = StreamBook::new();
         let e = engine("acestream-1", "id1", "h", 1);
-        book.start(&started("k", "s", Some("x"), "h", 1), &e, t(0));
+        book.start(&started("k", "s", Some("x"), "h", 1), &e, t(0))
+            .unwrap();
         book.record_sample("x", sample(1, 1));
         book.end_id("x", "client", t(2));
-        let again = book.start(&started("k2", "s2", Some("x"), "h", 1), &e, t(3));
+        let again = book
+            .start(&started("k2", "s2", Some("x"), "h", 1), &e, t(3))
+            .unwrap();
         assert_eq!(again.status, StreamStatus::Started);
         assert_eq!(book.history("x", None).unwrap().len(), 0);
         assert_eq!(book.len(), 1);
@@ -724,7 +897,8 @@ mod tests {
         let mut book = StreamBook::with_limits(10, 2);
         let e = engine("acestream-1", "id1", "h", 1);
         for i in 0..4u64 {
-            book.start(&started("k", &i.to_string(), None, "h", 1), &e, t(i));
+            book.start(&started("k", &i.to_string(), None, "h", 1), &e, t(i))
+                .unwrap();
         }
         for i in 0..4u64 {
             book.end_id(&format!("k|{i}"), "x", t(10 + i));
@@ -742,8 +916,10 @@ mod tests {
         let mut book = StreamBook::new();
         let e1 = engine("acestream-1", "aaaaaaaaaaaa1111", "h", 1);
         let e2 = engine("acestream-2", "bbbbbbbbbbbb2222", "h", 2);
-        book.start(&started("a", "1", None, "h", 1), &e1, t(0));
-        book.start(&started("b", "2", None, "h", 2), &e2, t(1));
+        book.start(&started("a", "1", None, "h", 1), &e1, t(0))
+            .unwrap();
+        book.start(&started("b", "2", None, "h", 2), &e2, t(1))
+            .unwrap();
         book.end_id("a|1", "x", t(2));
         assert_eq!(book.list(None, None).len(), 2);
         assert_eq!(book.list(Some(StreamStatus::Started), None)[0].id, "b|2");
@@ -780,5 +956,173 @@ mod tests {
             collect_verdict(false, &StatReading::Failed),
             CollectVerdict::EngineGone
         );
+    }
+
+    #[test]
+    fn an_ended_stream_keeps_only_the_tail_of_its_history() {
+        let mut book = StreamBook::with_limits(100, 10);
+        let e = engine("acestream-1", "id1", "h", 1);
+        book.start(&started("k", "s", None, "h", 1), &e, t(0))
+            .unwrap();
+        for i in 1..=50 {
+            book.record_sample("k|s", sample(i, i));
+        }
+        book.end_id("k|s", "client", t(60));
+        let kept = book.history("k|s", None).unwrap();
+        assert_eq!(kept.len(), ENDED_HISTORY_LEN);
+        assert_eq!(kept.last().unwrap().peers, Some(50));
+    }
+
+    #[test]
+    fn limits_refuse_label_bytes_and_active_streams() {
+        let mut book = StreamBook::with(StreamLimits {
+            max_active: 2,
+            max_per_engine: 1,
+            max_label_bytes: 20,
+            ..StreamLimits::default()
+        });
+        let e1 = engine("acestream-1", "id1", "h", 1);
+        let e2 = engine("acestream-2", "id2", "h", 2);
+        let e3 = engine("acestream-3", "id3", "h", 3);
+        let mut big = started("k", "s", Some("big"), "h", 1);
+        big.labels.insert("note".into(), "x".repeat(20));
+        assert!(matches!(
+            book.start(&big, &e1, t(0)),
+            Err(StartRefusal::LabelsTooLarge { limit: 20, .. })
+        ));
+        book.start(&started("a", "1", Some("a"), "h", 1), &e1, t(0))
+            .unwrap();
+        assert!(matches!(
+            book.start(&started("b", "1", Some("b"), "h", 1), &e1, t(0)),
+            Err(StartRefusal::TooManyOnEngine { limit: 1, .. })
+        ));
+        // The same id again replaces the stream.
+        book.start(&started("a", "2", Some("a"), "h", 1), &e1, t(1))
+            .unwrap();
+        book.start(&started("c", "1", Some("c"), "h", 2), &e2, t(2))
+            .unwrap();
+        assert_eq!(
+            book.start(&started("d", "1", Some("d"), "h", 3), &e3, t(3)),
+            Err(StartRefusal::TooManyStreams { limit: 2 })
+        );
+        book.end_id("c", "client", t(4));
+        book.start(&started("d", "1", Some("d"), "h", 3), &e3, t(5))
+            .unwrap();
+        assert_eq!(book.list(None, None).len(), 3);
+    }
+
+    #[test]
+    fn unconfirmed_streams_end_and_a_sample_confirms() {
+        let mut book = StreamBook::with(StreamLimits {
+            unconfirmed_after: Some(Duration::from_secs(60)),
+            ..StreamLimits::default()
+        });
+        let e = engine("acestream-1", "id1", "h", 1);
+        book.start(&started("a", "1", Some("a"), "h", 1), &e, t(0))
+            .unwrap();
+        book.start(&started("b", "1", Some("b"), "h", 1), &e, t(0))
+            .unwrap();
+        book.record_sample("b", sample(50, 1));
+        assert!(book.expire_unconfirmed(t(59)).is_empty());
+        assert_eq!(book.expire_unconfirmed(t(60)), vec!["a".to_string()]);
+        assert_eq!(
+            book.get("a").unwrap().end_reason.as_deref(),
+            Some("unconfirmed")
+        );
+        assert_eq!(book.expire_unconfirmed(t(110)), vec!["b".to_string()]);
+        let mut never = StreamBook::with(StreamLimits {
+            unconfirmed_after: None,
+            ..StreamLimits::default()
+        });
+        never
+            .start(&started("a", "1", Some("a"), "h", 1), &e, t(0))
+            .unwrap();
+        assert!(never.expire_unconfirmed(t(1_000_000)).is_empty());
+    }
+
+    #[test]
+    fn pages_follow_start_order() {
+        let mut book = StreamBook::new();
+        let e = engine("acestream-1", "id1", "h", 1);
+        for i in 0..5u64 {
+            book.start(&started("k", &i.to_string(), None, "h", 1), &e, t(i))
+                .unwrap();
+        }
+        // A restart moves the stream to the end.
+        book.start(&started("k", "1", None, "h", 1), &e, t(9))
+            .unwrap();
+        let (total, page) = book.page(None, None, 1, Some(3));
+        assert_eq!(total, 5);
+        let ids: Vec<_> = page.into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["k|2", "k|3", "k|4"]);
+        let (_, tail) = book.page(None, None, 4, Some(3));
+        assert_eq!(tail[0].id, "k|1");
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Start { id: u8, engine: u8, label_bytes: u8 },
+        End { id: u8 },
+        Sample { id: u8 },
+        Expire,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0u8..24, 0u8..3, any::<u8>()).prop_map(|(id, engine, label_bytes)| Op::Start { id, engine, label_bytes }),
+            2 => (0u8..24).prop_map(|id| Op::End { id }),
+            2 => (0u8..24).prop_map(|id| Op::Sample { id }),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever clients send, the book stays within its limits and its indexes agree.
+        #[test]
+        fn the_book_stays_within_its_limits(ops in proptest::collection::vec(op(), 0..200)) {
+            let limits = StreamLimits {
+                max_active: 6,
+                max_per_engine: 3,
+                max_label_bytes: 200,
+                ended_kept: 4,
+                history_len: 20,
+                unconfirmed_after: Some(Duration::from_secs(30)),
+            };
+            let mut book = StreamBook::with(limits.clone());
+            let engines: Vec<EngineRef> = (0..3)
+                .map(|n| engine(&format!("acestream-{n}"), &format!("id{n}"), "h", 19000 + n))
+                .collect();
+            for (step, op) in ops.into_iter().enumerate() {
+                let now = t(step as u64);
+                match op {
+                    Op::Start { id, engine, label_bytes } => {
+                        let mut req = started("k", "s", Some(&format!("s{id}")), "h", 1);
+                        req.labels.insert("x".into(), "y".repeat(label_bytes as usize));
+                        let _ = book.start(&req, &engines[engine as usize], now);
+                    }
+                    Op::End { id } => {
+                        book.end_id(&format!("s{id}"), "client", now);
+                    }
+                    Op::Sample { id } => book.record_sample(&format!("s{id}"), sample(step as u64, 1)),
+                    Op::Expire => {
+                        book.expire_unconfirmed(now);
+                    }
+                }
+                let active = book.list(Some(StreamStatus::Started), None);
+                let ended = book.list(Some(StreamStatus::Ended), None);
+                proptest::prop_assert!(active.len() <= limits.max_active);
+                proptest::prop_assert!(ended.len() <= limits.ended_kept);
+                proptest::prop_assert_eq!(active.len() + ended.len(), book.len());
+                proptest::prop_assert!(book.counts().values().all(|&c| c as usize <= limits.max_per_engine));
+                for s in active.iter().chain(&ended) {
+                    proptest::prop_assert!(label_bytes(&s.labels) <= limits.max_label_bytes);
+                    let kept = book.history(&s.id, None).unwrap().len();
+                    let bound = if s.status == StreamStatus::Ended { ENDED_HISTORY_LEN } else { limits.history_len };
+                    proptest::prop_assert!(kept <= bound);
+                }
+                proptest::prop_assert_eq!(book.page(None, None, 0, None).0, book.len());
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ use acevisor::clients::engine::EngineClient;
 use acevisor::config::VpnMode;
 use acevisor::core::emergency::EmergencyState;
 use acevisor::core::model::EnginePhase;
+use acevisor::core::streams::StreamLimits;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -158,6 +159,16 @@ impl Harness {
         key: Option<&str>,
         collect_interval: Duration,
     ) -> Harness {
+        Harness::with_limits(snap, key, collect_interval, StreamLimits::default()).await
+    }
+
+    /// A harness whose Streams actor keeps these limits.
+    pub async fn with_limits(
+        snap: SupervisorSnapshot,
+        key: Option<&str>,
+        collect_interval: Duration,
+        limits: StreamLimits,
+    ) -> Harness {
         let world = Arc::new(Mutex::new(FakeWorld {
             snapshot: snap,
             provision: Err(ProvisionError::MaxCapacity),
@@ -186,6 +197,7 @@ impl Harness {
                 engine_client: Arc::new(EngineClient::new(Duration::from_secs(5)).unwrap()),
                 collect_interval,
                 call_timeout,
+                limits,
             },
         )
         .await
@@ -202,6 +214,7 @@ impl Harness {
             min_replicas: 1,
             max_replicas: 4,
             metrics: Default::default(),
+            timeouts: Default::default(),
         };
         Harness {
             app: router(ctx.clone()),
@@ -300,4 +313,31 @@ pub async fn counts_become(
 pub fn is_rfc3339(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| humantime::parse_rfc3339(s).is_ok())
+}
+
+/// One request through the router exactly as given (no Content-Type added); the answer's
+/// status, headers and JSON body (`Value::Null` when not JSON).
+pub async fn send_raw(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::from(body)).unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
