@@ -293,6 +293,10 @@ async fn orchestrator_status_says_whether_provisioning_can_work() {
             failed: vec!["gluetun".into()],
             since: Instant::now(),
         };
+        // The Supervisor's verdict is what the route reports.
+        s.provision_block = Some(ProvisionError::VpnDisconnected {
+            recovery_eta_seconds: None,
+        });
     });
     let (_, body) = h.get("/orchestrator/status").await;
     assert_eq!(body["status"], "unavailable");
@@ -371,6 +375,7 @@ async fn a_stuck_supervisor_is_a_503_not_a_hang() {
     let mut h = Harness::new(pool()).await;
     h.ctx.call_timeout = Duration::from_millis(100);
     h.ctx.provision_timeout = Duration::from_millis(100);
+    h.ctx.create_timeout = Duration::from_millis(100);
     h.app = acevisor::api::router(h.ctx.clone());
     h.set_hang(true);
     let all = async {

@@ -4,6 +4,7 @@
 //! never a hung request, and nothing here waits on Docker.
 
 pub mod auth;
+pub mod containers;
 pub mod engines;
 pub mod error;
 pub mod extract;
@@ -20,7 +21,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::net::TcpListener;
@@ -51,7 +52,9 @@ pub struct ApiContext {
     pub started_at: SystemTime,
     /// Bound on every actor call except provisioning.
     pub call_timeout: Duration,
-    /// Bound on a provisioning request (it answers once the new engine is ready).
+    /// Bound on a provisioning request answered when the new container runs (the default).
+    pub create_timeout: Duration,
+    /// Bound on a provisioning request with `?wait=ready` (answered once the engine is ready).
     pub provision_timeout: Duration,
     /// Label namespace of managed containers (`acevisor`).
     pub label_prefix: String,
@@ -76,6 +79,7 @@ impl ApiContext {
             mode: cfg.vpn.mode,
             started_at: SystemTime::now(),
             call_timeout: Duration::from_secs(5),
+            create_timeout: cfg.docker.call_timeout * 2 + Duration::from_secs(5),
             provision_timeout: cfg.engines.ready_timeout + Duration::from_secs(30),
             label_prefix: cfg.docker.label_prefix.trim_end_matches('.').to_string(),
             min_replicas: cfg.engines.min_replicas,
@@ -134,8 +138,17 @@ where
 pub fn router(ctx: ApiContext) -> Router {
     let mutating = Router::new()
         .route("/provision/acestream", post(engines::provision))
+        .route("/provision", post(engines::provision_generic))
         .route("/events/stream_started", post(streams::started))
         .route("/events/stream_ended", post(streams::ended))
+        .route("/scale/{demand}", post(containers::scale))
+        .route("/gc", post(containers::gc))
+        .route(
+            "/health/circuit-breaker/reset",
+            post(containers::reset_breaker),
+        )
+        // A read, but the earlier orchestrator required the key on it too.
+        .route("/by-label", get(containers::by_label))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key,
@@ -146,6 +159,14 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/streams", get(streams::list))
         .route("/streams/{id}/stats", get(streams::stats))
         .route("/vpn/status", get(status::vpn))
+        .route("/vpn/publicip", get(status::public_ip))
+        // Reading a container is open, removing it needs the key.
+        .route(
+            "/containers/{id}",
+            get(containers::inspect).merge(delete(containers::delete).route_layer(
+                middleware::from_fn_with_state(ctx.clone(), auth::require_key),
+            )),
+        )
         .route("/orchestrator/status", get(status::orchestrator))
         .route("/health/status", get(status::health))
         .route("/livez", get(status::livez))

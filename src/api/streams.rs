@@ -10,7 +10,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::{EndedResponse, StatSnapshot, StreamState, parse_rfc3339};
 use crate::actors::streams::{StartError, StreamsMsg};
-use crate::core::streams::{StreamEndedReq, StreamStartedReq, StreamStatus};
+use crate::core::streams::{
+    EngineRef, StreamEndedReq, StreamStartedReq, StreamStatus, names_engine,
+};
 
 /// `POST /events/stream_started`.
 pub async fn started(
@@ -52,7 +54,7 @@ pub struct StreamsQuery {
     container_id: Option<String>,
 }
 
-/// `GET /streams?status=started|ended&container_id=`.
+/// `GET /streams?status=started|ended&container_id=`; 404 when `container_id` names no engine.
 pub async fn list(
     State(ctx): State<ApiContext>,
     ApiQuery(q): ApiQuery<StreamsQuery>,
@@ -67,6 +69,25 @@ pub async fn list(
         .container_id
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty());
+    if let Some(c) = &container_id {
+        // An engine acevisor does not know (removed, or never ours) is a 404, so a proxy that
+        // asks per engine skips a dead one instead of taking it for a free engine.
+        let snap = ctx.snapshot().await?;
+        let known = snap.engines.iter().any(|e| {
+            names_engine(
+                c,
+                &EngineRef {
+                    name: e.name.clone(),
+                    container_id: e.container_id.clone(),
+                    host: e.host.clone(),
+                    http_port: e.http_port,
+                },
+            )
+        });
+        if !known {
+            return Err(ApiError::NotFound(format!("engine {c:?} not found")));
+        }
+    }
     let streams = ctx
         .ask_streams(|reply| StreamsMsg::List {
             status,

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use acevisor::actors::messages::{
-    Counters, EngineView, ProvisionError, SupervisorMsg, SupervisorSnapshot, VpnStatus,
+    Counters, EngineView, ProvisionError, ProvisionWait, SupervisorMsg, SupervisorSnapshot,
+    VpnStatus,
 };
 use acevisor::actors::streams::{Streams, StreamsArgs, StreamsMsg};
 use acevisor::api::{ApiContext, router};
@@ -33,6 +34,8 @@ pub struct FakeWorld {
     pub provision: Result<EngineView, ProvisionError>,
     /// Keep reply ports unanswered (a Supervisor stuck on something).
     pub hang: bool,
+    /// The `wait` of every provisioning request received.
+    pub provision_waits: Vec<ProvisionWait>,
     held: Vec<RpcReplyPort<SupervisorSnapshot>>,
     held_provisions: Vec<RpcReplyPort<Result<EngineView, ProvisionError>>>,
 }
@@ -72,8 +75,11 @@ impl Actor for FakeSupervisor {
                     let _ = reply.send(world.snapshot.clone());
                 }
             }
-            SupervisorMsg::Provision(reply) if world.hang => world.held_provisions.push(reply),
-            SupervisorMsg::Provision(reply) => {
+            SupervisorMsg::Provision { reply, .. } if world.hang => {
+                world.held_provisions.push(reply)
+            }
+            SupervisorMsg::Provision { wait, reply } => {
+                world.provision_waits.push(wait);
                 let _ = reply.send(world.provision.clone());
             }
             SupervisorMsg::StreamCounts(counts) => {
@@ -104,6 +110,11 @@ pub fn engine(
         container_id: Some(format!("{n:0>12}abcdef0123456789")),
         host: Some(host.into()),
         streams: 0,
+        labels: BTreeMap::from([
+            ("acevisor.managed".to_string(), "test-instance".to_string()),
+            ("acevisor.role".to_string(), "engine".to_string()),
+            ("acevisor.ordinal".to_string(), n.to_string()),
+        ]),
     }
 }
 
@@ -135,6 +146,7 @@ pub fn snapshot(engines: Vec<EngineView>) -> SupervisorSnapshot {
         docker_error: None,
         breaker: acevisor::core::breaker::BreakerState::Closed,
         pending_provisions: 0,
+        provision_block: None,
     }
 }
 
@@ -162,6 +174,7 @@ impl Harness {
             snapshot: snap,
             provision: Err(ProvisionError::MaxCapacity),
             hang: false,
+            provision_waits: Vec::new(),
             held: Vec::new(),
             held_provisions: Vec::new(),
         }));
@@ -197,6 +210,7 @@ impl Harness {
             mode: VpnMode::Single,
             started_at: SystemTime::now(),
             call_timeout,
+            create_timeout: call_timeout,
             provision_timeout: call_timeout,
             label_prefix: "acevisor".into(),
             min_replicas: 1,

@@ -22,6 +22,9 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
                 entry.fact.phase = EnginePhase::Starting;
             }
             names_cast(st, NameMsg::Confirm(n));
+            if !removing {
+                answer_provision(st, &name, ProvisionWait::Created);
+            }
         }
         EngineReport::CreateFailed { error } => {
             st.breaker.failure(Instant::now());
@@ -46,14 +49,18 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
             }
             info!(engine = %name, vpn = %lane, forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "engine ready");
             st.create_backoff.remove(&lane);
-            answer_provision(st, &name);
+            answer_provision(st, &name, ProvisionWait::Ready);
         }
         EngineReport::Unhealthy { since } if !removing => {
             entry.fact.phase = EnginePhase::Unhealthy { since }
         }
         EngineReport::Healthy if !removing => entry.fact.phase = EnginePhase::Ready,
         EngineReport::Gone { cause } => {
-            st.engines.remove(&name);
+            let container_id = st.engines.remove(&name).and_then(|e| e.container_id);
+            if cause != GoneCause::Removed {
+                // acevisor's own removals told the watchers when they were decided.
+                notify_removed(st, &name, container_id);
+            }
             names_cast(st, NameMsg::Gone(n));
             if cause != GoneCause::Removed {
                 st.counters.engines_lost += 1;
