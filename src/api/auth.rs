@@ -1,6 +1,6 @@
 //! API-key check of the mutating routes. Clients send the key as `Authorization: Bearer <key>`,
 //! `X-API-Key` or `X-API-KEY` (header names are case-insensitive), or as the query parameter
-//! `?key=<key>` (the earlier orchestrator's panel did). No key sent: 401; a wrong
+//! `?key=<key>` (except on `/by-label`, whose `key` parameter names a label). No key sent: 401; a wrong
 //! key: 403 (the upstream codes). Keys are compared in constant time.
 
 use axum::extract::{Query, Request, State};
@@ -70,10 +70,30 @@ pub fn query_key(uri: &Uri) -> Option<String> {
     params.into_iter().find(|(k, _)| k == "key").map(|(_, v)| v)
 }
 
-/// Middleware of the mutating routes.
+/// Middleware of the mutating routes: the key in a header or as `?key=`.
 pub async fn require_key(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let query = query_key(req.uri());
+    refuse_or_run(&ctx, query.as_deref(), req, next).await
+}
+
+/// Middleware of `/by-label`, whose `key` query parameter is the label's name: the API key in a
+/// header only.
+pub async fn require_key_in_headers(
+    State(ctx): State<ApiContext>,
+    req: Request,
+    next: Next,
+) -> Response {
+    refuse_or_run(&ctx, None, req, next).await
+}
+
+async fn refuse_or_run(
+    ctx: &ApiContext,
+    query_key: Option<&str>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(key) = ctx.api_key.as_deref()
-        && let Err(e) = check(req.headers(), query_key(req.uri()).as_deref(), key)
+        && let Err(e) = check(req.headers(), query_key, key)
     {
         tracing::info!(path = %req.uri().path(), status = %e.status(), "API request refused: API key");
         return e.into_response();

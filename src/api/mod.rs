@@ -147,11 +147,17 @@ pub fn router(ctx: ApiContext) -> Router {
             "/health/circuit-breaker/reset",
             post(containers::reset_breaker),
         )
-        // A read, but the earlier orchestrator required the key on it too.
-        .route("/by-label", get(containers::by_label))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key,
+        ));
+    // A read, but the earlier orchestrator required the key on it too; its `key` parameter is
+    // the label's name, so the API key must come in a header there.
+    let by_label = Router::new()
+        .route("/by-label", get(containers::by_label))
+        .route_layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require_key_in_headers,
         ));
     Router::new()
         .route("/engines", get(engines::list))
@@ -173,6 +179,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(mutating)
+        .merge(by_label)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

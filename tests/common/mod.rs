@@ -82,6 +82,9 @@ impl Actor for FakeSupervisor {
                 world.provision_waits.push(wait);
                 let _ = reply.send(world.provision.clone());
             }
+            SupervisorMsg::Inspect { reply, .. } => {
+                let _ = reply.send(None);
+            }
             SupervisorMsg::StreamCounts(counts) => {
                 let _ = st.counts.send(counts);
             }
