@@ -143,7 +143,7 @@ pub enum SupervisorMsg {
     PublicIp(RpcReplyPort<PublicIpResult>),
 }
 
-/// Why a provisioning request cannot be served now (PROTOCOLS: the 503 `detail.code`); decided by
+/// Why a provisioning request cannot be served now (the 503 `detail.code`); decided by
 /// `core::provisioning::decide`.
 pub use crate::core::provisioning::Refusal as ProvisionError;
 
@@ -295,7 +295,7 @@ pub struct Counters {
     pub reconciles: u64,
     /// Time to plan and dispatch each reconcile.
     pub reconcile_duration: crate::metrics::DurationHistogram,
-    /// Names handed out above k+1 with k names held (must stay 0: BEHAVIOR.md "Naming").
+    /// Names handed out above k+1 with k names held (must stay 0: names stay within live+1).
     pub names_above_bound: u64,
 }
 

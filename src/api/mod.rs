@@ -1,7 +1,7 @@
 //! acevisor's HTTP API (axum), compatible with the earlier orchestrator's clients
-//! (PROTOCOLS.md section 3). Handlers talk to the actors only through calls bounded by a
-//! timeout: a Supervisor or Streams actor that does not answer in time is a 503 JSON answer,
-//! never a hung request, and nothing here waits on Docker.
+//! (docs/api.md). Handlers talk to the actors only through calls bounded by a timeout: a
+//! Supervisor or Streams actor that does not answer in time is a 503 JSON answer, never a hung
+//! request, and nothing here waits on Docker.
 
 pub mod auth;
 pub mod containers;

@@ -1,5 +1,5 @@
-//! The JSON shapes of the API. Field names are those of PROTOCOLS.md section 3 (the earlier
-//! orchestrator's, which existing proxies decode); acevisor's own fields are added, none renamed.
+//! The JSON shapes of the API. Field names are the earlier orchestrator's (docs/api.md), which
+//! existing proxies decode; acevisor's own fields are added, none renamed.
 //! Times are RFC 3339 UTC strings.
 
 use std::collections::BTreeMap;
