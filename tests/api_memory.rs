@@ -487,3 +487,50 @@ async fn operator_routes_and_stream_end_on_removal_over_the_real_tree() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     tree.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn streams_end_when_a_failed_vpn_takes_their_engine() {
+    let memrt = MemoryRuntime::new();
+    tree::two_vpns(&memrt, 55747, 34817);
+    let cfg = config("redundant", 2, "");
+    let tree = Tree::start(&memrt, cfg.clone()).await;
+    tree.wait("two ready engines", Duration::from_secs(120), |s| {
+        s.ready_count() == 2
+    })
+    .await;
+    let app = api_over(&tree, &cfg).await;
+    let s = tree.snap().await;
+    let on_vpn2 = s.engines_on(tree::VPN2)[0].clone();
+    let body = started_body(
+        on_vpn2.host.as_deref().unwrap(),
+        on_vpn2.http_port,
+        "on-vpn2",
+        "http://127.0.0.1:9/stat",
+    );
+    let (status, _) = call(&app, "POST", "/events/stream_started", Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    // VPN 2 dies: acevisor removes its engine (emergency mode), and the stream ends with it
+    // (this API's Streams actor runs no stats rounds).
+    memrt.kill(tree::VPN2);
+    tree.wait("emergency", Duration::from_secs(60), |s| {
+        s.engines
+            .iter()
+            .all(|e| e.name != on_vpn2.name || e.phase == EnginePhase::Removing)
+    })
+    .await;
+    let ended = async {
+        loop {
+            let (_, s) = call(&app, "GET", "/streams?status=ended", None).await;
+            if s.as_array().is_some_and(|a| !a.is_empty()) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the stream ended with its engine's removal");
+    assert_eq!(ended[0]["id"], "on-vpn2");
+    assert_eq!(ended[0]["end_reason"], "engine_gone");
+    tree.stop().await;
+}
