@@ -285,6 +285,10 @@ async fn can_provision_agrees_with_provisioning_in_every_state() {
         status_then_provision(&app, "outage").await.as_deref(),
         Some("vpn_disconnected")
     );
+    // No connected VPN can tell its public IP.
+    let (status, body) = call(&app, "GET", "/vpn/publicip", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("public IP"));
     tree.stop().await;
 }
 
