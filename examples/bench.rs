@@ -126,8 +126,15 @@ fn print_table(rows: &[Row]) {
 // ---------------------------------------------------------------------------------------------
 // Docker scaffolding (CLI, as an operator would type it; timing-critical calls use bollard)
 
-const GLUETUN_IMAGE: &str = "acevisor-testbed/gluetun:dev";
-const ENGINE_IMAGE: &str = "acevisor-testbed/engine:dev";
+/// The testbed images, tagged `TESTBED_TAG` (default `dev`) as `testbed/build-images.sh` builds
+/// them.
+fn image(kind: &str) -> String {
+    let tag = std::env::var("TESTBED_TAG")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "dev".into());
+    format!("acevisor-testbed/{kind}:{tag}")
+}
 
 fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
@@ -224,7 +231,7 @@ impl Run {
             "-e",
             &format!("FAKE_FORWARDED_PORT={port}"),
             "--health-interval=500ms",
-            GLUETUN_IMAGE,
+            &image("gluetun"),
         ]);
         name
     }
@@ -239,6 +246,7 @@ impl Run {
             ));
         }
         let id = &self.id;
+        let engine_image = image("engine");
         format!(
             r#"instance = "{id}"
 [docker]
@@ -251,7 +259,7 @@ min_replicas = {min}
 max_replicas = {min}
 min_free = 0
 variant = "custom"
-image = "{ENGINE_IMAGE}"
+image = "{engine_image}"
 command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}", "--bind-all"]
 env = {{ FAKE_STARTUP_MS = "0" }}
 {extra}
@@ -664,10 +672,11 @@ async fn cold_start(n: u32, reps: usize) -> Row {
         for i in 0..n {
             let http = 24000 + 4 * i;
             script.push_str(&format!(
-                "docker run -d --label {} --name {} --network container:{vpn_id} {ENGINE_IMAGE} \
+                "docker run -d --label {} --name {} --network container:{vpn_id} {} \
                  --http-port {http} --https-port {} --api-port {} --port {} --bind-all >/dev/null\n",
                 run.label(),
                 run.name(&format!("loop-{i}")),
+                image("engine"),
                 http + 1,
                 http + 2,
                 http + 3
@@ -704,6 +713,96 @@ async fn cold_start(n: u32, reps: usize) -> Row {
         samples: acevisor,
         baseline: Some(l[l.len() / 2]),
         target: "ratio < 0.5 (baseline: median of a `docker run -d` loop, same run)".into(),
+        unit: "ms",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure: provision-answer, the time `POST /provision/acestream` takes with slow engines
+
+/// Fake engines take this long before their API answers (a real engine takes seconds).
+const SLOW_ENGINE_MS: u64 = 5000;
+
+/// `POST /provision/acestream` against the real API over a tree on real Docker, with engines that
+/// take `SLOW_ENGINE_MS` to become ready: the default answer (once the container runs) against
+/// `?wait=ready` (the earlier behaviour, answered once the engine is ready) as the baseline.
+async fn provision_answer(reps: usize) -> Row {
+    let run = Run::new();
+    let vpn = run.start_gluetun("vpn", 33501);
+    let most = 1 + 2 * reps as u32;
+    let text = run.config_text("single", most, &[(vpn.clone(), 25000)], "");
+    let mut cfg = config(&text);
+    cfg.engines.min_replicas = 1;
+    cfg.engines.max_replicas = most;
+    cfg.engines.idle_grace = Duration::from_secs(3600);
+    cfg.engines.ready_timeout = Duration::from_secs(60);
+    cfg.engines
+        .env
+        .insert("FAKE_STARTUP_MS".into(), SLOW_ENGINE_MS.to_string());
+    let tree = Tree::start(cfg.clone()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = acevisor::api::launch_with_key(&cfg, tree.sup.clone(), None, async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("API starts");
+    let url = format!("http://{}/provision/acestream", api.local_addr);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client");
+    tree.until(
+        "the first engine ready",
+        Instant::now(),
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        |s| s.ready_count() == 1,
+    )
+    .await;
+    let post = |wait: &'static str| {
+        let http = http.clone();
+        let url = format!("{url}{wait}");
+        async move {
+            let t0 = Instant::now();
+            let r = http
+                .post(&url)
+                .body(r#"{"labels":{},"env":{},"host_port":null}"#)
+                .send()
+                .await
+                .expect("provision answers");
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            assert!(status.is_success(), "provision{wait}: {status} {body}");
+            t0.elapsed().as_secs_f64() * 1000.0
+        }
+    };
+    let mut answer = Vec::new();
+    let mut ready = Vec::new();
+    for rep in 0..reps {
+        answer.push(post("").await);
+        ready.push(post("?wait=ready").await);
+        eprintln!(
+            "  rep {}: answered in {:.0} ms; with ?wait=ready {:.0} ms",
+            rep + 1,
+            answer[rep],
+            ready[rep]
+        );
+    }
+    let _ = stop.send(());
+    let _ = api.server.await;
+    api.streams.stop(None);
+    tree.stop().await;
+    run.remove_engines();
+    let mut r = ready.clone();
+    r.sort_by(|a, b| a.total_cmp(b));
+    Row {
+        figure: "provision-answer".into(),
+        samples: answer,
+        baseline: Some(r[r.len() / 2]),
+        target: format!(
+            "median < 500 ms, max < 3 s (engines ready after {SLOW_ENGINE_MS} ms; baseline: \
+             median with ?wait=ready, same run)"
+        ),
         unit: "ms",
     }
 }
@@ -1221,6 +1320,10 @@ fn main() {
             eprintln!("== cold-start-{n} ({reps} reps)");
             rows.push(rt.block_on(cold_start(n, reps)));
         }
+    }
+    if wanted("provision") {
+        eprintln!("== provision-answer ({reps} reps, engines ready after {SLOW_ENGINE_MS} ms)");
+        rows.push(rt.block_on(provision_answer(reps)));
     }
     if wanted("rss") {
         let window = if a.quick {

@@ -306,6 +306,26 @@ async fn status_routes_contract() {
         &v,
         &["mode", "vpns", "vpn1", "vpn2", "emergency_mode"],
     );
+    // The earlier orchestrator's top-level summary, which its panel reads.
+    assert_fields(
+        "vpn top level",
+        &v,
+        &[
+            "enabled",
+            "status",
+            "container_name",
+            "container",
+            "health",
+            "connected",
+            "forwarded_port",
+            "last_check",
+            "last_check_at",
+        ],
+    );
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["health"], "healthy");
+    assert_eq!(v["container"], "gluetun");
+    assert!(is_rfc3339(&v["last_check_at"]));
     assert_fields(
         "emergency_mode",
         &v["emergency_mode"],

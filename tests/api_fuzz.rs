@@ -192,6 +192,17 @@ fn target() -> impl Strategy<Value = (&'static str, String)> {
         ("POST", "/events/stream_started"),
         ("POST", "/events/stream_started"),
         ("POST", "/events/stream_ended"),
+        ("GET", "/vpn/publicip"),
+        ("POST", "/health/circuit-breaker/reset"),
+        ("GET", "/containers/acestream-1"),
+        ("DELETE", "/containers/nope"),
+        ("GET", "/by-label"),
+        ("POST", "/scale/3"),
+        ("POST", "/scale/-1"),
+        ("POST", "/gc"),
+        ("POST", "/provision"),
+        ("GET", "/"),
+        ("GET", "/ui/state"),
     ]);
     let query = prop::sample::select(vec![
         "",
@@ -205,6 +216,10 @@ fn target() -> impl Strategy<Value = (&'static str, String)> {
         "?limit=2&offset=1",
         "?limit=0",
         "?offset=x",
+        "?wait=ready",
+        "?wait=never",
+        "?key=wrong",
+        "?key=acevisor.vpn&value=gluetun",
     ]);
     let method = prop::sample::select(vec![
         "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
@@ -224,10 +239,14 @@ fn request() -> impl Strategy<Value = Fuzzed> {
     })
 }
 
-/// The routes that may answer 503 here: provisioning is blocked in the fake world.
+/// The routes that may answer 503 here: provisioning is blocked in the fake world, the fake
+/// world has no connected VPN to ask its public IP, and liveness/readiness report why not.
 fn may_be_unavailable(path: &str) -> bool {
     let path = path.split('?').next().unwrap_or("");
-    path == "/provision/acestream" || path == "/readyz"
+    matches!(
+        path,
+        "/provision/acestream" | "/provision" | "/readyz" | "/livez" | "/vpn/publicip"
+    )
 }
 
 async fn check(h: &Harness, f: Fuzzed) -> Result<(), TestCaseError> {
@@ -264,7 +283,10 @@ async fn check(h: &Harness, f: Fuzzed) -> Result<(), TestCaseError> {
     // Provisioning was attempted (the fake world answers 503 max_capacity) only for an empty body
     // or a JSON object sent as JSON.
     if f.method == "POST"
-        && f.path.split('?').next() == Some("/provision/acestream")
+        && matches!(
+            f.path.split('?').next(),
+            Some("/provision/acestream" | "/provision")
+        )
         && status == StatusCode::SERVICE_UNAVAILABLE
     {
         let declared_json = f

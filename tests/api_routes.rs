@@ -293,6 +293,10 @@ async fn orchestrator_status_says_whether_provisioning_can_work() {
             failed: vec!["gluetun".into()],
             since: Instant::now(),
         };
+        // The Supervisor's verdict is what the route reports.
+        s.provision_block = Some(ProvisionError::VpnDisconnected {
+            recovery_eta_seconds: None,
+        });
     });
     let (_, body) = h.get("/orchestrator/status").await;
     assert_eq!(body["status"], "unavailable");
@@ -371,6 +375,7 @@ async fn a_stuck_supervisor_is_a_503_not_a_hang() {
     let mut h = Harness::new(pool()).await;
     h.ctx.call_timeout = Duration::from_millis(100);
     h.ctx.provision_timeout = Duration::from_millis(100);
+    h.ctx.create_timeout = Duration::from_millis(100);
     h.app = acevisor::api::router(h.ctx.clone());
     h.set_hang(true);
     let all = async {
@@ -911,4 +916,106 @@ async fn launch_reads_the_key_env_and_serves_on_api_listen() {
         .expect("server did not stop")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn provision_waits_for_the_container_by_default_and_for_readiness_when_asked() {
+    let h = Harness::new(pool()).await;
+    let new = engine(7, EnginePhase::Starting, "172.18.0.2", 19024, false);
+    h.set_provision(Ok(new));
+    let body = json!({"labels": {}, "env": {}, "host_port": null});
+    let (status, ok) = h.post("/provision/acestream", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ok["state"], "starting");
+    let (status, _) = h.post("/provision/acestream?wait=ready", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, generic) = h
+        .post("/provision", &json!({"image": "x", "labels": {}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{generic}");
+    assert_eq!(generic["container_name"], "acestream-7");
+    assert_eq!(generic["container_id"], "000000000007abcdef0123456789");
+    assert_eq!(
+        h.world.lock().unwrap().provision_waits,
+        vec![
+            acevisor::actors::messages::ProvisionWait::Created,
+            acevisor::actors::messages::ProvisionWait::Ready,
+            acevisor::actors::messages::ProvisionWait::Created,
+        ]
+    );
+    let (status, body) = h.post("/provision/acestream?wait=forever", &body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
+async fn the_key_as_a_query_parameter_and_every_operator_route_needs_it() {
+    let h = Harness::new(pool()).await;
+    let (status, _) = send(
+        &h.app,
+        "POST",
+        &format!("/events/stream_ended?key={KEY}"),
+        &[],
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "?key= is accepted");
+    let (status, _) = send(
+        &h.app,
+        "POST",
+        "/events/stream_ended?key=wrong",
+        &[],
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (method, path) in [
+        ("POST", "/provision"),
+        ("POST", "/scale/3"),
+        ("POST", "/gc"),
+        ("POST", "/health/circuit-breaker/reset"),
+        ("DELETE", "/containers/acestream-1"),
+        ("GET", "/by-label?key=acevisor.role&value=engine"),
+    ] {
+        let (status, body) = send(&h.app, method, path, &[], None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+        let (status, _) = send(&h.app, method, path, &[("x-api-key", "wrong")], None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // On /by-label, `key` names the label: the API key must come in a header.
+    let (status, _) = send(
+        &h.app,
+        "GET",
+        &format!("/by-label?key={KEY}&value=x"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Reading a container needs no key (it is not ours: 404 once the Supervisor answers).
+    let (status, _) = send(&h.app, "GET", "/containers/acestream-1", &[], None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn streams_of_an_unknown_engine_are_a_404() {
+    let h = Harness::new(pool()).await;
+    let (status, body) = h.get("/streams?container_id=acestream-99").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = h
+        .get("/streams?container_id=ffffffffffffffffffff&status=started")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = h
+        .get("/streams?container_id=acestream-3&status=started")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn engines_show_the_containers_real_labels() {
+    let h = Harness::new(pool()).await;
+    let (_, body) = h.get("/engines").await;
+    for e in body.as_array().unwrap() {
+        assert_eq!(e["labels"]["acevisor.managed"], "test-instance", "{e}");
+    }
 }

@@ -32,6 +32,16 @@ impl Api {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/engines` entry of this container, if listed.
+    async fn listed(&self, container_id: &str) -> Option<Value> {
+        let (_, engines) = self.get("/engines").await;
+        engines
+            .as_array()?
+            .iter()
+            .find(|e| e["container_id"] == container_id)
+            .cloned()
+    }
+
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -77,24 +87,18 @@ async fn proxy_round_trip_with_autoscaling() {
     })
     .await;
 
-    // Provision: one more engine, answered once it is ready.
+    // Provision: one more engine, answered once it is ready (`?wait=ready`).
     let (status, engine) = api
         .post(
-            "/provision/acestream",
+            "/provision/acestream?wait=ready",
             json!({"labels": {}, "env": {}, "host_port": null}),
         )
         .await;
     assert_eq!(status, 200, "{engine}");
+    assert_eq!(engine["state"], "ready");
     let container_id = engine["container_id"].as_str().unwrap().to_string();
     let port = engine["container_http_port"].as_u64().unwrap() as u16;
-    let (_, engines) = api.get("/engines").await;
-    let listed = engines
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["container_id"] == container_id.as_str())
-        .expect("listed")
-        .clone();
+    let listed = api.listed(&container_id).await.expect("listed once ready");
     let host = listed["host"].as_str().unwrap().to_string();
     assert_eq!(listed["port"].as_u64(), Some(u64::from(port)));
 
@@ -169,6 +173,75 @@ async fn proxy_round_trip_with_autoscaling() {
         )
         .await;
     assert_eq!(s.counters.engines_removed.get("surplus"), Some(&1));
+
+    let _ = stop.send(true);
+    let _ = running.server.await;
+    running.streams.stop(None);
+    tree.stop().await;
+}
+
+/// Provisioning answers once Docker runs the new container, not once the engine is ready: the
+/// fake engines here take 5 s before their API answers, and the answer comes while the new one
+/// is still starting (not listed in /engines); it joins /engines when its API answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_answers_before_a_slow_engine_is_ready() {
+    let Some(w) = World::new(&[35201], None).await else {
+        return;
+    };
+    let mut cfg = w.config("single", 1, "", "");
+    cfg.engines
+        .env
+        .insert("FAKE_STARTUP_MS".into(), "5000".into());
+    cfg.api.listen = "127.0.0.1:0".into();
+    let api_cfg = cfg.clone();
+    let tree = w.acevisor(cfg, vec![None]).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running =
+        acevisor::api::launch_with_key(&api_cfg, tree.sup.clone(), Some(KEY.into()), async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+        .expect("API starts");
+    let api = Api {
+        base: format!("http://{}", running.local_addr),
+        http: reqwest::Client::new(),
+    };
+    tree.wait("1 engine", 60 * SEC, |s| full(s, w.vpn(0), 1, 35201))
+        .await;
+    let (_, status) = api.get("/orchestrator/status").await;
+    assert_eq!(status["provisioning"]["can_provision"], true, "{status}");
+
+    let (status, engine) = api
+        .post(
+            "/provision/acestream",
+            json!({"labels": {}, "env": {}, "host_port": null}),
+        )
+        .await;
+    assert_eq!(status, 200, "{engine}");
+    assert_eq!(
+        engine["state"], "starting",
+        "answered before readiness: {engine}"
+    );
+    let container_id = engine["container_id"].as_str().unwrap().to_string();
+    assert!(!container_id.is_empty());
+    assert!(engine["host_http_port"].as_u64().is_some_and(|p| p > 0));
+    assert!(
+        engine["container_https_port"]
+            .as_u64()
+            .is_some_and(|p| p > 0)
+    );
+    // Docker runs it: the container exists and is running.
+    let running_state = support::docker_ok(&["inspect", "-f", "{{.State.Running}}", &container_id]);
+    assert_eq!(running_state.trim(), "true");
+    assert!(
+        api.listed(&container_id).await.is_none(),
+        "not listed before its API answers"
+    );
+    support::wait_until(60 * SEC, "the new engine joins /engines", || async {
+        api.listed(&container_id).await.is_some()
+    })
+    .await;
 
     let _ = stop.send(true);
     let _ = running.server.await;

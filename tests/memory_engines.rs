@@ -5,7 +5,7 @@ mod tree;
 
 use std::time::Duration;
 
-use acevisor::actors::messages::{ProvisionError, SupervisorMsg};
+use acevisor::actors::messages::{ProvisionError, ProvisionWait, SupervisorMsg};
 use acevisor::core::breaker::BreakerState;
 use acevisor::core::model::EnginePhase;
 use acevisor::runtime::DockerHealth;
@@ -23,12 +23,47 @@ async fn single(min: u32, extra: &str) -> Tree {
     tree
 }
 
+async fn provision_at(
+    tree: &Tree,
+    wait: ProvisionWait,
+) -> Result<acevisor::actors::messages::EngineView, ProvisionError> {
+    ractor::call_t!(
+        tree.sup,
+        |reply| SupervisorMsg::Provision { wait, reply },
+        120_000
+    )
+    .expect("supervisor answers")
+}
+
 async fn provision(tree: &Tree) -> Result<acevisor::actors::messages::EngineView, ProvisionError> {
-    ractor::call_t!(tree.sup, SupervisorMsg::Provision, 120_000).expect("supervisor answers")
+    provision_at(tree, ProvisionWait::Created).await
 }
 
 #[tokio::test(start_paused = true)]
-async fn provisioning_answers_with_a_new_ready_engine() {
+async fn provisioning_answers_when_the_container_runs_not_when_the_engine_is_ready() {
+    let tree = single(2, "").await;
+    tree.mem.new_engines_hung(true);
+    let engine = provision(&tree).await.expect("an engine");
+    // Answered while the new engine's API is still silent: its container runs, its address and
+    // ID are known, and it is not ready.
+    assert_eq!(engine.phase, EnginePhase::Starting);
+    assert!(engine.container_id.is_some() && engine.host.is_some());
+    let s = tree.snap().await;
+    assert_eq!(s.pending_provisions, 0);
+    let now = s.engines.iter().find(|e| e.name == engine.name).unwrap();
+    assert_eq!(now.phase, EnginePhase::Starting);
+    // Once its API answers, it is ready (and would join /engines).
+    tree.mem.unhang(&engine.name);
+    tree.wait("the provisioned engine ready", 60 * SEC, |s| {
+        s.engines
+            .iter()
+            .any(|e| e.name == engine.name && e.phase == EnginePhase::Ready)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn provisioning_with_wait_ready_answers_with_a_new_ready_engine() {
     let tree = single(2, "").await;
     let before: Vec<_> = tree
         .snap()
@@ -37,7 +72,9 @@ async fn provisioning_answers_with_a_new_ready_engine() {
         .iter()
         .map(|e| e.name.clone())
         .collect();
-    let engine = provision(&tree).await.expect("an engine");
+    let engine = provision_at(&tree, ProvisionWait::Ready)
+        .await
+        .expect("an engine");
     assert!(
         !before.contains(&engine.name),
         "a new engine, not one of {before:?}"

@@ -109,30 +109,112 @@ pub enum SupervisorMsg {
     },
     /// Active streams per engine name (from the streams owner); engines not listed have none.
     StreamCounts(BTreeMap<String, u32>),
-    /// One more engine within `max_replicas`; answered when it is ready, or why not.
-    Provision(RpcReplyPort<Result<EngineView, ProvisionError>>),
+    /// One more engine within `max_replicas`; answered at `wait`, or why not.
+    Provision {
+        wait: ProvisionWait,
+        reply: RpcReplyPort<Result<EngineView, ProvisionError>>,
+    },
+    /// Register a callback for engines removed or lost (the Streams actor ends their streams).
+    WatchRemovals(RemovalWatcher),
+    /// `POST /health/circuit-breaker/reset`: close the creation breaker and lift creation
+    /// backoffs; answers the breaker state before the reset.
+    ResetBreaker(RpcReplyPort<&'static str>),
+    /// `GET /containers/{id}`: a managed engine's container from Docker (`None`: unknown id).
+    Inspect {
+        id: String,
+        reply: RpcReplyPort<Option<ContainerDetail>>,
+    },
+    /// `GET /by-label`: managed engines whose label `key` is `value`, from Docker.
+    ByLabel {
+        key: String,
+        value: String,
+        reply: RpcReplyPort<Vec<ContainerDetail>>,
+    },
+    /// `DELETE /containers/{id}`: remove a managed engine.
+    Delete {
+        id: String,
+        reply: RpcReplyPort<DeleteOutcome>,
+    },
+    /// `POST /scale/{demand}`: create engines up to the demand (within the replica bounds) now;
+    /// idle ones above it are removed after `idle_grace` as usual.
+    Scale {
+        demand: u32,
+        reply: RpcReplyPort<ScaleOutcome>,
+    },
+    /// `POST /gc`: run a reconcile now; answers the engines it decided to remove.
+    Gc(RpcReplyPort<Vec<String>>),
+    /// `GET /vpn/publicip`: `(vpn, ip)` of the first connected VPN, or why not.
+    PublicIp(RpcReplyPort<PublicIpResult>),
 }
 
-/// Why a provisioning request cannot be served now (the 503 `detail.code` of docs/api.md).
+/// Why a provisioning request cannot be served now (the 503 `detail.code` of docs/api.md);
+/// decided by
+/// `core::provisioning::decide`.
+pub use crate::core::provisioning::Refusal as ProvisionError;
+
+/// When a provisioning request is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProvisionWait {
+    /// Once Docker reports the new engine's container running, its address known (the earlier
+    /// orchestrator's behaviour; proxies call with a short client timeout).
+    #[default]
+    Created,
+    /// Once the new engine's HTTP API answers (`?wait=ready`).
+    Ready,
+}
+
+/// One engine removed, or about to be (its streams are over).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProvisionError {
-    /// No VPN can take engines now.
-    VpnDisconnected { recovery_eta_seconds: Option<u64> },
-    /// Engine creation keeps failing; creation is paused.
-    CircuitBreaker { retry_after_seconds: u64 },
-    /// `max_replicas` reached.
-    MaxCapacity,
+pub struct EngineRemoved {
+    pub name: String,
+    pub container_id: Option<String>,
 }
 
-impl ProvisionError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            ProvisionError::VpnDisconnected { .. } => "vpn_disconnected",
-            ProvisionError::CircuitBreaker { .. } => "circuit_breaker",
-            ProvisionError::MaxCapacity => "max_capacity",
-        }
+/// A callback the Supervisor calls for every engine it removes or loses (the Streams actor casts
+/// it to itself). It returns false once its receiver is gone, and is then dropped.
+pub struct RemovalWatcher(pub Box<dyn Fn(EngineRemoved) -> bool + Send + 'static>);
+
+impl std::fmt::Debug for RemovalWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemovalWatcher")
     }
 }
+
+/// One managed container as `GET /containers/{id}` shows it (the earlier orchestrator's inspect
+/// shape, from Docker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerDetail {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// `running` / `exited`.
+    pub status: &'static str,
+    pub started_at: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What `DELETE /containers/{id}` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The engine's removal is under way (or already was).
+    Removing {
+        name: String,
+        container_id: Option<String>,
+    },
+    NotFound,
+}
+
+/// What `POST /scale/{demand}` set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaleOutcome {
+    /// The demand clamped to `[min_replicas, max_replicas]`.
+    pub target: u32,
+    /// Engines counted toward the pool when asked.
+    pub engines: u32,
+}
+
+/// Why the VPN's public IP is not known.
+pub type PublicIpResult = Result<(String, String), String>;
 
 #[derive(Debug)]
 pub enum EngineMsg {
@@ -155,6 +237,8 @@ pub enum MonitorMsg {
     Poll,
     Docker(ContainerEvent),
     Snapshot(RpcReplyPort<VpnUpdate>),
+    /// The public IP of the first connected VPN, asked of its control server.
+    PublicIp(RpcReplyPort<PublicIpResult>),
 }
 
 #[derive(Debug)]
@@ -182,6 +266,8 @@ pub struct EngineView {
     pub container_id: Option<String>,
     pub host: Option<String>,
     pub streams: u32,
+    /// The container's labels as created or adopted (empty until known).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl EngineView {
@@ -214,7 +300,7 @@ pub struct Counters {
     pub reconciles: u64,
     /// Time to plan and dispatch each reconcile.
     pub reconcile_duration: crate::metrics::DurationHistogram,
-    /// Names handed out above k+1 with k names held (must stay 0: docs/behavior.md "Naming").
+    /// Names handed out above k+1 with k names held (must stay 0: names stay within live+1).
     pub names_above_bound: u64,
 }
 
@@ -243,6 +329,9 @@ pub struct SupervisorSnapshot {
     pub breaker: crate::core::breaker::BreakerState,
     /// Provisioning requests waiting for an engine.
     pub pending_provisions: usize,
+    /// What a provisioning request would be answered now (`core::provisioning::decide`):
+    /// `None` = it would be taken.
+    pub provision_block: Option<ProvisionError>,
 }
 
 impl SupervisorSnapshot {

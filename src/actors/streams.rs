@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
+use crate::actors::messages::{EngineRemoved, RemovalWatcher, SupervisorMsg, SupervisorSnapshot};
 use crate::clients::engine::{EngineClient, StatError};
 use crate::core::streams::{
     CollectVerdict, EndOutcome, EngineRef, StartRefusal, StatReading, StatSample, StreamBook,
@@ -116,6 +116,8 @@ pub enum StreamsMsg {
     CollectNow(RpcReplyPort<CollectSummary>),
     /// Internal: a round's results.
     Collected(CollectRound),
+    /// The Supervisor removed (or lost) this engine: its streams are over now.
+    EngineRemoved(EngineRemoved),
 }
 
 pub struct StreamsArgs {
@@ -180,6 +182,13 @@ impl Actor for Streams {
             st.tasks
                 .push(myself.send_interval(st.collect_interval, || StreamsMsg::Collect));
         }
+        // Streams on an engine acevisor removes end at the removal, not at the next stats round.
+        let me = myself.clone();
+        let _ = st
+            .supervisor
+            .cast(SupervisorMsg::WatchRemovals(RemovalWatcher(Box::new(
+                move |removed| me.cast(StreamsMsg::EngineRemoved(removed)).is_ok(),
+            ))));
         Ok(())
     }
 
@@ -253,6 +262,10 @@ impl Actor for Streams {
                 }
             }
             StreamsMsg::CollectNow(reply) => start_round(&myself, st, Some(reply)),
+            StreamsMsg::EngineRemoved(removed) => {
+                end_streams_of(st, &removed);
+                publish_counts(st);
+            }
             StreamsMsg::Collected(mut round) => {
                 st.collecting = false;
                 let reply = round.reply.take();
@@ -282,6 +295,29 @@ fn publish_counts(st: &mut StreamsState) {
         .is_ok()
     {
         st.last_counts = Some(counts);
+    }
+}
+
+/// Ends every started stream on a removed engine (reason `engine_gone`).
+fn end_streams_of(st: &mut StreamsState, removed: &EngineRemoved) {
+    let now = SystemTime::now();
+    let on_it: Vec<StreamRecord> = st
+        .book
+        .list(Some(StreamStatus::Started), Some(&removed.name))
+        .into_iter()
+        .filter(|s| {
+            s.container_name == removed.name
+                && removed
+                    .container_id
+                    .as_ref()
+                    .is_none_or(|id| s.container_id == *id || s.container_id == removed.name)
+        })
+        .collect();
+    for s in on_it {
+        if st.book.end_id(&s.id, "engine_gone", now).updated {
+            warn!(stream = %s.id, engine = %removed.name, "stream ended: its engine was removed");
+            st.last_usage.insert(s.container_id.clone(), now);
+        }
     }
 }
 

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{Span, error, info, info_span, warn};
 
-use crate::actors::messages::{MonitorMsg, SupervisorMsg, VpnStatus, VpnUpdate};
+use crate::actors::messages::{MonitorMsg, PublicIpResult, SupervisorMsg, VpnStatus, VpnUpdate};
 use crate::clients::{ControlAnswer, ControlError, ControlTarget, VpnControl};
 use crate::config::GluetunConfig;
 use crate::core::emergency::{Emergency, EmergencyState, VpnHealth};
@@ -149,6 +149,7 @@ impl Actor for VpnMonitor {
             MonitorMsg::Snapshot(reply) => {
                 let _ = reply.send(update(st, Vec::new(), None));
             }
+            MonitorMsg::PublicIp(reply) => public_ip_later(st, reply),
         }
         Ok(())
     }
@@ -491,6 +492,41 @@ fn status_of(v: &Watched) -> VpnStatus {
     }
 }
 
+/// The control server's base URL: the configured one, else port 8000 on the VPN's IP.
+fn control_base_url(cfg: &GluetunConfig, c: &ContainerInfo) -> Option<String> {
+    match (&cfg.control_url, c.ip_on(cfg.network.as_deref())) {
+        (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+        (None, Some(ip)) => Some(format!("http://{ip}:8000")),
+        (None, None) => None,
+    }
+}
+
+/// Asks the first connected VPN's control server for its public IP, in a task that answers
+/// `reply` itself (the monitor keeps polling meanwhile).
+fn public_ip_later(st: &MonitorState, reply: RpcReplyPort<PublicIpResult>) {
+    let target = st.vpns.iter().find_map(|v| {
+        let info = v.info.as_ref().filter(|_| v.watch.readiness().is_up())?;
+        Some(ControlTarget {
+            vpn: v.config.container.clone(),
+            base_url: control_base_url(&v.config, info)?,
+            api_key: v.api_key.clone(),
+        })
+    });
+    let Some(target) = target else {
+        let _ = reply.send(Err("no VPN is connected".into()));
+        return;
+    };
+    let control = st.control.clone();
+    tokio::spawn(async move {
+        let answer = match control.public_ip(&target).await {
+            Ok(Some(ip)) => Ok((target.vpn, ip)),
+            Ok(None) => Err(format!("{} does not know its public IP yet", target.vpn)),
+            Err(e) => Err(format!("{}: {e}", target.vpn)),
+        };
+        let _ = reply.send(answer);
+    });
+}
+
 struct Look {
     info: Option<ContainerInfo>,
     control: Option<Result<ControlAnswer, ControlError>>,
@@ -518,26 +554,19 @@ async fn look(
         .as_ref()
         .filter(|c| c.running && c.health != Some(DockerHealth::Starting));
     let answer = match ask {
-        Some(c) => {
-            let base_url = match (&cfg.control_url, c.ip_on(cfg.network.as_deref())) {
-                (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
-                (None, Some(ip)) => Some(format!("http://{ip}:8000")),
-                (None, None) => None,
-            };
-            match base_url {
-                Some(base_url) => {
-                    let target = ControlTarget {
-                        vpn: cfg.container.clone(),
-                        base_url,
-                        api_key,
-                    };
-                    Some(control.probe(&target).await)
-                }
-                None => Some(Err(ControlError::Unreachable(
-                    "the VPN container has no IP address".into(),
-                ))),
+        Some(c) => match control_base_url(cfg, c) {
+            Some(base_url) => {
+                let target = ControlTarget {
+                    vpn: cfg.container.clone(),
+                    base_url,
+                    api_key,
+                };
+                Some(control.probe(&target).await)
             }
-        }
+            None => Some(Err(ControlError::Unreachable(
+                "the VPN container has no IP address".into(),
+            ))),
+        },
         None => None,
     };
     Look {

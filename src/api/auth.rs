@@ -1,10 +1,11 @@
 //! API-key check of the mutating routes. Clients send the key as `Authorization: Bearer <key>`,
-//! `X-API-Key` or `X-API-KEY` (header names are case-insensitive). No key sent: 401; a wrong
-//! key: 403 (the upstream codes); several different keys in one request: 400. Keys are compared
-//! in constant time.
+//! `X-API-Key` or `X-API-KEY` (header names are case-insensitive), or as the query parameter
+//! `?key=<key>` (except on `/by-label`, whose `key` parameter names a label). No key sent: 401; a
+//! wrong key: 403 (the upstream codes); several different keys in one request: 400. Keys are
+//! compared in constant time.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -24,9 +25,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0 && a.len() == b.len()
 }
 
-/// The keys a request presents: the Bearer token and the `X-API-Key` header.
-fn presented(headers: &HeaderMap) -> Vec<&[u8]> {
+/// The keys a request presents: the Bearer token, the `X-API-Key` header and `?key=`.
+fn presented<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Vec<&'a [u8]> {
     let mut keys = Vec::new();
+    if let Some(k) = query_key.map(|k| k.trim().as_bytes())
+        && !k.is_empty()
+    {
+        keys.push(k);
+    }
     for value in headers.get_all(header::AUTHORIZATION) {
         let bytes = value.as_bytes();
         if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
@@ -45,9 +51,9 @@ fn presented(headers: &HeaderMap) -> Vec<&[u8]> {
     keys
 }
 
-/// Checks the request's key against the configured one.
-pub fn check(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
-    let keys = presented(headers);
+/// Checks the request's key (headers, and `?key=` when given) against the configured one.
+pub fn check(headers: &HeaderMap, query_key: Option<&str>, key: &str) -> Result<(), ApiError> {
+    let keys = presented(headers, query_key);
     let Some(first) = keys.first() else {
         return Err(ApiError::MissingKey);
     };
@@ -64,10 +70,36 @@ pub fn check(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Middleware of the mutating routes.
+/// The `key` query parameter, percent-decoded (a malformed query string has none).
+pub fn query_key(uri: &Uri) -> Option<String> {
+    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    params.into_iter().find(|(k, _)| k == "key").map(|(_, v)| v)
+}
+
+/// Middleware of the mutating routes: the key in a header or as `?key=`.
 pub async fn require_key(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let query = query_key(req.uri());
+    refuse_or_run(&ctx, query.as_deref(), req, next).await
+}
+
+/// Middleware of `/by-label`, whose `key` query parameter is the label's name: the API key in a
+/// header only.
+pub async fn require_key_in_headers(
+    State(ctx): State<ApiContext>,
+    req: Request,
+    next: Next,
+) -> Response {
+    refuse_or_run(&ctx, None, req, next).await
+}
+
+async fn refuse_or_run(
+    ctx: &ApiContext,
+    query_key: Option<&str>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(key) = ctx.api_key.as_deref()
-        && let Err(e) = check(req.headers(), key)
+        && let Err(e) = check(req.headers(), query_key, key)
     {
         tracing::info!(path = %req.uri().path(), status = %e.status(), "API request refused: API key");
         return e.into_response();
@@ -99,30 +131,48 @@ mod tests {
 
     #[test]
     fn bearer_and_x_api_key_forms() {
-        assert!(check(&headers(&[("authorization", "Bearer k1")]), "k1").is_ok());
-        assert!(check(&headers(&[("authorization", "bearer k1")]), "k1").is_ok());
-        assert!(check(&headers(&[("x-api-key", "k1")]), "k1").is_ok());
-        assert!(check(&headers(&[("X-API-KEY", "k1")]), "k1").is_ok());
+        assert!(check(&headers(&[("authorization", "Bearer k1")]), None, "k1").is_ok());
+        assert!(check(&headers(&[("authorization", "bearer k1")]), None, "k1").is_ok());
+        assert!(check(&headers(&[("x-api-key", "k1")]), None, "k1").is_ok());
+        assert!(check(&headers(&[("X-API-KEY", "k1")]), None, "k1").is_ok());
         assert!(matches!(
-            check(&headers(&[]), "k1"),
+            check(&headers(&[]), None, "k1"),
             Err(ApiError::MissingKey)
         ));
         assert!(matches!(
-            check(&headers(&[("authorization", "Basic azE6")]), "k1"),
+            check(&headers(&[("authorization", "Basic azE6")]), None, "k1"),
             Err(ApiError::MissingKey)
         ));
         assert!(matches!(
-            check(&headers(&[("authorization", "Bearer nope")]), "k1"),
+            check(&headers(&[("authorization", "Bearer nope")]), None, "k1"),
             Err(ApiError::WrongKey)
         ));
         assert!(matches!(
-            check(&headers(&[("x-api-key", "k")]), "k1"),
+            check(&headers(&[("x-api-key", "k")]), None, "k1"),
             Err(ApiError::WrongKey)
         ));
-        // The same key in several headers is one key.
+        // The query form alone; beside a different header key it is one key too many.
+        assert!(check(&headers(&[]), Some("k1"), "k1").is_ok());
+        assert!(matches!(
+            check(&headers(&[("x-api-key", "nope")]), Some("k1"), "k1"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            check(&headers(&[]), Some("k2"), "k1"),
+            Err(ApiError::WrongKey)
+        ));
+        assert!(matches!(
+            check(&headers(&[]), Some(""), "k1"),
+            Err(ApiError::MissingKey)
+        ));
+        let uri: Uri = "/gc?x=1&key=a%2Bb".parse().unwrap();
+        assert_eq!(query_key(&uri).as_deref(), Some("a+b"));
+        assert_eq!(query_key(&"/gc".parse().unwrap()), None);
+        // The same key in several headers (and the query) is one key.
         assert!(
             check(
                 &headers(&[("authorization", "Bearer k1"), ("x-api-key", "k1")]),
+                Some("k1"),
                 "k1"
             )
             .is_ok()
@@ -140,7 +190,10 @@ mod tests {
             ][..],
         ] {
             assert!(
-                matches!(check(&headers(pairs), "k1"), Err(ApiError::BadRequest(_))),
+                matches!(
+                    check(&headers(pairs), None, "k1"),
+                    Err(ApiError::BadRequest(_))
+                ),
                 "{pairs:?}"
             );
         }

@@ -1,4 +1,4 @@
-//! `/engines`, `/engines/{id}` and `/provision/acestream`.
+//! `/engines`, `/engines/{id}`, `/provision/acestream` and `/provision`.
 //!
 //! `/engines` lists only engines whose HTTP API has answered (phase ready or unhealthy), each
 //! with the address a proxy on the Docker network reaches it at: the VPN container's IP (or the
@@ -15,9 +15,10 @@ use super::ApiContext;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery, OptionalJson};
 use super::types::{
-    BlockedDetail, EngineDetail, EngineState, ProvisionReq, ProvisionResponse, StreamState, rfc3339,
+    BlockedDetail, EngineDetail, EngineState, GenericProvisionReq, GenericProvisionResponse,
+    ProvisionReq, ProvisionResponse, StreamState, rfc3339,
 };
-use crate::actors::messages::{EngineView, ProvisionError, SupervisorMsg};
+use crate::actors::messages::{EngineView, ProvisionError, ProvisionWait, SupervisorMsg};
 use crate::actors::streams::{EngineUsage, StreamsMsg};
 use crate::core::model::EnginePhase;
 use crate::core::ports::block_at;
@@ -38,22 +39,27 @@ pub fn health_status(e: &EngineView) -> &'static str {
     }
 }
 
-/// The labels shown for an engine: acevisor's own plus the upstream names clients read.
+/// The labels shown for an engine: its container's own (`acevisor.managed` is the instance id)
+/// plus the upstream names clients read.
 fn engine_labels(prefix: &str, e: &EngineView) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
+    let mut l = e.labels.clone();
     let key = |k: &str| format!("{prefix}.{k}");
-    l.insert(key("managed"), "true".into());
-    l.insert(key("role"), "engine".into());
-    l.insert(key("ordinal"), e.ordinal.to_string());
-    l.insert(key("forwarded"), e.forwarded.to_string());
-    l.insert(key("p2p_port"), e.p2p_port.to_string());
-    l.insert(key("http_port"), e.http_port.to_string());
+    // Until Docker's labels are known (a container still being created), acevisor's facts.
+    l.entry(key("role")).or_insert_with(|| "engine".into());
+    l.entry(key("ordinal"))
+        .or_insert_with(|| e.ordinal.to_string());
+    l.entry(key("forwarded"))
+        .or_insert_with(|| e.forwarded.to_string());
+    l.entry(key("p2p_port"))
+        .or_insert_with(|| e.p2p_port.to_string());
+    l.entry(key("http_port"))
+        .or_insert_with(|| e.http_port.to_string());
     if let Some(vpn) = &e.vpn {
-        l.insert(key("vpn"), vpn.clone());
+        l.entry(key("vpn")).or_insert_with(|| vpn.clone());
         l.insert("acestream.vpn_container".into(), vpn.clone());
     }
     if let Some(id) = &e.vpn_id {
-        l.insert(key("vpn_id"), id.clone());
+        l.entry(key("vpn_id")).or_insert_with(|| id.clone());
     }
     l.insert("acestream.forwarded".into(), e.forwarded.to_string());
     l.insert("host.http_port".into(), e.http_port.to_string());
@@ -70,7 +76,7 @@ fn engine_ref(e: &EngineView) -> EngineRef {
 }
 
 /// The reachable address of an engine: its known host, else its container name.
-fn engine_host(e: &EngineView) -> String {
+pub fn engine_host(e: &EngineView) -> String {
     e.host.clone().unwrap_or_else(|| e.name.clone())
 }
 
@@ -228,22 +234,33 @@ fn blocked(detail: BlockedDetail) -> ApiError {
     ApiError::Blocked(serde_json::to_value(detail).unwrap_or_default())
 }
 
-/// `POST /provision/acestream`: one more engine, answered once it is ready.
-pub async fn provision(
-    State(ctx): State<ApiContext>,
-    OptionalJson(req): OptionalJson<ProvisionReq>,
-) -> ApiResult<Json<ProvisionResponse>> {
-    if !req.env.is_empty() || !req.labels.is_empty() || req.image.is_some() {
-        tracing::debug!(
-            "provision request carries labels/env/image; engines come from the configured template"
-        );
+#[derive(Debug, Default, Deserialize)]
+pub struct ProvisionQuery {
+    wait: Option<String>,
+}
+
+impl ProvisionQuery {
+    fn wait(&self) -> ApiResult<ProvisionWait> {
+        match self.wait.as_deref().map(str::trim) {
+            None | Some("") | Some("created") | Some("running") => Ok(ProvisionWait::Created),
+            Some("ready") => Ok(ProvisionWait::Ready),
+            Some(other) => Err(ApiError::Unprocessable(format!(
+                "wait must be \"ready\" or \"created\", not {other:?}"
+            ))),
+        }
     }
-    let answer = super::ask(
-        &ctx.supervisor,
-        ctx.provision_timeout,
-        "supervisor",
-        SupervisorMsg::Provision,
-    )
+}
+
+/// Asks the Supervisor for one more engine: the new engine once its container runs (or, with
+/// `ProvisionWait::Ready`, once its API answers), or the upstream 503 detail.
+async fn provision_engine(ctx: &ApiContext, wait: ProvisionWait) -> ApiResult<EngineView> {
+    let timeout = match wait {
+        ProvisionWait::Created => ctx.create_timeout,
+        ProvisionWait::Ready => ctx.provision_timeout,
+    };
+    let answer = super::ask(&ctx.supervisor, timeout, "supervisor", |reply| {
+        SupervisorMsg::Provision { wait, reply }
+    })
     .await
     .map_err(|e| match e {
         ApiError::Unavailable(message) => blocked(BlockedDetail {
@@ -258,24 +275,68 @@ pub async fn provision(
     })?;
     match answer {
         Ok(e) => {
-            let ports = block_at(e.http_port);
-            tracing::info!(engine = %e.name, "provisioned engine");
-            Ok(Json(ProvisionResponse {
-                container_id: e.container_id.clone().unwrap_or_default(),
-                container_name: e.name.clone(),
-                host_http_port: e.http_port,
-                container_http_port: e.http_port,
-                container_https_port: ports.https,
-                host: engine_host(&e),
-                port: e.http_port,
-                forwarded: e.forwarded,
-                vpn_container: e.vpn.clone(),
-                p2p_port: e.p2p_port,
-            }))
+            tracing::info!(engine = %e.name, ?wait, "provisioned engine");
+            Ok(e)
         }
         Err(e) => {
             tracing::info!(code = e.code(), "provisioning refused");
             Err(blocked(blocked_detail(&e)))
         }
     }
+}
+
+/// `POST /provision/acestream[?wait=ready]`: one more engine, answered as soon as Docker reports
+/// its container running (the engine joins `/engines` once its API answers); `?wait=ready`
+/// answers once it is ready instead.
+pub async fn provision(
+    State(ctx): State<ApiContext>,
+    ApiQuery(q): ApiQuery<ProvisionQuery>,
+    OptionalJson(req): OptionalJson<ProvisionReq>,
+) -> ApiResult<Json<ProvisionResponse>> {
+    let wait = q.wait()?;
+    if !req.env.is_empty() || !req.labels.is_empty() || req.image.is_some() {
+        tracing::debug!(
+            "provision request carries labels/env/image; engines come from the configured template"
+        );
+    }
+    let e = provision_engine(&ctx, wait).await?;
+    let ports = block_at(e.http_port);
+    Ok(Json(ProvisionResponse {
+        container_id: e.container_id.clone().unwrap_or_default(),
+        container_name: e.name.clone(),
+        host_http_port: e.http_port,
+        container_http_port: e.http_port,
+        container_https_port: ports.https,
+        host: engine_host(&e),
+        port: e.http_port,
+        forwarded: e.forwarded,
+        vpn_container: e.vpn.clone(),
+        p2p_port: e.p2p_port,
+        state: e.phase_label().into(),
+    }))
+}
+
+/// `POST /provision` (the earlier orchestrator's generic route): acevisor runs engines only, from
+/// its template, so this is one more engine as `/provision/acestream` makes it, answered in the
+/// generic shape `{"container_id", "container_name"}` (plus acevisor's fields).
+pub async fn provision_generic(
+    State(ctx): State<ApiContext>,
+    ApiQuery(q): ApiQuery<ProvisionQuery>,
+    OptionalJson(req): OptionalJson<GenericProvisionReq>,
+) -> ApiResult<Json<GenericProvisionResponse>> {
+    let wait = q.wait()?;
+    if req.image.is_some() || !req.env.is_empty() || !req.labels.is_empty() || !req.ports.is_empty()
+    {
+        tracing::debug!(
+            "generic provision request options are not applied; engines come from the configured template"
+        );
+    }
+    let e = provision_engine(&ctx, wait).await?;
+    Ok(Json(GenericProvisionResponse {
+        container_id: e.container_id.clone().unwrap_or_default(),
+        container_name: e.name.clone(),
+        host: engine_host(&e),
+        port: e.http_port,
+        state: e.phase_label().into(),
+    }))
 }

@@ -1,11 +1,12 @@
 //! acevisor's HTTP API (axum), compatible with the earlier orchestrator's clients
-//! (docs/protocols.md section 3, docs/api.md). Handlers talk to the actors only through calls bounded by a
-//! timeout: a Supervisor or Streams actor that does not answer in time is a 503 JSON answer,
-//! never a hung request, and nothing here waits on Docker. Clients are bounded too: `serve`
-//! closes connections whose request head does not arrive within `api.header_read_timeout`, the
-//! extractors bound bodies in size and time, and the Streams actor keeps the stream limits.
+//! (docs/api.md). Handlers talk to the actors only through calls bounded by a timeout: a
+//! Supervisor or Streams actor that does not answer in time is a 503 JSON answer, never a hung
+//! request, and nothing here waits on Docker. Clients are bounded too: `serve` closes connections
+//! whose request head does not arrive within `api.header_read_timeout`, the extractors bound
+//! bodies in size and time, and the Streams actor keeps the stream limits.
 
 pub mod auth;
+pub mod containers;
 pub mod engines;
 pub mod error;
 pub mod extract;
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router, middleware};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -98,7 +99,9 @@ pub struct ApiContext {
     pub started_at: SystemTime,
     /// Bound on every actor call except provisioning.
     pub call_timeout: Duration,
-    /// Bound on a provisioning request (it answers once the new engine is ready).
+    /// Bound on a provisioning request answered when the new container runs (the default).
+    pub create_timeout: Duration,
+    /// Bound on a provisioning request with `?wait=ready` (answered once the engine is ready).
     pub provision_timeout: Duration,
     /// Label namespace of managed containers (`acevisor`).
     pub label_prefix: String,
@@ -125,6 +128,7 @@ impl ApiContext {
             mode: cfg.vpn.mode,
             started_at: SystemTime::now(),
             call_timeout: Duration::from_secs(5),
+            create_timeout: cfg.docker.call_timeout * 2 + Duration::from_secs(5),
             provision_timeout: cfg.engines.ready_timeout + Duration::from_secs(30),
             label_prefix: cfg.docker.label_prefix.trim_end_matches('.').to_string(),
             min_replicas: cfg.engines.min_replicas,
@@ -185,11 +189,26 @@ pub fn router(ctx: ApiContext) -> Router {
     let body_read = extract::BodyReadTimeout(ctx.timeouts.body_read);
     let mutating = Router::new()
         .route("/provision/acestream", post(engines::provision))
+        .route("/provision", post(engines::provision_generic))
         .route("/events/stream_started", post(streams::started))
         .route("/events/stream_ended", post(streams::ended))
+        .route("/scale/{demand}", post(containers::scale))
+        .route("/gc", post(containers::gc))
+        .route(
+            "/health/circuit-breaker/reset",
+            post(containers::reset_breaker),
+        )
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key,
+        ));
+    // A read, but the earlier orchestrator required the key on it too; its `key` parameter is
+    // the label's name, so the API key must come in a header there.
+    let by_label = Router::new()
+        .route("/by-label", get(containers::by_label))
+        .route_layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require_key_in_headers,
         ));
     Router::new()
         .route("/engines", get(engines::list))
@@ -197,12 +216,21 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/streams", get(streams::list))
         .route("/streams/{id}/stats", get(streams::stats))
         .route("/vpn/status", get(status::vpn))
+        .route("/vpn/publicip", get(status::public_ip))
+        // Reading a container is open, removing it needs the key.
+        .route(
+            "/containers/{id}",
+            get(containers::inspect).merge(delete(containers::delete).route_layer(
+                middleware::from_fn_with_state(ctx.clone(), auth::require_key),
+            )),
+        )
         .route("/orchestrator/status", get(status::orchestrator))
         .route("/health/status", get(status::health))
         .route("/livez", get(status::livez))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(mutating)
+        .merge(by_label)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use super::ApiContext;
 use super::engines::{blocked_detail, is_listed};
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::types::{EmergencyMode, VpnEntry, VpnStatusResponse, rfc3339, wall_clock};
-use crate::actors::messages::{ProvisionError, SupervisorSnapshot, VpnStatus};
+use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot, VpnStatus};
 use crate::config::VpnMode;
 use crate::core::emergency::EmergencyState;
 use crate::core::model::EnginePhase;
@@ -69,16 +69,61 @@ pub async fn vpn(State(ctx): State<ApiContext>) -> ApiResult<Json<VpnStatusRespo
     let snap = ctx.snapshot().await?;
     let vpns: Vec<VpnEntry> = snap.vpns.iter().map(vpn_entry).collect();
     let first = vpns.first();
+    let enabled = ctx.mode != VpnMode::None;
+    let connected = vpns.iter().any(|v| v.connected);
+    let last_check = vpns.iter().filter_map(|v| v.last_check_at.clone()).max();
+    let primary = first.map(|v| v.container_name.clone());
     Ok(Json(VpnStatusResponse {
         mode: mode_label(ctx.mode).into(),
+        status: if !enabled {
+            "disabled"
+        } else if connected {
+            "running"
+        } else {
+            "unhealthy"
+        }
+        .into(),
+        container_name: primary.clone(),
+        container: primary,
+        health: if !enabled {
+            "unknown"
+        } else if connected {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .into(),
+        last_check: last_check.clone(),
+        last_check_at: last_check,
         vpn1: vpns.first().cloned(),
         vpn2: vpns.get(1).cloned(),
         emergency_mode: emergency_mode(&snap.emergency, Instant::now(), SystemTime::now()),
-        enabled: ctx.mode != VpnMode::None,
-        connected: vpns.iter().any(|v| v.connected),
+        enabled,
+        connected,
         forwarded_port: first.and_then(|v| v.forwarded_port),
         vpns,
     }))
+}
+
+/// `GET /vpn/publicip`: `{"public_ip"}` of the first connected VPN (asked of its control server),
+/// or 503 when no VPN can tell.
+pub async fn public_ip(State(ctx): State<ApiContext>) -> ApiResult<Json<Value>> {
+    let answer = super::ask(
+        &ctx.supervisor,
+        ctx.call_timeout,
+        "supervisor",
+        SupervisorMsg::PublicIp,
+    )
+    .await?;
+    match answer {
+        Ok((vpn, ip)) => Ok(Json(json!({ "public_ip": ip, "vpn_container": vpn }))),
+        Err(why) => {
+            tracing::info!(reason = %why, "VPN public IP not available");
+            Err(ApiError::Unavailable(format!(
+                "Unable to retrieve VPN public IP: {why}"
+            )))
+        }
+    }
 }
 
 /// Counts of engines by phase.
@@ -95,34 +140,6 @@ fn engine_counts(snap: &SupervisorSnapshot) -> Value {
         "removing": count(&|p| *p == EnginePhase::Removing),
         "forwarded": snap.engines.iter().filter(|e| e.forwarded && is_listed(e)).count(),
     })
-}
-
-/// Why a provisioning request would be refused now, judged from the snapshot.
-fn provisioning_block(ctx: &ApiContext, snap: &SupervisorSnapshot) -> Option<ProvisionError> {
-    let outage = matches!(snap.emergency, EmergencyState::Outage { .. });
-    if ctx.mode != VpnMode::None && (outage || !snap.vpns.iter().any(|v| v.connected)) {
-        return Some(ProvisionError::VpnDisconnected {
-            recovery_eta_seconds: None,
-        });
-    }
-    let counting = snap
-        .engines
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.phase,
-                EnginePhase::Creating | EnginePhase::Starting | EnginePhase::Ready
-            )
-        })
-        .count() as u32;
-    let idle = snap
-        .engines
-        .iter()
-        .any(|e| e.phase == EnginePhase::Ready && e.streams == 0);
-    if counting >= ctx.max_replicas && !idle {
-        return Some(ProvisionError::MaxCapacity);
-    }
-    None
 }
 
 /// `healthy` / `degraded` / `unavailable`.
@@ -179,7 +196,9 @@ pub async fn orchestrator(State(ctx): State<ApiContext>) -> ApiResult<Json<Value
     let listed: Vec<_> = snap.engines.iter().filter(|e| is_listed(e)).collect();
     let used = listed.iter().filter(|e| e.streams > 0).count();
     let active_streams: u32 = snap.engines.iter().map(|e| e.streams).sum();
-    let block = provisioning_block(&ctx, &snap);
+    // The Supervisor's own verdict (`core::provisioning::decide`), so this never disagrees with
+    // what `POST /provision/acestream` answers.
+    let block = snap.provision_block.clone();
     let uptime = SystemTime::now()
         .duration_since(ctx.started_at)
         .unwrap_or(Duration::ZERO);

@@ -11,7 +11,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::{EndedResponse, StatSnapshot, StreamState, parse_rfc3339};
 use crate::actors::streams::{StartError, StreamsMsg};
-use crate::core::streams::{StartRefusal, StreamEndedReq, StreamStartedReq, StreamStatus};
+use crate::core::streams::{
+    EngineRef, StartRefusal, StreamEndedReq, StreamStartedReq, StreamStatus, names_engine,
+};
 
 /// Header of `GET /streams` giving how many streams matched, whatever the page.
 pub const TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
@@ -63,7 +65,8 @@ pub struct StreamsQuery {
 }
 
 /// `GET /streams?status=started|ended&container_id=&offset=&limit=`: oldest start first; the
-/// whole list unless `limit` asks for a page. `X-Total-Count` says how many matched.
+/// whole list unless `limit` asks for a page. `X-Total-Count` says how many matched; 404 when
+/// `container_id` names no engine.
 pub async fn list(
     State(ctx): State<ApiContext>,
     ApiQuery(q): ApiQuery<StreamsQuery>,
@@ -81,6 +84,25 @@ pub async fn list(
         .container_id
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty());
+    if let Some(c) = &container_id {
+        // An engine acevisor does not know (removed, or never ours) is a 404, so a proxy that
+        // asks per engine skips a dead one instead of taking it for a free engine.
+        let snap = ctx.snapshot().await?;
+        let known = snap.engines.iter().any(|e| {
+            names_engine(
+                c,
+                &EngineRef {
+                    name: e.name.clone(),
+                    container_id: e.container_id.clone(),
+                    host: e.host.clone(),
+                    http_port: e.http_port,
+                },
+            )
+        });
+        if !known {
+            return Err(ApiError::NotFound(format!("engine {c:?} not found")));
+        }
+    }
     let (total, streams) = ctx
         .ask_streams(|reply| StreamsMsg::List {
             status,

@@ -1,5 +1,5 @@
-//! The JSON shapes of the API. Field names are those of docs/protocols.md section 3 (the earlier
-//! orchestrator's, which existing proxies decode); acevisor's own fields are added, none renamed.
+//! The JSON shapes of the API. Field names are the earlier orchestrator's (docs/api.md), which
+//! existing proxies decode; acevisor's own fields are added, none renamed.
 //! Times are RFC 3339 UTC strings.
 
 use std::collections::BTreeMap;
@@ -216,6 +216,36 @@ pub struct ProvisionResponse {
     pub forwarded: bool,
     pub vpn_container: Option<String>,
     pub p2p_port: u16,
+    /// Engine phase when answered: `starting` (container running, API not answering yet) or
+    /// `ready` (with `?wait=ready`).
+    pub state: String,
+}
+
+/// `POST /provision` body (the earlier orchestrator's generic `StartRequest`); accepted, not
+/// applied: acevisor runs engines from its template only.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct GenericProvisionReq {
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+}
+
+/// `POST /provision` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GenericProvisionResponse {
+    pub container_id: String,
+    pub container_name: String,
+    // acevisor's own fields
+    pub host: String,
+    pub port: u16,
+    pub state: String,
 }
 
 /// The 503 `detail` of a blocked provisioning request.
@@ -266,6 +296,18 @@ pub struct EmergencyMode {
 pub struct VpnStatusResponse {
     /// `none` / `single` / `redundant`.
     pub mode: String,
+    // the earlier orchestrator's top-level summary
+    /// `running` (a VPN is connected) / `unhealthy` / `disabled` (mode `none`).
+    pub status: String,
+    /// The first configured VPN.
+    pub container_name: Option<String>,
+    /// Same as `container_name` (the earlier panel read this name).
+    pub container: Option<String>,
+    /// `healthy` (a VPN is connected) / `unhealthy` / `unknown` (mode `none`).
+    pub health: String,
+    /// The latest control-server check of any VPN.
+    pub last_check: Option<String>,
+    pub last_check_at: Option<String>,
     pub vpns: Vec<VpnEntry>,
     pub vpn1: Option<VpnEntry>,
     pub vpn2: Option<VpnEntry>,

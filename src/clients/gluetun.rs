@@ -281,6 +281,10 @@ impl VpnControl for GluetunClient {
             forwarded_port,
         })
     }
+
+    async fn public_ip(&self, target: &ControlTarget) -> Result<Option<String>, ControlError> {
+        GluetunClient::public_ip(self, target).await
+    }
 }
 
 /// `ports[0]` if non-zero, else `port` if non-zero, else `None`.

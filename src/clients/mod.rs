@@ -89,6 +89,8 @@ impl std::fmt::Debug for ControlTarget {
 #[async_trait]
 pub trait VpnControl: Send + Sync + 'static {
     async fn probe(&self, target: &ControlTarget) -> Result<ControlAnswer, ControlError>;
+    /// The tunnel's public IP (`None` before the VPN looked it up).
+    async fn public_ip(&self, target: &ControlTarget) -> Result<Option<String>, ControlError>;
 }
 
 /// An engine's HTTP API.

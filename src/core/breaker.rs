@@ -87,6 +87,11 @@ impl Breaker {
         true
     }
 
+    /// Closes the breaker by hand (an operator's reset), as a success would.
+    pub fn reset(&mut self) {
+        self.success();
+    }
+
     pub fn success(&mut self) {
         self.failures = 0;
         self.cooldown = self.base;

@@ -13,6 +13,7 @@ pub mod naming;
 pub mod plan;
 pub mod port_tracker;
 pub mod ports;
+pub mod provisioning;
 pub mod readiness;
 pub mod streams;
 pub mod template;

@@ -63,6 +63,8 @@ struct World {
     reorder_events: bool,
     /// IDs removed through the `remove` call (acevisor's removals, not out-of-band ones).
     removed_ids: Vec<String>,
+    /// New engines start hung (their API silent) until `unhang`: an engine slow to be ready.
+    new_engines_hung: bool,
 }
 
 /// The in-memory world. Cheap to clone (shared state).
@@ -301,6 +303,17 @@ impl MemoryRuntime {
         self.emit(&w, &id, EventKind::Health(health));
     }
 
+    /// Engines created from now on start with a silent API (slow to become ready) until
+    /// `unhang`.
+    pub fn new_engines_hung(&self, hung: bool) {
+        self.lock().new_engines_hung = hung;
+    }
+
+    /// The engine's API answers again.
+    pub fn unhang(&self, name: &str) {
+        self.with_container(name, |c| c.hung = false);
+    }
+
     /// An engine stops answering its HTTP API.
     pub fn hang(&self, name: &str) {
         self.with_container(name, |c| c.hung = true);
@@ -518,6 +531,7 @@ impl ContainerRuntime for MemoryRuntime {
             ),
         };
         let (id, started_at) = Self::new_identity(&mut w);
+        let hung = w.new_engines_hung;
         let info = ContainerInfo {
             id: id.clone(),
             name: spec.name.clone(),
@@ -536,7 +550,7 @@ impl ContainerRuntime for MemoryRuntime {
                 control: None,
                 http_port,
                 p2p_port,
-                hung: false,
+                hung,
             },
         );
         if w.lose_create_replies > 0 {
@@ -655,6 +669,12 @@ impl VpnControl for MemoryRuntime {
             status: ctl.status.clone(),
             forwarded_port: (ctl.port != 0).then_some(ctl.port),
         })
+    }
+
+    /// Every fake VPN's tunnel exits at `203.0.113.7` (a documentation address) once it runs.
+    async fn public_ip(&self, target: &ControlTarget) -> Result<Option<String>, ControlError> {
+        let answer = self.probe(target).await?;
+        Ok((answer.status == TunnelStatus::Running).then(|| "203.0.113.7".to_string()))
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use acevisor::actors::messages::{
-    Counters, EngineView, ProvisionError, SupervisorMsg, SupervisorSnapshot, VpnStatus,
+    Counters, EngineView, ProvisionError, ProvisionWait, SupervisorMsg, SupervisorSnapshot,
+    VpnStatus,
 };
 use acevisor::actors::streams::{Streams, StreamsArgs, StreamsMsg};
 use acevisor::api::{ApiContext, router};
@@ -34,6 +35,8 @@ pub struct FakeWorld {
     pub provision: Result<EngineView, ProvisionError>,
     /// Keep reply ports unanswered (a Supervisor stuck on something).
     pub hang: bool,
+    /// The `wait` of every provisioning request received.
+    pub provision_waits: Vec<ProvisionWait>,
     held: Vec<RpcReplyPort<SupervisorSnapshot>>,
     held_provisions: Vec<RpcReplyPort<Result<EngineView, ProvisionError>>>,
 }
@@ -73,9 +76,15 @@ impl Actor for FakeSupervisor {
                     let _ = reply.send(world.snapshot.clone());
                 }
             }
-            SupervisorMsg::Provision(reply) if world.hang => world.held_provisions.push(reply),
-            SupervisorMsg::Provision(reply) => {
+            SupervisorMsg::Provision { reply, .. } if world.hang => {
+                world.held_provisions.push(reply)
+            }
+            SupervisorMsg::Provision { wait, reply } => {
+                world.provision_waits.push(wait);
                 let _ = reply.send(world.provision.clone());
+            }
+            SupervisorMsg::Inspect { reply, .. } => {
+                let _ = reply.send(None);
             }
             SupervisorMsg::StreamCounts(counts) => {
                 let _ = st.counts.send(counts);
@@ -105,6 +114,11 @@ pub fn engine(
         container_id: Some(format!("{n:0>12}abcdef0123456789")),
         host: Some(host.into()),
         streams: 0,
+        labels: BTreeMap::from([
+            ("acevisor.managed".to_string(), "test-instance".to_string()),
+            ("acevisor.role".to_string(), "engine".to_string()),
+            ("acevisor.ordinal".to_string(), n.to_string()),
+        ]),
     }
 }
 
@@ -136,6 +150,7 @@ pub fn snapshot(engines: Vec<EngineView>) -> SupervisorSnapshot {
         docker_error: None,
         breaker: acevisor::core::breaker::BreakerState::Closed,
         pending_provisions: 0,
+        provision_block: None,
     }
 }
 
@@ -173,6 +188,7 @@ impl Harness {
             snapshot: snap,
             provision: Err(ProvisionError::MaxCapacity),
             hang: false,
+            provision_waits: Vec::new(),
             held: Vec::new(),
             held_provisions: Vec::new(),
         }));
@@ -209,6 +225,7 @@ impl Harness {
             mode: VpnMode::Single,
             started_at: SystemTime::now(),
             call_timeout,
+            create_timeout: call_timeout,
             provision_timeout: call_timeout,
             label_prefix: "acevisor".into(),
             min_replicas: 1,

@@ -22,6 +22,9 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
                 entry.fact.phase = EnginePhase::Starting;
             }
             names_cast(st, NameMsg::Confirm(n));
+            if !removing {
+                answer_provision(st, &name, ProvisionWait::Created);
+            }
         }
         EngineReport::CreateFailed { error } => {
             st.breaker.failure(Instant::now());
@@ -46,25 +49,29 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
             }
             info!(engine = %name, vpn = %lane, forwarded = entry.fact.forwarded, p2p_port = entry.fact.p2p_port, "engine ready");
             st.create_backoff.remove(&lane);
-            answer_provision(st, &name);
+            answer_provision(st, &name, ProvisionWait::Ready);
         }
         EngineReport::Unhealthy { since } if !removing => {
             entry.fact.phase = EnginePhase::Unhealthy { since }
         }
         EngineReport::Healthy if !removing => entry.fact.phase = EnginePhase::Ready,
         EngineReport::Gone { cause } => {
-            if let Some(gone) = st.engines.remove(&name) {
-                if let Some(id) = gone.container_id {
-                    let now = Instant::now();
-                    st.gone_ids
-                        .retain(|_, at| now.duration_since(*at) < GONE_MEMORY);
-                    st.gone_ids.insert(id, now);
-                }
-                // Its actor may still run (the engine was found gone by a listing): stop it, so
-                // nothing acts on this name for a container that no longer exists.
-                if let Some(actor) = gone.actor {
-                    actor.stop(Some("engine gone".into()));
-                }
+            let gone = st.engines.remove(&name);
+            let container_id = gone.as_ref().and_then(|e| e.container_id.clone());
+            if let Some(id) = &container_id {
+                let now = Instant::now();
+                st.gone_ids
+                    .retain(|_, at| now.duration_since(*at) < GONE_MEMORY);
+                st.gone_ids.insert(id.clone(), now);
+            }
+            // Its actor may still run (the engine was found gone by a listing): stop it, so
+            // nothing acts on this name for a container that no longer exists.
+            if let Some(actor) = gone.and_then(|e| e.actor) {
+                actor.stop(Some("engine gone".into()));
+            }
+            if cause != GoneCause::Removed {
+                // acevisor's own removals told the watchers when they were decided.
+                notify_removed(st, &name, container_id);
             }
             names_cast(st, NameMsg::Gone(n));
             if cause != GoneCause::Removed {

@@ -23,14 +23,15 @@ use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 use crate::actors::engine::{Engine, EngineArgs, EngineMode};
 use crate::actors::messages::{
-    Counters, EngineMsg, EngineReport, EngineView, GoneCause, MonitorMsg, NameMsg, ProvisionError,
+    ContainerDetail, Counters, DeleteOutcome, EngineMsg, EngineRemoved, EngineReport, EngineView,
+    GoneCause, MonitorMsg, NameMsg, ProvisionError, ProvisionWait, RemovalWatcher, ScaleOutcome,
     SupervisorMsg, SupervisorSnapshot, VpnStatus, VpnUpdate,
 };
 use crate::actors::name_registry::NameRegistry;
 use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor, emergency_lists};
 use crate::clients::{EngineApi, VpnControl};
 use crate::config::{Config, VpnMode};
-use crate::core::breaker::{Breaker, BreakerState};
+use crate::core::breaker::Breaker;
 use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
 use crate::core::intensity::{Intensity, Verdict};
@@ -64,6 +65,8 @@ struct EngineEntry {
     actor: Option<ActorRef<EngineMsg>>,
     /// When acevisor first knew of it: a Docker listing taken before that cannot judge it.
     known_since: Instant,
+    /// Its container's labels, as created or adopted.
+    labels: BTreeMap<String, String>,
 }
 
 pub struct SupervisorState {
@@ -96,12 +99,17 @@ pub struct SupervisorState {
     docker_error: Option<String>,
     tasks: Vec<JoinHandle<()>>,
     breaker: Breaker,
-    /// Provisioning requests waiting for a new engine to become ready, oldest first.
+    /// Provisioning requests waiting for a new engine (created or ready), oldest first.
     provisions: Vec<PendingProvision>,
+    /// Pool size asked by `POST /scale/{demand}`, kept until reached (or `ready_timeout * 2`).
+    scale_target: Option<(u32, Instant)>,
+    /// Told of every engine removed or lost (the Streams actor).
+    removal_watchers: Vec<RemovalWatcher>,
 }
 
 struct PendingProvision {
     reply: RpcReplyPort<Result<EngineView, ProvisionError>>,
+    wait: ProvisionWait,
     since: Instant,
     /// Engines that existed when it was asked: the answer is an engine not among them.
     known: Vec<String>,
@@ -160,6 +168,8 @@ impl Actor for Supervisor {
             breaker: Breaker::new(5, Duration::from_secs(5), Duration::from_secs(300))
                 .with_probe_timeout(cfg.docker.call_timeout * 4),
             provisions: Vec::new(),
+            scale_target: None,
+            removal_watchers: Vec::new(),
             cfg,
         })
     }
@@ -270,7 +280,10 @@ impl Actor for Supervisor {
                 st.docker_error = Some(e);
                 return Ok(());
             }
-            SupervisorMsg::Tick => expire_provisions(st),
+            SupervisorMsg::Tick => {
+                expire_provisions(st);
+                expire_scale_target(st);
+            }
             SupervisorMsg::Respawn { name, granted } => {
                 respawn_engine(&myself, st, &name, granted).await
             }
@@ -279,7 +292,62 @@ impl Actor for Supervisor {
                 return Ok(());
             }
             SupervisorMsg::StreamCounts(counts) => on_stream_counts(st, counts),
-            SupervisorMsg::Provision(reply) => on_provision(st, reply),
+            SupervisorMsg::Provision { wait, reply } => on_provision(st, wait, reply),
+            SupervisorMsg::Scale { demand, reply } => on_scale(st, demand, reply),
+            SupervisorMsg::ResetBreaker(reply) => {
+                let before = st.breaker.state().label();
+                st.breaker.reset();
+                st.create_backoff.clear();
+                st.holds.clear();
+                info!(before, "creation breaker reset through the API");
+                let _ = reply.send(before);
+            }
+            SupervisorMsg::Gc(reply) => {
+                let before: Vec<String> = removing_names(st);
+                reconcile(&myself, st).await;
+                let after = removing_names(st);
+                let _ = reply.send(after.into_iter().filter(|n| !before.contains(n)).collect());
+                return Ok(());
+            }
+            SupervisorMsg::Delete { id, reply } => {
+                let _ = reply.send(on_delete(st, &id));
+                return Ok(());
+            }
+            SupervisorMsg::Inspect { id, reply } => {
+                let target = find_engine(st, &id).and_then(|e| e.container_id.clone());
+                inspect_later(st, target.into_iter().collect(), move |mut found| {
+                    let _ = reply.send(found.pop());
+                });
+                return Ok(());
+            }
+            SupervisorMsg::ByLabel { key, value, reply } => {
+                let ids = st
+                    .engines
+                    .values()
+                    .filter(|e| e.labels.get(&key) == Some(&value))
+                    .filter_map(|e| e.container_id.clone())
+                    .collect();
+                inspect_later(st, ids, move |found| {
+                    let _ = reply.send(found);
+                });
+                return Ok(());
+            }
+            SupervisorMsg::WatchRemovals(watcher) => {
+                st.removal_watchers.push(watcher);
+                return Ok(());
+            }
+            SupervisorMsg::PublicIp(reply) => {
+                match &st.monitor {
+                    Some(m) => {
+                        let _ = m.cast(MonitorMsg::PublicIp(reply));
+                    }
+                    None => {
+                        let _ =
+                            reply.send(Err("no VPN is configured (vpn.mode = \"none\")".into()));
+                    }
+                }
+                return Ok(());
+            }
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);
@@ -350,6 +418,7 @@ fn direct_lane(cfg: &Config) -> VpnView {
     }
 }
 
+mod api;
 mod children;
 mod engines;
 mod provision;
@@ -357,6 +426,7 @@ mod reconcile;
 mod relist;
 mod vpn;
 
+use api::*;
 use children::*;
 pub use engines::death_slot;
 use engines::*;

@@ -1,57 +1,66 @@
-//! Provisioning: one more engine within `max_replicas`, answered once a new engine is ready.
+//! Provisioning: one more engine within `max_replicas`, answered as soon as a new engine's
+//! container runs (or, asked with `ProvisionWait::Ready`, once its API answers). Whether a request
+//! is taken is `core::provisioning::decide`, the same decision `/orchestrator/status` reports.
 
 use super::*;
+use crate::core::provisioning::{self, ProvisionFacts};
 
-/// Provisioning: one more engine within `max_replicas`, answered once a new engine is ready.
+/// The facts `core::provisioning::decide` judges, as the Supervisor holds them now.
+pub(super) fn provision_facts(st: &SupervisorState, now: Instant) -> ProvisionFacts {
+    ProvisionFacts {
+        ready: st.ready,
+        placeable: st.lanes.iter().any(plan::placeable),
+        breaker: st.breaker.state(),
+        counted: st.engines.values().filter(|e| e.fact.counts()).count() as u32,
+        asked: st.provisions.iter().map(|p| p.floor).max().unwrap_or(0),
+        max_replicas: st.cfg.engines.max_replicas,
+        now,
+    }
+}
+
+/// The pool size pending requests and `POST /scale` ask for.
+pub(super) fn demand_floor(st: &SupervisorState) -> u32 {
+    let asked = st.provisions.iter().map(|p| p.floor).max().unwrap_or(0);
+    asked.max(st.scale_target.map(|(t, _)| t).unwrap_or(0))
+}
+
 pub(super) fn on_provision(
     st: &mut SupervisorState,
+    wait: ProvisionWait,
     reply: RpcReplyPort<Result<EngineView, ProvisionError>>,
 ) {
     let now = Instant::now();
-    let counted = st.engines.values().filter(|e| e.fact.counts()).count() as u32;
-    let asked = st.provisions.iter().map(|p| p.floor).max().unwrap_or(0);
-    let floor = counted.max(asked) + 1;
-    let refuse = if !st.ready || !st.lanes.iter().any(plan::placeable) {
-        Some(ProvisionError::VpnDisconnected {
-            recovery_eta_seconds: None,
-        })
-    } else if matches!(
-        st.breaker.state(),
-        BreakerState::Open { .. } | BreakerState::HalfOpen
-    ) {
-        Some(ProvisionError::CircuitBreaker {
-            retry_after_seconds: st.breaker.retry_after(now),
-        })
-    } else if floor > st.cfg.engines.max_replicas {
-        Some(ProvisionError::MaxCapacity)
-    } else {
-        None
-    };
-    if let Some(e) = refuse {
-        info!(code = e.code(), "provisioning refused");
-        let _ = reply.send(Err(e));
-        return;
+    match provisioning::decide(&provision_facts(st, now)) {
+        Err(e) => {
+            info!(code = e.code(), "provisioning refused");
+            let _ = reply.send(Err(e));
+        }
+        Ok(floor) => {
+            let known = st.engines.keys().cloned().collect();
+            st.provisions.push(PendingProvision {
+                reply,
+                wait,
+                since: now,
+                known,
+                floor,
+            });
+        }
     }
-    let known = st.engines.keys().cloned().collect();
-    st.provisions.push(PendingProvision {
-        reply,
-        since: now,
-        known,
-        floor,
-    });
 }
 
-/// A new engine is ready: it answers the oldest provisioning request that did not know it.
-pub(super) fn answer_provision(st: &mut SupervisorState, name: &str) {
+/// A new engine reached `stage` (its container runs, or its API answers): it answers the oldest
+/// request waiting for that stage that did not know it.
+pub(super) fn answer_provision(st: &mut SupervisorState, name: &str, stage: ProvisionWait) {
     let Some(i) = st
         .provisions
         .iter()
-        .position(|p| !p.known.iter().any(|k| k == name))
+        .position(|p| p.wait == stage && !p.known.iter().any(|k| k == name))
     else {
         return;
     };
     let pending = st.provisions.remove(i);
     if let Some(view) = st.engines.get(name).map(engine_view) {
+        info!(engine = %name, wait = ?stage, waited_ms = pending.since.elapsed().as_millis() as u64, "provisioning answered");
         let _ = pending.reply.send(Ok(view));
     }
 }

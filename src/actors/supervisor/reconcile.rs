@@ -22,7 +22,7 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
         emergency_capacity: st.cfg.vpn.emergency_capacity,
         lanes: &st.lanes,
         engines: &facts,
-        demand_floor: st.provisions.iter().map(|p| p.floor).max().unwrap_or(0),
+        demand_floor: demand_floor(st),
     });
     st.counters.reconciles += 1;
     // A child of whatever caused this reconcile (a VPN event, an engine's report), or a root when
@@ -134,6 +134,7 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                         host,
                         actor: None,
                         known_since: now,
+                        labels: spec.labels.clone(),
                     },
                 );
                 if spawn_engine(myself, st, &name, EngineMode::Create(spec), create_span).await {
@@ -167,7 +168,9 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                 if let Some(actor) = &entry.actor {
                     let _ = actor.cast(EngineMsg::Remove);
                 }
+                let container_id = entry.container_id.clone();
                 names_cast(st, NameMsg::Removing(n));
+                notify_removed(st, &name, container_id);
             }
         }
     }
@@ -191,6 +194,7 @@ pub(super) fn engine_view(e: &EngineEntry) -> EngineView {
         container_id: e.container_id.clone(),
         host: e.host.clone(),
         streams: e.fact.streams,
+        labels: e.labels.clone(),
     }
 }
 
@@ -207,5 +211,7 @@ pub(super) fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
         docker_error: st.docker_error.clone(),
         breaker: st.breaker.state(),
         pending_provisions: st.provisions.len(),
+        provision_block: crate::core::provisioning::decide(&provision_facts(st, Instant::now()))
+            .err(),
     }
 }

@@ -109,6 +109,7 @@ pub(super) async fn on_listed(
                 host,
                 actor: None,
                 known_since: Instant::now(),
+                labels: c.labels.clone(),
             },
         );
         if spawn_engine(
