@@ -480,6 +480,15 @@ fn check_telemetry(config: &Config, p: &mut Problems) {
     if t.service_name.trim().is_empty() {
         p.push("telemetry.service_name", "must not be empty");
     }
+    if let Some(url) = &t.trace_ui_url {
+        p.http_url("telemetry.trace_ui_url", url);
+        if !url.contains("{trace_id}") {
+            p.push(
+                "telemetry.trace_ui_url",
+                format!("`{url}` must contain {{trace_id}}, where the trace id goes"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

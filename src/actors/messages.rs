@@ -243,6 +243,8 @@ pub struct SupervisorSnapshot {
     pub breaker: crate::core::breaker::BreakerState,
     /// Provisioning requests waiting for an engine.
     pub pending_provisions: usize,
+    /// The last VPN events and emergency transitions, newest first (the dashboard).
+    pub incidents: Vec<crate::core::incidents::Incident>,
 }
 
 impl SupervisorSnapshot {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod status;
 pub mod streams;
 pub mod types;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct ApiContext {
     pub max_replicas: u32,
     /// What `/metrics` renders besides the snapshot (Docker call latency, reconnects).
     pub metrics: Arc<Metrics>,
+    /// `telemetry.trace_ui_url`: the dashboard links incidents to their traces with it.
+    pub trace_ui_url: Option<String>,
 }
 
 impl ApiContext {
@@ -81,6 +84,7 @@ impl ApiContext {
             min_replicas: cfg.engines.min_replicas,
             max_replicas: cfg.engines.max_replicas,
             metrics: Arc::default(),
+            trace_ui_url: cfg.telemetry.trace_ui_url.clone(),
         }
     }
 
@@ -140,6 +144,7 @@ pub fn router(ctx: ApiContext) -> Router {
             ctx.clone(),
             auth::require_key,
         ));
+    let dashboard = ui::router(ctx.clone());
     Router::new()
         .route("/engines", get(engines::list))
         .route("/engines/{id}", get(engines::detail))
@@ -156,6 +161,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(ctx)
+        .merge(dashboard)
 }
 
 async fn not_found() -> ApiError {

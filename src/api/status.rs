@@ -67,9 +67,14 @@ fn emergency_mode(e: &EmergencyState, now: Instant, wall_now: SystemTime) -> Eme
 /// `GET /vpn/status`.
 pub async fn vpn(State(ctx): State<ApiContext>) -> ApiResult<Json<VpnStatusResponse>> {
     let snap = ctx.snapshot().await?;
+    Ok(Json(vpn_status_of(&ctx, &snap)))
+}
+
+/// The `/vpn/status` document of a snapshot (the dashboard shows the same).
+pub fn vpn_status_of(ctx: &ApiContext, snap: &SupervisorSnapshot) -> VpnStatusResponse {
     let vpns: Vec<VpnEntry> = snap.vpns.iter().map(vpn_entry).collect();
     let first = vpns.first();
-    Ok(Json(VpnStatusResponse {
+    VpnStatusResponse {
         mode: mode_label(ctx.mode).into(),
         vpn1: vpns.first().cloned(),
         vpn2: vpns.get(1).cloned(),
@@ -78,7 +83,7 @@ pub async fn vpn(State(ctx): State<ApiContext>) -> ApiResult<Json<VpnStatusRespo
         connected: vpns.iter().any(|v| v.connected),
         forwarded_port: first.and_then(|v| v.forwarded_port),
         vpns,
-    }))
+    }
 }
 
 /// Counts of engines by phase.
@@ -126,7 +131,7 @@ fn provisioning_block(ctx: &ApiContext, snap: &SupervisorSnapshot) -> Option<Pro
 }
 
 /// `healthy` / `degraded` / `unavailable`.
-fn overall(ctx: &ApiContext, snap: &SupervisorSnapshot) -> &'static str {
+pub fn overall(ctx: &ApiContext, snap: &SupervisorSnapshot) -> &'static str {
     let outage = matches!(snap.emergency, EmergencyState::Outage { .. });
     let listed = snap.engines.iter().filter(|e| is_listed(e)).count();
     if !snap.ready || snap.docker_error.is_some() || outage {

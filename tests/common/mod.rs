@@ -135,6 +135,7 @@ pub fn snapshot(engines: Vec<EngineView>) -> SupervisorSnapshot {
         docker_error: None,
         breaker: acevisor::core::breaker::BreakerState::Closed,
         pending_provisions: 0,
+        incidents: Vec::new(),
     }
 }
 
@@ -202,6 +203,7 @@ impl Harness {
             min_replicas: 1,
             max_replicas: 4,
             metrics: Default::default(),
+            trace_ui_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
         };
         Harness {
             app: router(ctx.clone()),

@@ -98,6 +98,8 @@ pub struct SupervisorState {
     breaker: Breaker,
     /// Provisioning requests waiting for a new engine to become ready, oldest first.
     provisions: Vec<PendingProvision>,
+    /// The last VPN events and emergency transitions (the dashboard's incidents).
+    incidents: crate::core::incidents::IncidentLog,
 }
 
 struct PendingProvision {
@@ -160,6 +162,7 @@ impl Actor for Supervisor {
             breaker: Breaker::new(5, Duration::from_secs(5), Duration::from_secs(300))
                 .with_probe_timeout(cfg.docker.call_timeout * 4),
             provisions: Vec::new(),
+            incidents: Default::default(),
             cfg,
         })
     }

@@ -207,5 +207,6 @@ pub(super) fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
         docker_error: st.docker_error.clone(),
         breaker: st.breaker.state(),
         pending_provisions: st.provisions.len(),
+        incidents: st.incidents.newest_first(),
     }
 }
