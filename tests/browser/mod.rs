@@ -266,9 +266,7 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
 pub fn artifacts_dir() -> PathBuf {
     std::env::var_os("ACEVISOR_ARTIFACTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts"))
 }
 
 #[test]

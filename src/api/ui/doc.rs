@@ -107,7 +107,8 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
                 "health": v.health,
                 "connected": v.connected,
                 "forwarded_port": v.forwarded_port,
-                "public_ip": v.ip,
+                // The VPN container's IP on the Docker network (engines are reached at it).
+                "ip": v.ip,
                 "engines": engines,
                 "since": since.get(&v.container_name).map(rfc3339),
                 "last_error": v.last_error,

@@ -37,13 +37,19 @@
   // Replaces the rows of `tbody` by `rows` ([{key, html, attrs}]) in order, touching only changes.
   function keyed(tbody, rows, empty, cols) {
     const old = new Map();
+    const heads = Array.from(tbody.parentElement.querySelectorAll('thead th')).map((th) => th.textContent);
     for (const tr of Array.from(tbody.children)) old.set(tr.dataset.key, tr);
     if (!rows.length) rows = [{ key: '__empty', cls: 'empty', html: '<td colspan="' + cols + '">' + esc(empty) + '</td>', attrs: {} }];
     rows.forEach((r, i) => {
       let tr = old.get(r.key);
       old.delete(r.key);
       if (!tr) { tr = document.createElement('tr'); tr.dataset.key = r.key; }
-      if (tr._html !== r.html) { tr.innerHTML = r.html; tr._html = r.html; }
+      if (tr._html !== r.html) {
+        tr.innerHTML = r.html;
+        tr._html = r.html;
+        // Labels for the stacked layout of narrow screens.
+        Array.from(tr.children).forEach((td, j) => { if (td.colSpan === 1) td.dataset.label = heads[j] || ''; });
+      }
       if (r.cls) tr.className = r.cls;
       for (const [k, v] of Object.entries(r.attrs)) if (tr.getAttribute(k) !== String(v)) tr.setAttribute(k, v);
       if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
@@ -79,7 +85,7 @@
       const html = '<h3><span>' + esc(v.name) + '</span>' + pill(v.status) + '</h3><dl>' +
         '<dt>For</dt><dd>' + since(v.since) + '</dd>' +
         '<dt>Forwarded port</dt><dd>' + esc(v.forwarded_port == null ? '—' : v.forwarded_port) + '</dd>' +
-        '<dt>Public IP</dt><dd>' + esc(v.public_ip || '—') + '</dd>' +
+        '<dt>Container IP</dt><dd>' + esc(v.ip || '—') + '</dd>' +
         '<dt>Engines</dt><dd>' + (v.engines.length ? esc(v.engines.join(', ')) : 'none') + '</dd>' +
         (v.last_error ? '<dt>Error</dt><dd>' + esc(v.last_error) + '</dd>' : '') + '</dl>';
       return { key: v.name, html, v };
