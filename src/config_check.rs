@@ -762,6 +762,17 @@ mod tests {
     }
 
     #[test]
+    fn trace_ui_url_needs_a_host_and_the_trace_id() {
+        let mut c = valid();
+        c.telemetry.trace_ui_url = Some("http://jaeger:16686/trace/{trace_id}".into());
+        assert_eq!(validate(&c), Ok(()));
+        c.telemetry.trace_ui_url = Some("http://jaeger:16686/trace/".into());
+        assert_eq!(keys(&c), ["telemetry.trace_ui_url"]);
+        c.telemetry.trace_ui_url = Some("jaeger/{trace_id}".into());
+        assert_eq!(keys(&c), ["telemetry.trace_ui_url"]);
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let mut c = valid();
         c.engines.min_replicas = 30;
