@@ -41,7 +41,26 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// Asks chromedriver to quit every session's browser (also when the test failed half-way),
+    /// then ends it: killing it alone would leave its chromium processes behind.
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        if let Ok(mut conn) = std::net::TcpStream::connect(&addr) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let request =
+                format!("GET /shutdown HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            if conn.write_all(request.as_bytes()).is_ok() {
+                let _ = conn.read_to_end(&mut Vec::new());
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.driver.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
