@@ -35,6 +35,8 @@ fn find(names: &[&str]) -> Option<PathBuf> {
 /// A running chromedriver; killed on drop.
 pub struct Browser {
     driver: Child,
+    /// chromedriver's and chromium's TMPDIR (profiles, shared memory files); removed on drop.
+    tmp: PathBuf,
     base: String,
     chromium: PathBuf,
     http: reqwest::Client,
@@ -57,12 +59,13 @@ impl Drop for Browser {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.driver.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
@@ -85,14 +88,19 @@ impl Browser {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             l.local_addr().unwrap().port()
         };
+        let tmp =
+            std::env::temp_dir().join(format!("acevisor-chromium-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&tmp).expect("a temporary directory for chromium");
         let child = Command::new(&driver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &tmp)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
         let b = Browser {
             driver: child,
+            tmp,
             base: format!("http://127.0.0.1:{port}"),
             chromium,
             http: reqwest::Client::builder()
