@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): formatting, lints, the test images, and
 # every test of the workspace, including the real-Docker ones (ACEVISOR_REQUIRE_DOCKER=1 makes a
-# missing Docker engine a failure, never a silent skip).
+# missing Docker engine a failure, never a silent skip) and the dashboard's browser tests
+# (ACEVISOR_REQUIRE_BROWSER=1 does the same for a missing chromium).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export ACEVISOR_REQUIRE_DOCKER="${ACEVISOR_REQUIRE_DOCKER:-1}"
+# The dashboard's browser tests (headless chromium + chromedriver) fail instead of skipping.
+export ACEVISOR_REQUIRE_BROWSER="${ACEVISOR_REQUIRE_BROWSER:-1}"
 
 step() { printf '\n== %s\n' "$*"; }
 

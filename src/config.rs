@@ -308,6 +308,9 @@ pub struct TelemetryConfig {
     pub otlp_protocol: Option<OtlpProtocol>,
     #[serde(default = "default_service_name")]
     pub service_name: String,
+    /// A trace viewer's URL with `{trace_id}` in it: the dashboard links each incident to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_ui_url: Option<String>,
 }
 
 /// An inclusive port range written `"19000-19499"`.
@@ -567,6 +570,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             otlp_protocol: None,
             service_name: default_service_name(),
+            trace_ui_url: None,
         }
     }
 }

@@ -513,6 +513,15 @@ fn check_telemetry(config: &Config, p: &mut Problems) {
     if t.service_name.trim().is_empty() {
         p.push("telemetry.service_name", "must not be empty");
     }
+    if let Some(url) = &t.trace_ui_url {
+        p.http_url("telemetry.trace_ui_url", url);
+        if !url.contains("{trace_id}") {
+            p.push(
+                "telemetry.trace_ui_url",
+                format!("`{url}` must contain {{trace_id}}, where the trace id goes"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -783,6 +792,17 @@ mod tests {
         c.api.listen = "[::]:9000".into();
         c.telemetry.otlp_endpoint = Some("https://otel:4318".into());
         assert_eq!(validate(&c), Ok(()));
+    }
+
+    #[test]
+    fn trace_ui_url_needs_a_host_and_the_trace_id() {
+        let mut c = valid();
+        c.telemetry.trace_ui_url = Some("http://jaeger:16686/trace/{trace_id}".into());
+        assert_eq!(validate(&c), Ok(()));
+        c.telemetry.trace_ui_url = Some("http://jaeger:16686/trace/".into());
+        assert_eq!(keys(&c), ["telemetry.trace_ui_url"]);
+        c.telemetry.trace_ui_url = Some("jaeger/{trace_id}".into());
+        assert_eq!(keys(&c), ["telemetry.trace_ui_url"]);
     }
 
     #[test]

@@ -41,6 +41,43 @@ async fn traced_incident_a(endpoint: String, protocol: OtlpProtocol, received: R
     let spans = received.spans();
     check_incident_traces(&spans, "otlp-test");
     otlp::check_engine_died(&spans, &victim);
+    check_incident_log(&snap, &spans);
+}
+
+/// The dashboard's incident log: failure, emergency, recovery and its end, each carrying the id
+/// of the trace it ran in, and the recovery and the emergency's end their durations.
+fn check_incident_log(snap: &acevisor::actors::messages::SupervisorSnapshot, spans: &[otlp::Got]) {
+    let trace_of = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span"))
+            .trace
+            .clone()
+    };
+    let log: Vec<_> = snap.incidents.iter().rev().collect();
+    let kinds: Vec<_> = log.iter().map(|i| i.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "vpn_failed",
+            "emergency_entered",
+            "vpn_recovered",
+            "emergency_exited"
+        ],
+        "{log:?}"
+    );
+    let (failed, recovered) = (trace_of("vpn.failed"), trace_of("vpn.recovered"));
+    assert_ne!(failed, recovered);
+    for (i, trace) in log.iter().zip([&failed, &failed, &recovered, &recovered]) {
+        assert_eq!(i.trace_id.as_ref(), Some(trace), "{i:?}");
+    }
+    assert_eq!(log[0].vpn.as_deref(), Some(VPN1));
+    assert!(
+        log[2].duration.is_some() && log[3].duration.is_some(),
+        "{log:?}"
+    );
+    assert!(log[0].duration.is_none() && log[1].duration.is_none());
 }
 
 #[tokio::test]

@@ -332,6 +332,8 @@ pub struct SupervisorSnapshot {
     /// What a provisioning request would be answered now (`core::provisioning::decide`):
     /// `None` = it would be taken.
     pub provision_block: Option<ProvisionError>,
+    /// The last VPN events and emergency transitions, newest first (the dashboard).
+    pub incidents: Vec<crate::core::incidents::Incident>,
 }
 
 impl SupervisorSnapshot {

@@ -112,7 +112,7 @@ pub fn engine_state(
     }
 }
 
-async fn usage_of(
+pub(crate) async fn usage_of(
     ctx: &ApiContext,
     engines: &[&EngineView],
 ) -> ApiResult<BTreeMap<String, EngineUsage>> {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod status;
 pub mod streams;
 pub mod types;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -111,6 +112,8 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     /// How long clients may take to send their requests.
     pub timeouts: ClientTimeouts,
+    /// `telemetry.trace_ui_url`: the dashboard links incidents to their traces with it.
+    pub trace_ui_url: Option<String>,
 }
 
 impl ApiContext {
@@ -135,6 +138,7 @@ impl ApiContext {
             max_replicas: cfg.engines.max_replicas,
             metrics: Arc::default(),
             timeouts: ClientTimeouts::from_config(cfg),
+            trace_ui_url: cfg.telemetry.trace_ui_url.clone(),
         }
     }
 
@@ -210,6 +214,7 @@ pub fn router(ctx: ApiContext) -> Router {
             ctx.clone(),
             auth::require_key_in_headers,
         ));
+    let dashboard = ui::router(ctx.clone());
     Router::new()
         .route("/engines", get(engines::list))
         .route("/engines/{id}", get(engines::detail))
@@ -236,6 +241,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(Extension(body_read))
         .with_state(ctx)
+        .merge(dashboard)
 }
 
 async fn not_found() -> ApiError {

@@ -67,13 +67,18 @@ fn emergency_mode(e: &EmergencyState, now: Instant, wall_now: SystemTime) -> Eme
 /// `GET /vpn/status`.
 pub async fn vpn(State(ctx): State<ApiContext>) -> ApiResult<Json<VpnStatusResponse>> {
     let snap = ctx.snapshot().await?;
+    Ok(Json(vpn_status_of(&ctx, &snap)))
+}
+
+/// The `/vpn/status` document of a snapshot (the dashboard shows the same).
+pub fn vpn_status_of(ctx: &ApiContext, snap: &SupervisorSnapshot) -> VpnStatusResponse {
     let vpns: Vec<VpnEntry> = snap.vpns.iter().map(vpn_entry).collect();
     let first = vpns.first();
     let enabled = ctx.mode != VpnMode::None;
     let connected = vpns.iter().any(|v| v.connected);
     let last_check = vpns.iter().filter_map(|v| v.last_check_at.clone()).max();
     let primary = first.map(|v| v.container_name.clone());
-    Ok(Json(VpnStatusResponse {
+    VpnStatusResponse {
         mode: mode_label(ctx.mode).into(),
         status: if !enabled {
             "disabled"
@@ -102,7 +107,7 @@ pub async fn vpn(State(ctx): State<ApiContext>) -> ApiResult<Json<VpnStatusRespo
         connected,
         forwarded_port: first.and_then(|v| v.forwarded_port),
         vpns,
-    }))
+    }
 }
 
 /// `GET /vpn/publicip`: `{"public_ip"}` of the first connected VPN (asked of its control server),
@@ -143,7 +148,7 @@ fn engine_counts(snap: &SupervisorSnapshot) -> Value {
 }
 
 /// `healthy` / `degraded` / `unavailable`.
-fn overall(ctx: &ApiContext, snap: &SupervisorSnapshot) -> &'static str {
+pub fn overall(ctx: &ApiContext, snap: &SupervisorSnapshot) -> &'static str {
     let outage = matches!(snap.emergency, EmergencyState::Outage { .. });
     let listed = snap.engines.iter().filter(|e| is_listed(e)).count();
     if !snap.ready || snap.docker_error.is_some() || outage {

@@ -151,6 +151,7 @@ pub fn snapshot(engines: Vec<EngineView>) -> SupervisorSnapshot {
         breaker: acevisor::core::breaker::BreakerState::Closed,
         pending_provisions: 0,
         provision_block: None,
+        incidents: Vec::new(),
     }
 }
 
@@ -232,6 +233,7 @@ impl Harness {
             max_replicas: 4,
             metrics: Default::default(),
             timeouts: Default::default(),
+            trace_ui_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
         };
         Harness {
             app: router(ctx.clone()),

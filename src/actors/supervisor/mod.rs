@@ -105,6 +105,8 @@ pub struct SupervisorState {
     scale_target: Option<(u32, Instant)>,
     /// Told of every engine removed or lost (the Streams actor).
     removal_watchers: Vec<RemovalWatcher>,
+    /// The last VPN events and emergency transitions (the dashboard's incidents).
+    incidents: crate::core::incidents::IncidentLog,
 }
 
 struct PendingProvision {
@@ -170,6 +172,7 @@ impl Actor for Supervisor {
             provisions: Vec::new(),
             scale_target: None,
             removal_watchers: Vec::new(),
+            incidents: Default::default(),
             cfg,
         })
     }

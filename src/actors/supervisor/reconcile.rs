@@ -213,5 +213,6 @@ pub(super) fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
         pending_provisions: st.provisions.len(),
         provision_block: crate::core::provisioning::decide(&provision_facts(st, Instant::now()))
             .err(),
+        incidents: st.incidents.newest_first(),
     }
 }

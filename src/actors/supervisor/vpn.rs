@@ -1,5 +1,5 @@
 //! What the Supervisor does with a VpnMonitor update: counters, the incident's root span, the
-//! lanes the planner works on.
+//! incident log the dashboard shows, the lanes the planner works on.
 
 use super::*;
 
@@ -40,6 +40,7 @@ pub(super) async fn on_vpn_update(
         .as_ref()
         .map(transition_span)
         .unwrap_or_else(Span::none);
+    record_incidents(st, &update, &span);
     st.lanes = update.lanes;
     st.vpns = update.vpns;
     st.emergency = update.emergency;
@@ -68,5 +69,48 @@ pub(super) fn transition_span(t: &Transition) -> Span {
             info_span!("emergency.outage", from, to, failed, healthy)
         }
         (_, EmergencyState::Normal) => info_span!("emergency.exit", from, to, failed, healthy),
+    }
+}
+
+/// The OpenTelemetry trace id of `span` (32 hex digits), or none when telemetry is off.
+fn trace_id_of(span: &Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// Adds the update's VPN events (in the span it was sent in) and its emergency transition (in
+/// `transition`'s span) to the incident log.
+fn record_incidents(st: &mut SupervisorState, update: &VpnUpdate, transition: &Span) {
+    let now = std::time::SystemTime::now();
+    let event_trace = trace_id_of(&Span::current());
+    for (vpn, ev) in &update.events {
+        let (kind, detail) = match ev {
+            VpnEvent::Failed { cause } => ("vpn_failed", cause.label().replace('_', " ")),
+            VpnEvent::Recovered { forwarded_port } => (
+                "vpn_recovered",
+                match forwarded_port {
+                    Some(p) => format!("forwarded port {p}"),
+                    None => "forwarded port not known yet".into(),
+                },
+            ),
+            VpnEvent::PortChanged(c) => ("port_changed", format!("{} -> {}", c.old, c.new)),
+        };
+        st.incidents
+            .push(kind, Some(vpn.clone()), detail, now, event_trace.clone());
+    }
+    if let Some(t) = &update.transition {
+        let trace = trace_id_of(transition).or(event_trace);
+        let (failed, healthy) = emergency_lists(&t.to);
+        for kind in crate::core::incidents::transition_kinds(t.from.label(), t.to.label()) {
+            let detail = match kind {
+                "emergency_entered" => format!("failed: {failed}; serving: {healthy}"),
+                "outage_entered" => format!("failed: {failed}"),
+                _ => format!("now {}", t.to.label()),
+            };
+            st.incidents.push(kind, None, detail, now, trace.clone());
+        }
     }
 }
