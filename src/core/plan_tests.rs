@@ -48,7 +48,7 @@ fn input<'a>(
     }
 }
 
-/// Applies actions as if Docker did them instantly and every engine became ready.
+/// A pool of engines that plans are applied to.
 struct World {
     engines: Vec<EngineFact>,
     next_names: BTreeSet<u32>,
@@ -68,31 +68,47 @@ impl World {
             .unwrap()
     }
 
+    /// The engine a `Create` makes, named with the lowest free number, in `phase`.
+    fn created(
+        &self,
+        action: &Action,
+        phase: EnginePhase,
+        idle_since: Option<Instant>,
+    ) -> EngineFact {
+        let Action::Create {
+            vpn,
+            vpn_id,
+            vpn_started_at,
+            forwarded,
+            ports,
+        } = action
+        else {
+            unreachable!("only a Create makes an engine")
+        };
+        let n = self.lowest_free();
+        EngineFact {
+            name: format!("acestream-{n}"),
+            ordinal: n,
+            vpn: vpn.clone(),
+            vpn_id: vpn_id.clone(),
+            vpn_started_at: vpn_started_at.clone(),
+            forwarded: *forwarded,
+            p2p_port: ports.p2p,
+            http_port: ports.http,
+            phase,
+            streams: 0,
+            idle_since,
+        }
+    }
+
+    /// Applies actions as if Docker did them instantly and every engine became ready.
     fn apply(&mut self, actions: &[Action], now: Instant) {
         for a in actions {
             match a {
-                Action::Create {
-                    vpn,
-                    vpn_id,
-                    vpn_started_at,
-                    forwarded,
-                    ports,
-                } => {
-                    let n = self.lowest_free();
-                    self.next_names.insert(n);
-                    self.engines.push(EngineFact {
-                        name: format!("acestream-{n}"),
-                        ordinal: n,
-                        vpn: vpn.clone(),
-                        vpn_id: vpn_id.clone(),
-                        vpn_started_at: vpn_started_at.clone(),
-                        forwarded: *forwarded,
-                        p2p_port: ports.p2p,
-                        http_port: ports.http,
-                        phase: EnginePhase::Ready,
-                        streams: 0,
-                        idle_since: Some(now),
-                    });
+                Action::Create { .. } => {
+                    let e = self.created(a, EnginePhase::Ready, Some(now));
+                    self.next_names.insert(e.ordinal);
+                    self.engines.push(e);
                 }
                 Action::Remove { name, .. } => self.engines.retain(|e| &e.name != name),
             }
@@ -104,27 +120,9 @@ impl World {
     fn apply_staged(&mut self, actions: &[Action]) -> Result<(), String> {
         for a in actions {
             match a {
-                Action::Create {
-                    vpn,
-                    vpn_id,
-                    vpn_started_at,
-                    forwarded,
-                    ports,
-                } => {
-                    let n = self.lowest_free();
-                    self.engines.push(EngineFact {
-                        name: format!("acestream-{n}"),
-                        ordinal: n,
-                        vpn: vpn.clone(),
-                        vpn_id: vpn_id.clone(),
-                        vpn_started_at: vpn_started_at.clone(),
-                        forwarded: *forwarded,
-                        p2p_port: ports.p2p,
-                        http_port: ports.http,
-                        phase: EnginePhase::Creating,
-                        streams: 0,
-                        idle_since: None,
-                    });
+                Action::Create { .. } => {
+                    let e = self.created(a, EnginePhase::Creating, None);
+                    self.engines.push(e);
                 }
                 Action::Remove { name, reason } => {
                     let e = self
