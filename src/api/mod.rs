@@ -242,6 +242,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(Extension(body_read))
         .with_state(ctx)
         .merge(dashboard)
+        // Again over the merged router, so the dashboard's routes answer a JSON 405 too.
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn not_found() -> ApiError {

@@ -86,6 +86,29 @@ impl Actor for FakeSupervisor {
             SupervisorMsg::Inspect { reply, .. } => {
                 let _ = reply.send(None);
             }
+            // The fake world knows no container by id and has no connected VPN: the answers of
+            // the real Supervisor for that world.
+            SupervisorMsg::ByLabel { reply, .. } => {
+                let _ = reply.send(Vec::new());
+            }
+            SupervisorMsg::Delete { reply, .. } => {
+                let _ = reply.send(acevisor::actors::messages::DeleteOutcome::NotFound);
+            }
+            SupervisorMsg::Scale { demand, reply } => {
+                let _ = reply.send(acevisor::actors::messages::ScaleOutcome {
+                    target: demand,
+                    engines: world.snapshot.engines.len() as u32,
+                });
+            }
+            SupervisorMsg::Gc(reply) => {
+                let _ = reply.send(Vec::new());
+            }
+            SupervisorMsg::ResetBreaker(reply) => {
+                let _ = reply.send("closed");
+            }
+            SupervisorMsg::PublicIp(reply) => {
+                let _ = reply.send(Err("no VPN is connected".into()));
+            }
             SupervisorMsg::StreamCounts(counts) => {
                 let _ = st.counts.send(counts);
             }
