@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
@@ -375,6 +376,14 @@ async fn on_started(
     let record = st.book.start(req, engine, now).inspect_err(|e| {
         info!(engine = %engine.name, error = %e, "stream_started refused");
     })?;
+    for (what, sent, kept) in [
+        ("stat_url", &req.session.stat_url, &record.stat_url),
+        ("command_url", &req.session.command_url, &record.command_url),
+    ] {
+        if let (Some(sent), None) = (sent.as_deref().filter(|u| !u.trim().is_empty()), kept) {
+            warn!(stream = %record.id, engine = %engine.name, url = %sent, "{what} is not on the engine's own address: ignored (acevisor fetches only its engines)");
+        }
+    }
     st.last_usage.insert(engine_key(engine).to_string(), now);
     info!(stream = %record.id, engine = %engine.name, key_type = ?record.key_type, "stream started");
     Ok(record)
@@ -404,6 +413,9 @@ fn start_round(
         let _ = me.cast(StreamsMsg::Collected(round));
     });
 }
+
+/// How many `stat_url` reads one collector round makes at once.
+const STATS_READS_AT_ONCE: usize = 16;
 
 /// One collector round: the Supervisor's view, then every active stream's stats, concurrently.
 async fn collect(
@@ -446,7 +458,11 @@ async fn collect(
             }
         }
     });
-    let readings = futures_util::future::join_all(reads).await;
+    // A bounded number of reads at once, however many streams are active.
+    let readings = futures_util::stream::iter(reads)
+        .buffer_unordered(STATS_READS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
     CollectRound {
         readings: Some(readings),
         engines_seen: engines.iter().map(|e| engine_key(e).to_string()).collect(),
