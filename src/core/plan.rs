@@ -5,6 +5,14 @@
 //! any other role (such an engine is replaced on a free block, create first). Port events are only triggers;
 //! this function decides from the facts alone, so a stale "old port" can never delete a fresh
 //! forwarded engine.
+//!
+//! It also rolls a changed engine template over the pool: one outdated engine at a time (idle
+//! ones first, the forwarded engine last) stops counting toward capacity, so the deficit creates
+//! its replacement, and it is removed once its lane's ready engines fill the lane's share again
+//! without it and at least `min_replicas` engines are ready without it. A forwarded engine's
+//! successor needs its P2P port, so its replacement is an ordinary engine (capacity never
+//! drops), and the forwarded slot is recreated once the old engine is gone, as for an unhealthy
+//! forwarded engine; the extra engine is then trimmed as surplus.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,6 +60,8 @@ pub enum RemoveReason {
     Duplicate,
     /// Holds the VPN's new forwarded port as one of its own ports (its replacement is ready).
     PortClash,
+    /// Made from an earlier engine template (its replacement is ready): a rolling update.
+    Outdated,
 }
 
 impl RemoveReason {
@@ -65,6 +75,7 @@ impl RemoveReason {
             RemoveReason::UnknownVpn => "unknown_vpn",
             RemoveReason::Duplicate => "duplicate",
             RemoveReason::PortClash => "port_clash",
+            RemoveReason::Outdated => "outdated",
         }
     }
 }
@@ -145,12 +156,19 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
 
     let target = target_total(input);
     let shares = lane_shares(input, target);
+    let rolling = roll_target(input, &live_by_lane, &clashing);
+    let is_rolling = |e: &EngineFact| rolling.is_some_and(|r| r.name == e.name);
     let mut total_counted = live_by_lane
         .values()
         .flatten()
-        .filter(|e| e.counts())
+        .filter(|e| e.counts() && !is_rolling(e))
         .count() as u32
         - clashing.iter().flatten().filter(|e| e.counts()).count() as u32;
+    let ready_total = live_by_lane
+        .values()
+        .flatten()
+        .filter(|e| e.phase == EnginePhase::Ready)
+        .count() as u32;
 
     for ((lane, share), clashing) in input.lanes.iter().zip(shares).zip(clashing) {
         let on_lane: Vec<&EngineFact> = live_on(lane)
@@ -177,7 +195,10 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                 .chain([port.and_then(|p| block_containing(&lane.engine_ports, p))])
                 .flatten(),
         );
-        let mut counted = on_lane.iter().filter(|e| e.counts()).count() as u32;
+        let mut counted = on_lane
+            .iter()
+            .filter(|e| e.counts() && !is_rolling(e))
+            .count() as u32;
         let mut removed_here: Vec<&str> = Vec::new();
         let mut created_here = 0;
 
@@ -305,6 +326,24 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             }
         }
 
+        // The engine being rolled: removed once its replacement is ready, never taking the lane
+        // below its share or the pool below `min_replicas` ready engines.
+        if let Some(r) = rolling.filter(|r| r.vpn_key() == lane.key()) {
+            let ready_without = |engines: &[&EngineFact]| {
+                engines
+                    .iter()
+                    .filter(|e| e.phase == EnginePhase::Ready && e.name != r.name)
+                    .count() as u32
+            };
+            if created_here == 0
+                && ready_without(&on_lane) >= share
+                && ready_total.saturating_sub(1) >= input.min_replicas
+            {
+                removals.push(remove(r, RemoveReason::Outdated));
+                removed_here.push(&r.name);
+            }
+        }
+
         // Surplus: idle engines above the share, highest ordinal first, never the forwarded one.
         if lane.readiness.is_up() && counted > share {
             let mut idle: Vec<&EngineFact> = on_lane
@@ -332,6 +371,33 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
         .chain(ordinary_creates)
         .chain(removals)
         .collect()
+}
+
+/// The outdated engine to roll now, if any: one at a time (none while an outdated engine is
+/// being removed), only while every lane can take engines, among ready engines that nothing else
+/// replaces; idle before busy, the forwarded engine last, highest ordinal first.
+fn roll_target<'a>(
+    input: &PlanInput<'a>,
+    live_by_lane: &HashMap<&str, Vec<&'a EngineFact>>,
+    clashing: &[Vec<&EngineFact>],
+) -> Option<&'a EngineFact> {
+    let finishing = input
+        .engines
+        .iter()
+        .any(|e| e.outdated && e.phase == EnginePhase::Removing);
+    if finishing || !input.lanes.iter().all(|l| placeable(l) && !l.failed) {
+        return None;
+    }
+    live_by_lane
+        .values()
+        .flatten()
+        .copied()
+        .filter(|e| {
+            e.outdated
+                && e.phase == EnginePhase::Ready
+                && !clashing.iter().flatten().any(|c| c.name == e.name)
+        })
+        .min_by_key(|e| (e.forwarded, e.streams > 0, std::cmp::Reverse(e.ordinal)))
 }
 
 /// The port the forwarded-engine invariant applies to: the lane forwards, is Up and knows it.

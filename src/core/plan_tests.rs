@@ -92,6 +92,7 @@ impl World {
                         phase: EnginePhase::Ready,
                         streams: 0,
                         idle_since: Some(now),
+                        outdated: false,
                     });
                 }
                 Action::Remove { name, .. } => self.engines.retain(|e| &e.name != name),
@@ -124,6 +125,7 @@ impl World {
                         phase: EnginePhase::Creating,
                         streams: 0,
                         idle_since: None,
+                        outdated: false,
                     });
                 }
                 Action::Remove { name, reason } => {
@@ -341,6 +343,7 @@ fn fact(
         phase: EnginePhase::Ready,
         streams: 0,
         idle_since: None,
+        outdated: false,
     }
 }
 

@@ -64,6 +64,8 @@ struct EngineEntry {
     actor: Option<ActorRef<EngineMsg>>,
     /// When acevisor first knew of it: a Docker listing taken before that cannot judge it.
     known_since: Instant,
+    /// A rename to this (reserved) number is under way.
+    renaming: Option<u32>,
 }
 
 pub struct SupervisorState {
@@ -232,21 +234,8 @@ impl Actor for Supervisor {
                     .filter(|_| st.cfg.vpn.gluetun.iter().any(|g| g.container == ev.name))
                 {
                     let _ = m.cast(MonitorMsg::Docker(ev));
-                } else if let Some(entry) = st.engines.get(&ev.name) {
-                    // The Engine actor ignores events of other containers of the same name.
-                    if let Some(actor) = &entry.actor {
-                        let _ = actor.cast(EngineMsg::Docker {
-                            id: ev.id,
-                            kind: ev.kind,
-                        });
-                    }
-                } else if ev.kind == crate::runtime::EventKind::Destroy {
-                    // A container holding one of our names (not ours) is gone: the number is free.
-                    if let (Some(n), Some(names)) =
-                        (parse_ordinal(&st.cfg.engines.prefix, &ev.name), &st.names)
-                    {
-                        let _ = names.cast(NameMsg::Gone(n));
-                    }
+                } else {
+                    on_engine_event(st, ev);
                 }
                 return Ok(());
             }
