@@ -200,6 +200,8 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             .filter(|e| e.counts() && !is_rolling(e))
             .count() as u32;
         let mut removed_here: Vec<&str> = Vec::new();
+        // The forwarded slot is claimed but its engine does not exist yet.
+        let mut forwarded_claimed = false;
         let mut created_here = 0;
 
         // The forwarded-engine invariant.
@@ -250,6 +252,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                         counted += 1;
                         total_counted += 1;
                     }
+                    forwarded_claimed = true;
                     // An old forwarded engine that holds the new port as its HTTP, HTTPS or API
                     // port cannot wait for its successor: the successor needs that port.
                     for old in forwarded.iter().filter(|e| e.p2p_port != p) {
@@ -328,7 +331,9 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
 
         // The engine being rolled: removed once its replacement is ready, never taking the lane
         // below its share or the pool below `min_replicas` ready engines.
-        if let Some(r) = rolling.filter(|r| r.vpn_key() == lane.key()) {
+        if let Some(r) = rolling
+            .filter(|r| r.vpn_key() == lane.key() && !removed_here.contains(&r.name.as_str()))
+        {
             let ready_without = |engines: &[&EngineFact]| {
                 engines
                     .iter()
@@ -344,8 +349,11 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             }
         }
 
-        // Surplus: idle engines above the share, highest ordinal first, never the forwarded one.
-        if lane.readiness.is_up() && counted > share {
+        // Surplus: idle engines above the share, highest ordinal first, never the forwarded one;
+        // not while an engine of the lane is on its way (it would leave the lane short of ready
+        // engines until that one is ready).
+        let on_the_way = replacement_pending || forwarded_claimed;
+        if lane.readiness.is_up() && counted > share && !on_the_way {
             let mut idle: Vec<&EngineFact> = on_lane
                 .iter()
                 .copied()
@@ -374,8 +382,9 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
 }
 
 /// The outdated engine to roll now, if any: one at a time (none while an outdated engine is
-/// being removed), only while every lane can take engines, among ready engines that nothing else
-/// replaces; idle before busy, the forwarded engine last, highest ordinal first.
+/// being removed), only while every lane can take engines and knows its forwarded port, among
+/// engines that nothing else replaces; idle before busy, the forwarded engine last, highest
+/// ordinal first; and only once that engine is ready.
 fn roll_target<'a>(
     input: &PlanInput<'a>,
     live_by_lane: &HashMap<&str, Vec<&'a EngineFact>>,
@@ -385,7 +394,7 @@ fn roll_target<'a>(
         .engines
         .iter()
         .any(|e| e.outdated && e.phase == EnginePhase::Removing);
-    if finishing || !input.lanes.iter().all(|l| placeable(l) && !l.failed) {
+    if finishing || !input.lanes.iter().all(rollable) {
         return None;
     }
     live_by_lane
@@ -393,11 +402,29 @@ fn roll_target<'a>(
         .flatten()
         .copied()
         .filter(|e| {
+            // A forwarded engine on a port that is not its VPN's any more is replaced anyway.
+            let superseded = e.forwarded
+                && input
+                    .lanes
+                    .iter()
+                    .find(|l| l.key() == e.vpn_key())
+                    .and_then(invariant_port)
+                    != Some(e.p2p_port);
+            // An unhealthy engine is replaced by the health rules.
+            let sick = matches!(e.phase, EnginePhase::Unhealthy { .. });
             e.outdated
-                && e.phase == EnginePhase::Ready
+                && !superseded
+                && !sick
                 && !clashing.iter().flatten().any(|c| c.name == e.name)
         })
         .min_by_key(|e| (e.forwarded, e.streams > 0, std::cmp::Reverse(e.ordinal)))
+        // The next in line may still be starting: the roll waits for it, so the order holds.
+        .filter(|e| e.phase == EnginePhase::Ready)
+}
+
+/// A lane that lets a roll go on: it takes engines and, if it forwards, knows its port.
+pub fn rollable(lane: &VpnView) -> bool {
+    placeable(lane) && !lane.failed && (!lane.forwarding || lane.forwarded_port().is_some())
 }
 
 /// The port the forwarded-engine invariant applies to: the lane forwards, is Up and knows it.

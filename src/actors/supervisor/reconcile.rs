@@ -186,9 +186,14 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
 }
 
 /// Renames ready engines down to the lowest free numbers (`naming::renames`), so that at rest
-/// the names are exactly 1..N. The Engine actor renames its container; its report moves the
+/// the names are exactly 1..N; not during an emergency or outage (the failed VPN's engines come
+/// back into the gaps). The Engine actor renames its container; its report moves the
 /// entry to the new name.
 async fn close_name_gaps(st: &mut SupervisorState, parent: &Span) {
+    // Not while a VPN is down: its engines come back into the gaps its failure left.
+    if st.lanes.iter().any(|l| l.failed) {
+        return;
+    }
     let engines: Vec<(&str, u32, Mobility)> = st
         .engines
         .values()
