@@ -74,10 +74,12 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                 // creation that could not start.
                 st.breaker.allow(now);
                 let name = engine_name(&st.cfg.engines.prefix, n);
-                if n as usize > st.engines.len() + 1 {
+                // An engine being renamed holds two numbers until the rename is done.
+                let held = st.engines.len() + st.engines.values().filter(|e| e.renaming.is_some()).count();
+                if n as usize > held + 1 {
                     error!(
                         ordinal = n,
-                        held = st.engines.len(),
+                        held,
                         "name registry handed out a name above live+1"
                     );
                     st.counters.names_above_bound += 1;
