@@ -68,11 +68,11 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
                 return;
             };
             if conflict {
-                // A container acevisor does not know holds that name: the number is held.
-                names_cast(st, NameMsg::Seed(vec![m]));
-            } else {
-                names_cast(st, NameMsg::Release(m));
+                // A container acevisor does not know holds that name; the next listing tells
+                // the registry (and adopts it if it is an engine).
+                entry.rename_after = Some(Instant::now() + RENAME_RETRY);
             }
+            names_cast(st, NameMsg::Release(m));
             debug!(engine = %name, to = %to, error = %error, "rename not done; the name stays");
         }
         EngineReport::Gone { cause } => {
@@ -256,6 +256,9 @@ pub(super) async fn spawn_engine(
 /// How long a container confirmed gone is remembered against stale listings (a listing takes
 /// at most a Docker call timeout).
 const GONE_MEMORY: Duration = Duration::from_secs(600);
+
+/// How long an engine whose rename hit a name held by an unknown container waits to try again.
+const RENAME_RETRY: Duration = Duration::from_secs(10);
 
 /// How soon a respawn whose inspect failed asks Docker again.
 const RESPAWN_RETRY: Duration = Duration::from_secs(2);

@@ -66,6 +66,9 @@ struct EngineEntry {
     known_since: Instant,
     /// A rename to this (reserved) number is under way.
     renaming: Option<u32>,
+    /// A rename failed on a name held by a container acevisor does not know yet (the next
+    /// listing finds it): no new rename of this engine before then.
+    rename_after: Option<Instant>,
 }
 
 pub struct SupervisorState {

@@ -140,6 +140,7 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                         actor: None,
                         known_since: now,
                         renaming: None,
+                rename_after: None,
                     },
                 );
                 if spawn_engine(myself, st, &name, EngineMode::Create(spec), create_span).await {
@@ -200,7 +201,9 @@ async fn close_name_gaps(st: &mut SupervisorState, parent: &Span) {
         .engines
         .values()
         .map(|e| {
+            let now = Instant::now();
             let mobility = if e.renaming.is_some()
+                || e.rename_after.is_some_and(|t| t > now)
                 || e.actor.is_none()
                 || e.fact.phase == EnginePhase::Removing
             {

@@ -133,6 +133,7 @@ pub(super) async fn on_listed(
                 actor: None,
                 known_since: Instant::now(),
                 renaming: None,
+                rename_after: None,
             },
         );
         if spawn_engine(
