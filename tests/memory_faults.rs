@@ -427,3 +427,21 @@ fn a_rename_into_an_orphans_name_waits_for_the_listing() {
         SETTLE,
     );
 }
+
+/// An engine that dies while its rename is under way: the number reserved for the rename is
+/// released, never leaked (it would push new names above live+1).
+#[test]
+fn an_engine_dying_during_its_rename_leaks_no_number() {
+    run_paused(
+        vec![
+            Step::Recreate(0, 30001),
+            Step::SlowDocker(1),
+            Step::KillEngine(1),
+            Step::Start(1),
+            Step::Flap(0, 2000),
+            Step::KillEngine(4),
+            Step::Recreate(1, 0),
+        ],
+        SETTLE,
+    );
+}

@@ -77,6 +77,10 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
         }
         EngineReport::Gone { cause } => {
             if let Some(gone) = st.engines.remove(&name) {
+                // A rename under way will never report: its number is free again.
+                if let Some(m) = gone.renaming {
+                    names_cast(st, NameMsg::Release(m));
+                }
                 if let Some(id) = gone.container_id {
                     let now = Instant::now();
                     st.gone_ids
