@@ -35,8 +35,7 @@ fn names_are_one_to(s: &SupervisorSnapshot, m: &MemoryRuntime, n: u32) -> bool {
     expected.sort();
     ordinals(s) == want
         && docker == expected
-        && s
-            .engines
+        && s.engines
             .iter()
             .all(|e| e.name == format!("acestream-{}", e.ordinal))
 }
@@ -99,12 +98,8 @@ async fn after_a_vpn_recovery_the_names_are_one_to_n_again() {
     })
     .await;
     m.set_delay(Duration::ZERO);
-    tree.hold(
-        10 * SEC,
-        |s| names_are_one_to(s, &m, 10),
-        "names at rest",
-    )
-    .await;
+    tree.hold(10 * SEC, |s| names_are_one_to(s, &m, 10), "names at rest")
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -120,7 +115,11 @@ async fn a_removed_engine_is_stopped_with_the_stop_timeout_then_removed() {
     let old = s.forwarded_on(VPN1)[0].container_id.clone().unwrap();
     m.set_port(VPN1, 30002);
     tree.wait("replaced", 20 * SEC, |s| {
-        full(s, VPN1, 2, 30002) && !s.engines.iter().any(|e| e.container_id.as_deref() == Some(&old))
+        full(s, VPN1, 2, 30002)
+            && !s
+                .engines
+                .iter()
+                .any(|e| e.container_id.as_deref() == Some(&old))
     })
     .await;
     assert_eq!(m.stops(), vec![(old.clone(), Duration::from_secs(7))]);
@@ -149,7 +148,10 @@ async fn a_renamed_engine_keeps_its_streams() {
         .unwrap();
     // The streams owner counts by container ID.
     tree.sup
-        .cast(SupervisorMsg::StreamCounts(BTreeMap::from([(new.clone(), 1)])))
+        .cast(SupervisorMsg::StreamCounts(BTreeMap::from([(
+            new.clone(),
+            1,
+        )])))
         .unwrap();
     let s = tree
         .wait("renamed down", 20 * SEC, |s| names_are_one_to(s, &m, 3))
@@ -173,7 +175,9 @@ async fn a_template_change_is_rolled_one_engine_at_a_time_forwarded_last() {
     tree.stop().await;
 
     let mut cfg = config("single", 4, "");
-    cfg.engines.env.insert("ENGINE_CACHE_MB".into(), "512".into());
+    cfg.engines
+        .env
+        .insert("ENGINE_CACHE_MB".into(), "512".into());
     let tree = Tree::start(&m, cfg).await;
     // Watch the roll from the start: once the adopted engines are ready, never fewer than 4
     // ready engines and never two old engines going at once.
@@ -219,7 +223,11 @@ async fn a_template_change_is_rolled_one_engine_at_a_time_forwarded_last() {
         .filter(|id| old.contains(id))
         .collect();
     assert_eq!(gone_order.len(), 4, "{gone_order:?}");
-    assert_eq!(gone_order.last(), Some(&old_fw), "the forwarded engine last");
+    assert_eq!(
+        gone_order.last(),
+        Some(&old_fw),
+        "the forwarded engine last"
+    );
     let s = tree.snap().await;
     assert_eq!(s.counters.engines_removed.get("outdated"), Some(&4));
     // Every engine now runs the new template.

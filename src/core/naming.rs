@@ -170,10 +170,8 @@ pub fn renames(engines: &[(&str, u32, Mobility)], reserved: &[u32]) -> Vec<(Stri
         .map(|e| e.1)
         .chain(reserved.iter().copied())
         .collect();
-    let mut movers: Vec<&(&str, u32, Mobility)> = engines
-        .iter()
-        .filter(|e| e.2 != Mobility::Stays)
-        .collect();
+    let mut movers: Vec<&(&str, u32, Mobility)> =
+        engines.iter().filter(|e| e.2 != Mobility::Stays).collect();
     movers.sort_by_key(|e| std::cmp::Reverse(e.1));
     let gaps = (1u32..).filter(|n| !held.contains(n));
     movers
@@ -327,9 +325,17 @@ mod tests {
     fn a_replacement_moves_down_once_the_engine_it_replaced_is_gone() {
         use Mobility::*;
         // Pool of 4: the forwarded engine 1 is replaced create-first by 5.
-        let pool = [("a-1", 1, Stays), ("a-2", 2, Now), ("a-3", 3, Now), ("a-4", 4, Now)];
+        let pool = [
+            ("a-1", 1, Stays),
+            ("a-2", 2, Now),
+            ("a-3", 3, Now),
+            ("a-4", 4, Now),
+        ];
         let with_new = [pool.as_slice(), &[("a-5", 5, Now)]].concat();
-        assert!(renames(&with_new, &[]).is_empty(), "1 is still being removed");
+        assert!(
+            renames(&with_new, &[]).is_empty(),
+            "1 is still being removed"
+        );
         let gone: Vec<_> = with_new[1..].to_vec();
         assert_eq!(renames(&gone, &[]), vec![("a-5".to_string(), 1)]);
         assert!(renames(&gone, &[1]).is_empty(), "its rename is under way");

@@ -675,7 +675,13 @@ fn a_template_change_is_rolled_one_engine_at_a_time_idle_first_forwarded_last() 
     let lanes = [lane("g1", "id1", up(Some(30001)), (19000, 19099))];
     let mut w = World::new();
     converge_staged(&mut w, &lanes, 4, now);
-    let busy = w.engines.iter().find(|e| !e.forwarded).unwrap().name.clone();
+    let busy = w
+        .engines
+        .iter()
+        .find(|e| !e.forwarded)
+        .unwrap()
+        .name
+        .clone();
     for e in &mut w.engines {
         e.outdated = true;
         if e.name == busy {
@@ -718,7 +724,11 @@ fn a_template_change_is_rolled_one_engine_at_a_time_idle_first_forwarded_last() 
             .iter()
             .filter(|e| e.phase == EnginePhase::Ready)
             .count();
-        assert!(ready >= 4, "never below min_replicas ready: {:?}", w.engines);
+        assert!(
+            ready >= 4,
+            "never below min_replicas ready: {:?}",
+            w.engines
+        );
         w.settle(now);
         now += Duration::from_secs(10);
     }
@@ -878,9 +888,9 @@ fn check_plan(
                 );
                 if *reason == RemoveReason::Outdated && e.forwarded {
                     prop_assert!(
-                        !engines.iter().any(|o| o.outdated
-                            && !o.forwarded
-                            && o.phase == EnginePhase::Ready),
+                        !engines
+                            .iter()
+                            .any(|o| o.outdated && !o.forwarded && o.phase == EnginePhase::Ready),
                         "the forwarded engine rolled before an ordinary one"
                     );
                 }
@@ -902,33 +912,69 @@ proptest! {
 fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
     {
         let mut now = Instant::now();
-        let mut lanes = vec![lane("g1", "id1-0", up(Some(30001)), (19000, 19099)), lane("g2", "id2-0", up(Some(30002)), (19500, 19599))];
+        let mut lanes = vec![
+            lane("g1", "id1-0", up(Some(30001)), (19000, 19099)),
+            lane("g2", "id2-0", up(Some(30002)), (19500, 19599)),
+        ];
         let mut generation = [0u32; 2];
         let mut w = World::new();
         let min = 6;
         let plan = |lanes: &[VpnView], engines: &[EngineFact], now: Instant| {
             let mut inp = input(now, lanes, engines, min);
-            if shift { inp.emergency_capacity = EmergencyCapacity::Shift; }
+            if shift {
+                inp.emergency_capacity = EmergencyCapacity::Shift;
+            }
             reconcile(&inp)
         };
         for s in steps {
             let pick = |i: usize, w: &World| (!w.engines.is_empty()).then(|| i % w.engines.len());
             match s {
-                Step::Fail(v) => { lanes[v].failed = true; lanes[v].readiness = Readiness::Down; }
-                Step::Recover(v, p) => { lanes[v].failed = false; lanes[v].readiness = up(p); lanes[v].port_wait_expired = false; }
-                Step::Port(v, p) => if lanes[v].readiness.is_up() { lanes[v].readiness = up(p.or(lanes[v].forwarded_port())); },
-                Step::Degrade(v) => if !lanes[v].failed { lanes[v].readiness = Readiness::Degraded; },
-                Step::RestartInPlace(v) => { generation[v] += 1; lanes[v].started_at = Some(format!("t{}", generation[v])); }
-                Step::Recreate(v) => { generation[v] += 1; lanes[v].container_id = Some(format!("id{}-{}", v + 1, generation[v])); }
-                Step::KillEngine(i) => if let Some(i) = pick(i, &w) { w.engines.remove(i); },
-                Step::Sicken(i) => if let Some(i) = pick(i, &w) && w.engines[i].phase == EnginePhase::Ready {
-                    w.engines[i].phase = EnginePhase::Unhealthy { since: now };
-                },
-                Step::Stream(i, on) => if let Some(i) = pick(i, &w) {
-                    let e = &mut w.engines[i];
-                    e.streams = u32::from(on);
-                    e.idle_since = (!on).then_some(now);
-                },
+                Step::Fail(v) => {
+                    lanes[v].failed = true;
+                    lanes[v].readiness = Readiness::Down;
+                }
+                Step::Recover(v, p) => {
+                    lanes[v].failed = false;
+                    lanes[v].readiness = up(p);
+                    lanes[v].port_wait_expired = false;
+                }
+                Step::Port(v, p) => {
+                    if lanes[v].readiness.is_up() {
+                        lanes[v].readiness = up(p.or(lanes[v].forwarded_port()));
+                    }
+                }
+                Step::Degrade(v) => {
+                    if !lanes[v].failed {
+                        lanes[v].readiness = Readiness::Degraded;
+                    }
+                }
+                Step::RestartInPlace(v) => {
+                    generation[v] += 1;
+                    lanes[v].started_at = Some(format!("t{}", generation[v]));
+                }
+                Step::Recreate(v) => {
+                    generation[v] += 1;
+                    lanes[v].container_id = Some(format!("id{}-{}", v + 1, generation[v]));
+                }
+                Step::KillEngine(i) => {
+                    if let Some(i) = pick(i, &w) {
+                        w.engines.remove(i);
+                    }
+                }
+                Step::Sicken(i) => {
+                    if let Some(i) = pick(i, &w)
+                        && w.engines[i].phase == EnginePhase::Ready
+                    {
+                        w.engines[i].phase = EnginePhase::Unhealthy { since: now };
+                    }
+                }
+                Step::Stream(i, on) => {
+                    if let Some(i) = pick(i, &w) {
+                        let e = &mut w.engines[i];
+                        e.streams = u32::from(on);
+                        e.idle_since = (!on).then_some(now);
+                    }
+                }
                 Step::Tick(secs) => now += Duration::from_secs(secs),
                 Step::WaitExpired(v) => lanes[v].port_wait_expired = true,
                 Step::NewTemplate => w.engines.iter_mut().for_each(|e| e.outdated = true),
@@ -937,7 +983,9 @@ fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
             // passes; no two engines of a lane ever hold one port, whatever the phases.
             for _ in 0..60 {
                 let actions = plan(&lanes, &w.engines, now);
-                let in_flight = w.engines.iter().any(|e| !matches!(e.phase, EnginePhase::Ready | EnginePhase::Unhealthy { .. }));
+                let in_flight = w.engines.iter().any(|e| {
+                    !matches!(e.phase, EnginePhase::Ready | EnginePhase::Unhealthy { .. })
+                });
                 if actions.is_empty() && !in_flight {
                     break;
                 }
@@ -952,20 +1000,40 @@ fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
                 let on: Vec<_> = w.on(l.key());
                 if let (true, Some(p)) = (l.readiness.is_up() && !l.failed, l.forwarded_port()) {
                     let fw: Vec<_> = on.iter().filter(|e| e.forwarded).collect();
-                    prop_assert_eq!(fw.len(), 1, "exactly one forwarded engine on {:?}: {:?}", l.name, on);
+                    prop_assert_eq!(
+                        fw.len(),
+                        1,
+                        "exactly one forwarded engine on {:?}: {:?}",
+                        l.name,
+                        on
+                    );
                     prop_assert_eq!(fw[0].p2p_port, p);
-                    prop_assert!(!on.iter().any(|e| !e.forwarded && crate::core::ports::held_ports(e.http_port, e.p2p_port).contains(&p)), "an ordinary engine still holds the forwarded port {}: {:?}", p, on);
+                    prop_assert!(
+                        !on.iter().any(|e| !e.forwarded
+                            && crate::core::ports::held_ports(e.http_port, e.p2p_port)
+                                .contains(&p)),
+                        "an ordinary engine still holds the forwarded port {}: {:?}",
+                        p,
+                        on
+                    );
                 }
                 if l.failed {
                     prop_assert!(on.is_empty(), "engines left on a failed VPN");
                 }
-                prop_assert!(on.iter().all(|e| e.vpn_id == l.container_id && e.vpn_started_at == l.started_at), "stale engine left");
+                prop_assert!(
+                    on.iter()
+                        .all(|e| e.vpn_id == l.container_id && e.vpn_started_at == l.started_at),
+                    "stale engine left"
+                );
             }
             // At rest with every lane able to take engines, the template is rolled out.
             if lanes.iter().all(rollable) {
                 prop_assert!(
-                    !w.engines.iter().any(|e| e.outdated && e.phase == EnginePhase::Ready),
-                    "an outdated engine left at rest: {:?}", w.engines
+                    !w.engines
+                        .iter()
+                        .any(|e| e.outdated && e.phase == EnginePhase::Ready),
+                    "an outdated engine left at rest: {:?}",
+                    w.engines
                 );
             }
         }

@@ -604,9 +604,7 @@ impl ContainerRuntime for MemoryRuntime {
             return Err(RuntimeError::Conflict {
                 op: "rename",
                 name: new_name.to_string(),
-                message: format!(
-                    "Conflict. The container name \"/{new_name}\" is already in use"
-                ),
+                message: format!("Conflict. The container name \"/{new_name}\" is already in use"),
             });
         }
         let Some(c) = w.containers.get_mut(&id) else {

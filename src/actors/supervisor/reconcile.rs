@@ -75,12 +75,12 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                 st.breaker.allow(now);
                 let name = engine_name(&st.cfg.engines.prefix, n);
                 // An engine being renamed holds two numbers until the rename is done.
-                let held = st.engines.len() + st.engines.values().filter(|e| e.renaming.is_some()).count();
+                let held =
+                    st.engines.len() + st.engines.values().filter(|e| e.renaming.is_some()).count();
                 if n as usize > held + 1 {
                     error!(
                         ordinal = n,
-                        held,
-                        "name registry handed out a name above live+1"
+                        held, "name registry handed out a name above live+1"
                     );
                     st.counters.names_above_bound += 1;
                 }
@@ -140,7 +140,7 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                         actor: None,
                         known_since: now,
                         renaming: None,
-                rename_after: None,
+                        rename_after: None,
                     },
                 );
                 if spawn_engine(myself, st, &name, EngineMode::Create(spec), create_span).await {
@@ -244,7 +244,9 @@ async fn close_name_gaps(st: &mut SupervisorState, parent: &Span) {
             names_cast(st, NameMsg::Release(n));
             continue;
         };
-        parent.in_scope(|| info!(engine = %name, to = %to, "renaming engine to close a gap in the names"));
+        parent.in_scope(
+            || info!(engine = %name, to = %to, "renaming engine to close a gap in the names"),
+        );
         entry.renaming = Some(n);
         let _ = actor.cast(EngineMsg::Rename { to });
     }

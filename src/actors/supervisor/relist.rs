@@ -64,9 +64,9 @@ pub(super) async fn on_listed(
         .engines
         .iter()
         .filter(|(name, e)| {
-            let listed = all.iter().any(|c| {
-                &c.name == *name || e.container_id.as_deref() == Some(c.id.as_str())
-            });
+            let listed = all
+                .iter()
+                .any(|c| &c.name == *name || e.container_id.as_deref() == Some(c.id.as_str()));
             e.fact.phase != EnginePhase::Creating && e.known_since < at && !listed
         })
         .map(|(name, _)| name.clone())
