@@ -142,7 +142,6 @@ async fn a_template_change_is_rolled_over_a_running_pool_with_graceful_stops() {
         .unwrap()
         .as_secs()
         - 1;
-    let mut cfg = cfg;
     cfg.engines
         .env
         .insert("ENGINE_CACHE_MB".into(), "512".into());
