@@ -979,6 +979,7 @@ fn facts(n: usize, present: bool) -> (Vec<VpnView>, Vec<EngineFact>) {
                 phase: EnginePhase::Ready,
                 streams: 0,
                 idle_since: Some(now),
+                outdated: false,
             });
         }
     }

@@ -1,6 +1,6 @@
 //! The Engine actor: one per engine container. Creates (or adopts) its container, waits for its
-//! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, and
-//! removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
+//! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, renames
+//! it when told (names close their gaps), and stops it gracefully then removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
 //!
 //! Tracing: creation and the wait for readiness run in the `engine.create` span the Supervisor
 //! opened for the decision (`EngineArgs::span`), dropped once the engine is ready, so health
@@ -18,7 +18,7 @@ use tracing::{Instrument, Span, field, info, info_span, warn};
 use crate::actors::messages::{EngineMsg, EngineReport, GoneCause, SupervisorMsg};
 use crate::clients::EngineApi;
 use crate::config::HealthConfig;
-use crate::runtime::{ContainerRuntime, ContainerSpec, EventKind};
+use crate::runtime::{ContainerRuntime, ContainerSpec, EventKind, RuntimeError};
 
 /// How the actor comes to its container.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct EngineArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub health: HealthConfig,
     pub ready_timeout: Duration,
+    /// The grace a removed engine gets between SIGTERM and SIGKILL (`docker.stop_timeout`).
+    pub stop_timeout: Duration,
     /// The `engine.create` span (until ready); `Span::none()` for an adopted container.
     pub span: Span,
 }
@@ -59,6 +61,8 @@ pub struct EngineState {
     remove_error: Option<String>,
     /// Why the container is being removed, kept across retries so a death stays a death.
     gone_cause: Option<GoneCause>,
+    /// The graceful stop before the removal is done (a retried removal does not stop again).
+    stopped: bool,
 }
 
 impl EngineState {
@@ -102,6 +106,7 @@ impl Actor for Engine {
             removing: false,
             remove_error: None,
             gone_cause: None,
+            stopped: false,
         })
     }
 
@@ -136,6 +141,7 @@ impl Actor for Engine {
                 on_docker(&myself, st, kind).await
             }
             EngineMsg::Remove => remove(&myself, st, GoneCause::Removed).await,
+            EngineMsg::Rename { to } => rename(st, to).await,
             EngineMsg::Crash => panic!("injected fault: engine actor {} crashed", st.args.name),
             _ => {}
         }
@@ -316,6 +322,25 @@ async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneC
         myself.stop(None);
         return;
     };
+    // Stopped gracefully first: a real engine flushes its state on SIGTERM. An engine that died
+    // has exited already. A failed stop is no reason to keep the engine: the removal forces it.
+    if cause == GoneCause::Removed && !st.stopped {
+        match st.args.runtime.stop(&id, st.args.stop_timeout).await {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => st.stopped = true,
+            Err(e) if e.is_transport() => {
+                if st.remove_error.as_deref() != Some(e.to_string().as_str()) {
+                    warn!(engine = %st.args.name, container_id = %id, error = %e, "engine stop failed; retrying");
+                }
+                st.remove_error = Some(e.to_string());
+                myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
+                return;
+            }
+            Err(e) => {
+                warn!(engine = %st.args.name, container_id = %id, error = %e, "engine did not stop gracefully; removing it by force");
+                st.stopped = true;
+            }
+        }
+    }
     let result = match st.args.runtime.remove(&id).await {
         Ok(()) => st
             .args
@@ -339,6 +364,34 @@ async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneC
             }
             st.remove_error = Some(e.to_string());
             myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
+        }
+    }
+}
+
+/// Renames the container (Docker does it atomically, the engine keeps running) and reports the
+/// outcome; from then on this actor reports under the new name.
+async fn rename(st: &mut EngineState, to: String) {
+    let result = match st.container_id.clone() {
+        Some(id) => st.args.runtime.rename(&id, &to).await,
+        None => Err(RuntimeError::NotFound {
+            op: "rename",
+            target: st.args.name.clone(),
+        }),
+    };
+    match result {
+        Ok(()) => {
+            info!(engine = %st.args.name, to = %to, "engine renamed");
+            // Reported under the old name, which the Supervisor still knows it by.
+            st.report(EngineReport::Renamed { to: to.clone() });
+            st.args.name = to;
+        }
+        Err(e) => {
+            warn!(engine = %st.args.name, to = %to, error = %e, "engine rename failed");
+            st.report(EngineReport::RenameFailed {
+                conflict: matches!(e, RuntimeError::Conflict { .. }),
+                to,
+                error: e.to_string(),
+            });
         }
     }
 }

@@ -72,6 +72,16 @@ pub enum EngineReport {
     Gone {
         cause: GoneCause,
     },
+    /// The container now has the name `to` (the report itself comes under the old name).
+    Renamed {
+        to: String,
+    },
+    /// The rename to `to` failed; `conflict`: another container holds that name.
+    RenameFailed {
+        to: String,
+        conflict: bool,
+        error: String,
+    },
 }
 
 #[derive(Debug)]
@@ -228,6 +238,10 @@ pub enum EngineMsg {
         kind: EventKind,
     },
     Remove,
+    /// Rename the container to this name (a lower free one).
+    Rename {
+        to: String,
+    },
     /// Fault injection for tests.
     Crash,
 }
@@ -245,6 +259,8 @@ pub enum MonitorMsg {
 pub enum NameMsg {
     Seed(Vec<u32>),
     Reserve(RpcReplyPort<u32>),
+    /// Reserve the lowest free number below this one, if any (the target of a rename).
+    ReserveBelow(u32, RpcReplyPort<Option<u32>>),
     Confirm(u32),
     Release(u32),
     Removing(u32),

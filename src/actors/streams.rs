@@ -81,6 +81,8 @@ pub struct CollectRound {
     /// `None` when the Supervisor's snapshot was unavailable.
     readings: Option<Vec<Reading>>,
     engines_seen: Vec<String>,
+    /// The engines of the Supervisor's view (streams follow their renames).
+    engines: Vec<EngineRef>,
     reply: Option<RpcReplyPort<CollectSummary>>,
 }
 
@@ -248,7 +250,7 @@ impl Actor for Streams {
                         let key = engine_key(&e);
                         let first_seen = *st.first_seen.entry(key.to_string()).or_insert(now);
                         let u = EngineUsage {
-                            streams: active.remove(&e.name).unwrap_or_default(),
+                            streams: active.remove(key).unwrap_or_default(),
                             first_seen,
                             last_stream_usage: st.last_usage.get(key).copied(),
                         };
@@ -359,6 +361,7 @@ async fn on_started(
         .await
         .map_err(StartError::SupervisorUnavailable)?;
     let engines = engine_refs(&snap);
+    st.book.follow_renames(&engines);
     let now = SystemTime::now();
     for e in &engines {
         st.first_seen
@@ -432,6 +435,7 @@ async fn collect(
             return CollectRound {
                 readings: None,
                 engines_seen: Vec::new(),
+                engines: Vec::new(),
                 reply,
             };
         }
@@ -466,6 +470,7 @@ async fn collect(
     CollectRound {
         readings: Some(readings),
         engines_seen: engines.iter().map(|e| engine_key(e).to_string()).collect(),
+        engines,
         reply,
     }
 }
@@ -492,6 +497,7 @@ async fn read_stats(client: &EngineClient, url: &str) -> StatReading {
 fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
     let now = SystemTime::now();
     if round.readings.is_some() {
+        st.book.follow_renames(&round.engines);
         // Forget engines that are gone (their keys never come back).
         let seen: HashSet<&String> = round.engines_seen.iter().collect();
         st.first_seen.retain(|k, _| seen.contains(k));

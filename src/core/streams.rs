@@ -664,18 +664,36 @@ impl StreamBook {
             .filter(|s| s.status == StreamStatus::Started)
     }
 
-    /// Active stream ids per engine name.
+    /// Active stream ids per engine, by container ID (an engine renamed to close a gap in the
+    /// names keeps its ID, so its streams stay attached).
     pub fn active_by_engine(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in self.active_records() {
-            out.entry(s.container_name.clone())
+            out.entry(s.container_id.clone())
                 .or_default()
                 .push(s.id.clone());
         }
         out
     }
 
-    /// Active stream count per engine name (what the Supervisor's autoscaling needs).
+    /// Active streams show their engine's current name after a rename.
+    pub fn follow_renames(&mut self, engines: &[EngineRef]) {
+        for s in self
+            .streams
+            .values_mut()
+            .filter(|s| s.status == StreamStatus::Started)
+        {
+            if let Some(e) = engines
+                .iter()
+                .find(|e| e.container_id.as_deref() == Some(s.container_id.as_str()))
+                && e.name != s.container_name
+            {
+                s.container_name = e.name.clone();
+            }
+        }
+    }
+
+    /// Active stream count per engine container ID (what the Supervisor's autoscaling needs).
     pub fn counts(&self) -> BTreeMap<String, u32> {
         let mut out: BTreeMap<String, u32> = BTreeMap::new();
         for s in self.active_records() {
@@ -830,7 +848,7 @@ mod tests {
         let e = engine("acestream-1", "id1", "h", 1);
         book.start(&started("k", "s", Some("sid"), "h", 1), &e, t(0))
             .unwrap();
-        assert_eq!(book.counts().get("acestream-1"), Some(&1));
+        assert_eq!(book.counts().get("id1"), Some(&1));
         let req = StreamEndedReq {
             stream_id: Some("sid".into()),
             ..Default::default()
@@ -982,8 +1000,21 @@ mod tests {
         );
         assert_eq!(
             book.active_by_engine(),
-            BTreeMap::from([("acestream-2".to_string(), vec!["b|2".to_string()])])
+            BTreeMap::from([("bbbbbbbbbbbb2222".to_string(), vec!["b|2".to_string()])])
         );
+    }
+
+    #[test]
+    fn a_renamed_engine_keeps_its_streams() {
+        let mut book = StreamBook::new();
+        let before = engine("acestream-5", "id5", "h", 1);
+        book.start(&started("k", "s", Some("sid"), "h", 1), &before, t(0))
+            .unwrap();
+        let after = engine("acestream-1", "id5", "h", 1);
+        book.follow_renames(std::slice::from_ref(&after));
+        assert_eq!(book.counts().get("id5"), Some(&1));
+        assert_eq!(book.get("sid").unwrap().container_name, "acestream-1");
+        assert_eq!(book.list(None, Some("acestream-1")).len(), 1);
     }
 
     #[test]

@@ -34,8 +34,8 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
     InspectNetworkOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StartContainerOptions,
-    StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{Instrument, Span, field};
@@ -527,6 +527,16 @@ impl ContainerRuntime for DockerRuntime {
         .await
         .map_err(|e| e.into_runtime("stop_container", id))
         .inspect_err(|e| record_error(&span, e))
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
+        let span = op_span("docker.rename_container", id);
+        let options = RenameContainerOptionsBuilder::new().name(new_name).build();
+        self.timed(self.call_timeout, self.docker.rename_container(id, options))
+            .instrument(span.clone())
+            .await
+            .map_err(|e| e.into_runtime("rename_container", new_name))
+            .inspect_err(|e| record_error(&span, e))
     }
 
     async fn remove(&self, id: &str) -> RuntimeResult<()> {

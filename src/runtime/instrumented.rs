@@ -168,6 +168,11 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
             .await
     }
 
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
+        self.call("rename_container", id, self.inner.rename(id, new_name))
+            .await
+    }
+
     async fn remove(&self, id: &str) -> RuntimeResult<()> {
         self.call("remove_container", id, self.inner.remove(id))
             .await

@@ -65,6 +65,10 @@ struct World {
     removed_ids: Vec<String>,
     /// New engines start hung (their API silent) until `unhang`: an engine slow to be ready.
     new_engines_hung: bool,
+    /// Every `stop` call: the container ID and the grace it was given.
+    stops: Vec<(String, Duration)>,
+    /// Every successful `rename`: the container ID, its old and its new name.
+    renames: Vec<(String, String, String)>,
 }
 
 /// The in-memory world. Cheap to clone (shared state).
@@ -337,8 +341,8 @@ impl MemoryRuntime {
         );
     }
 
-    /// The next `n` calls of `op` (`create`, `remove`, `list`, `inspect`, `stop`, `restart`,
-    /// `events`, `ping`) fail as if the daemon were unreachable.
+    /// The next `n` calls of `op` (`create`, `remove`, `list`, `inspect`, `stop`, `rename`,
+    /// `restart`, `events`, `ping`) fail as if the daemon were unreachable.
     pub fn fail_next(&self, op: &'static str, n: u32) {
         self.lock().failing.insert(op, n);
     }
@@ -383,6 +387,16 @@ impl MemoryRuntime {
     /// IDs of the containers removed through `ContainerRuntime::remove`, in order.
     pub fn removed_ids(&self) -> Vec<String> {
         self.lock().removed_ids.clone()
+    }
+
+    /// Every `stop` call (container ID, grace), in order.
+    pub fn stops(&self) -> Vec<(String, Duration)> {
+        self.lock().stops.clone()
+    }
+
+    /// Every successful `rename` (container ID, old name, new name), in order.
+    pub fn renames(&self) -> Vec<(String, String, String)> {
+        self.lock().renames.clone()
     }
 
     /// How many times `op` was called.
@@ -570,7 +584,7 @@ impl ContainerRuntime for MemoryRuntime {
         Ok(id)
     }
 
-    async fn stop(&self, id: &str, _timeout: Duration) -> RuntimeResult<()> {
+    async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()> {
         self.enter("stop").await?;
         let mut w = self.lock();
         let Some(id) = Self::id_of(&w, id) else {
@@ -579,10 +593,39 @@ impl ContainerRuntime for MemoryRuntime {
                 target: id.to_string(),
             });
         };
+        w.stops.push((id.clone(), timeout));
+        // As on Docker, stopping a stopped container changes nothing (304).
+        let was_running = w.containers.get(&id).is_some_and(|c| c.info.running);
         if let Some(c) = w.containers.get_mut(&id) {
             c.info.running = false;
         }
-        self.emit(&w, &id, EventKind::Die { exit_code: Some(0) });
+        if was_running {
+            self.emit(&w, &id, EventKind::Die { exit_code: Some(0) });
+        }
+        Ok(())
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
+        self.enter("rename").await?;
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, id) else {
+            return Err(RuntimeError::NotFound {
+                op: "rename",
+                target: id.to_string(),
+            });
+        };
+        if w.containers.values().any(|c| c.info.name == new_name) {
+            return Err(RuntimeError::Conflict {
+                op: "rename",
+                name: new_name.to_string(),
+                message: format!("Conflict. The container name \"/{new_name}\" is already in use"),
+            });
+        }
+        let Some(c) = w.containers.get_mut(&id) else {
+            return Ok(());
+        };
+        let old = std::mem::replace(&mut c.info.name, new_name.to_string());
+        w.renames.push((id, old, new_name.to_string()));
         Ok(())
     }
 

@@ -144,7 +144,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Creates and starts; returns the new container's ID. A name still held by a container
     /// being removed is waited out (within the call timeout), never renamed.
     async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String>;
+    /// Stops gracefully: SIGTERM, then SIGKILL after `timeout`. `Ok` when it was not running.
     async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()>;
+    /// Renames a container; Docker renames a running one atomically. A name held by another
+    /// container is a `Conflict` (409).
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()>;
     /// Forced removal; `Ok` when the container is already gone.
     async fn remove(&self, id: &str) -> RuntimeResult<()>;
     async fn restart(&self, id: &str) -> RuntimeResult<()>;

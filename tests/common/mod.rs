@@ -340,7 +340,7 @@ pub fn started_body(host: &str, port: u16, stream_id: &str, stat_url: &str) -> V
     })
 }
 
-/// Waits until the Streams actor has told the Supervisor these counts.
+/// Waits until the Streams actor has told the Supervisor these counts (by container ID).
 pub async fn counts_become(
     rx: &mut watch::Receiver<BTreeMap<String, u32>>,
     want: BTreeMap<String, u32>,
