@@ -145,9 +145,18 @@ impl Actor for Engine {
 
 async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
     if let EngineMode::Create(spec) = &st.args.mode {
-        match st.args.runtime.create_and_start(spec).await {
+        match st.args.runtime.start_new(spec).await {
             Ok(id) => {
                 Span::current().record("container_id", id.as_str());
+                // Docker says it runs: the creation slot is free from here. A container that
+                // exits within the settle window is still a failed creation.
+                st.report(EngineReport::Started {
+                    container_id: id.clone(),
+                });
+                if let Err(e) = st.args.runtime.confirm_start(&id).await {
+                    creation_failed(myself, st, e.to_string());
+                    return;
+                }
                 info!(engine = %st.args.name, container_id = %id, "engine container started");
                 st.container_id = Some(id);
             }
@@ -174,12 +183,7 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
                             }
                         }
                     }
-                    let span = Span::current();
-                    span.record("error", field::display(&error));
-                    span.record("otel.status_code", "error");
-                    warn!(engine = %st.args.name, error = %error, "engine creation failed");
-                    st.report(EngineReport::CreateFailed { error });
-                    myself.stop(None);
+                    creation_failed(myself, st, error);
                     return;
                 }
             },
@@ -207,6 +211,16 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         host: st.args.host.clone(),
     });
     let _ = myself.cast(EngineMsg::ProbeReady);
+}
+
+/// Reports a failed creation (its container removed or never made) and stops the actor.
+fn creation_failed(myself: &ActorRef<EngineMsg>, st: &EngineState, error: String) {
+    let span = Span::current();
+    span.record("error", field::display(&error));
+    span.record("otel.status_code", "error");
+    warn!(engine = %st.args.name, error = %error, "engine creation failed");
+    st.report(EngineReport::CreateFailed { error });
+    myself.stop(None);
 }
 
 /// After a failed create: the container of that name and whether it runs, when it is exactly
