@@ -1158,6 +1158,62 @@ mod tests {
         }
     }
 
+    fn summary(state: Option<ContainerSummaryStateEnum>, names: &[&str]) -> ContainerSummary {
+        ContainerSummary {
+            id: Some("abc".into()),
+            names: Some(names.iter().map(|n| n.to_string()).collect()),
+            labels: Some(HashMap::from([("acevisor.role".into(), "engine".into())])),
+            state,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_listed_container_is_decided_from_the_list_when_its_state_is_plain() {
+        let brief = to_brief(&summary(
+            Some(ContainerSummaryStateEnum::RUNNING),
+            &["/other/alias", "/acestream-1"],
+        ))
+        .expect("decided");
+        assert_eq!(brief.name, "acestream-1", "a link alias is not its name");
+        assert!(brief.running);
+        assert_eq!(brief.labels["acevisor.role"], "engine");
+        for state in [
+            ContainerSummaryStateEnum::EXITED,
+            ContainerSummaryStateEnum::CREATED,
+            ContainerSummaryStateEnum::DEAD,
+        ] {
+            let brief = to_brief(&summary(Some(state), &["/acestream-1"])).expect("decided");
+            assert!(!brief.running, "{state}");
+        }
+    }
+
+    #[test]
+    fn an_ambiguous_listed_container_is_left_to_an_inspect() {
+        for state in [
+            ContainerSummaryStateEnum::PAUSED,
+            ContainerSummaryStateEnum::RESTARTING,
+            ContainerSummaryStateEnum::REMOVING,
+            ContainerSummaryStateEnum::STOPPING,
+            ContainerSummaryStateEnum::EMPTY,
+        ] {
+            assert_eq!(
+                to_brief(&summary(Some(state), &["/acestream-1"])),
+                None,
+                "{state}"
+            );
+        }
+        assert_eq!(to_brief(&summary(None, &["/acestream-1"])), None);
+        assert_eq!(
+            to_brief(&summary(
+                Some(ContainerSummaryStateEnum::RUNNING),
+                &["/a/b"]
+            )),
+            None,
+            "no plain name"
+        );
+    }
+
     #[test]
     fn unsupported_host_scheme_is_refused_with_a_reason() {
         let err = DockerRuntime::connect(Some("ssh://host"), Duration::from_secs(1)).unwrap_err();
