@@ -662,7 +662,7 @@ async fn cold_start(n: u32, reps: usize) -> Row {
         run.remove_engines();
 
         // Baseline: a shell loop of `docker run -d` of the same n fake engines (started only).
-        looped.push(docker_run_loop(&run, &[vpn_id.clone()], n));
+        looped.push(docker_run_loop(&run, std::slice::from_ref(&vpn_id), n));
         eprintln!(
             "  rep {}: acevisor {:.0} ms, docker run loop {:.0} ms",
             rep + 1,
