@@ -2,6 +2,10 @@
 //! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, renames
 //! it when told (names close their gaps), and stops it gracefully then removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
 //!
+//! Creation: `Started` as soon as Docker reports the container started (the Supervisor frees
+//! the creation slot), then the runtime's start-settle check (`confirm_start`) while the engine's
+//! API is already tried; `Created` once the container survived it, `CreateFailed` when it exited.
+//!
 //! Tracing: creation and the wait for readiness run in the `engine.create` span the Supervisor
 //! opened for the decision (`EngineArgs::span`), dropped once the engine is ready, so health
 //! probes never attach to the incident that created the engine. A removal runs in the
@@ -150,12 +154,25 @@ impl Actor for Engine {
 }
 
 async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    // The engine's API already answered during its start-settle check.
+    let mut answered_early = false;
     if let EngineMode::Create(spec) = &st.args.mode {
-        match st.args.runtime.create_and_start(spec).await {
+        match st.args.runtime.start_new(spec).await {
             Ok(id) => {
                 Span::current().record("container_id", id.as_str());
+                // Docker says it runs: the creation slot is free from here. A container that
+                // exits within the settle window is still a failed creation.
+                st.report(EngineReport::Started {
+                    container_id: id.clone(),
+                });
+                let (settled, answered) = settle_while_probing(st, &id).await;
+                if let Err(e) = settled {
+                    creation_failed(myself, st, e.to_string());
+                    return;
+                }
                 info!(engine = %st.args.name, container_id = %id, "engine container started");
                 st.container_id = Some(id);
+                answered_early = answered;
             }
             Err(e) => match created_anyway(st.args.runtime.as_ref(), spec).await {
                 // Docker did create and start it, but the reply was lost (timeout, broken
@@ -180,12 +197,7 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
                             }
                         }
                     }
-                    let span = Span::current();
-                    span.record("error", field::display(&error));
-                    span.record("otel.status_code", "error");
-                    warn!(engine = %st.args.name, error = %error, "engine creation failed");
-                    st.report(EngineReport::CreateFailed { error });
-                    myself.stop(None);
+                    creation_failed(myself, st, error);
                     return;
                 }
             },
@@ -212,7 +224,57 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         container_id: id,
         host: st.args.host.clone(),
     });
-    let _ = myself.cast(EngineMsg::ProbeReady);
+    if answered_early {
+        ready(myself, st);
+    } else {
+        let _ = myself.cast(EngineMsg::ProbeReady);
+    }
+}
+
+/// How often the engine's API is tried while its container's start is being confirmed.
+const EARLY_PROBE: Duration = Duration::from_millis(50);
+
+/// Confirms the start of container `id` and meanwhile, when the engine's address is known, tries
+/// its API, so an engine that answers within the settle window is ready the moment its start is
+/// confirmed (never before). Returns the confirmation and whether the API answered.
+async fn settle_while_probing(
+    st: &EngineState,
+    id: &str,
+) -> (crate::runtime::RuntimeResult<()>, bool) {
+    let settle = st.args.runtime.confirm_start(id);
+    tokio::pin!(settle);
+    let Some(host) = st.args.host.clone() else {
+        return (settle.await, false);
+    };
+    let api = st.args.engine_api.clone();
+    let port = st.args.http_port;
+    let answers = async move {
+        while api.status(&host, port).await.is_err() {
+            tokio::time::sleep(EARLY_PROBE).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        settled = &mut settle => (settled, false),
+        () = answers => (settle.await, true),
+    }
+}
+
+fn ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    st.ready = true;
+    st.report(EngineReport::Ready);
+    st.args.span = Span::none();
+    myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+}
+
+/// Reports a failed creation (its container removed or never made) and stops the actor.
+fn creation_failed(myself: &ActorRef<EngineMsg>, st: &EngineState, error: String) {
+    let span = Span::current();
+    span.record("error", field::display(&error));
+    span.record("otel.status_code", "error");
+    warn!(engine = %st.args.name, error = %error, "engine creation failed");
+    st.report(EngineReport::CreateFailed { error });
+    myself.stop(None);
 }
 
 /// After a failed create: the container of that name and whether it runs, when it is exactly
@@ -241,10 +303,7 @@ async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         None => false,
     };
     if answered {
-        st.ready = true;
-        st.report(EngineReport::Ready);
-        st.args.span = Span::none();
-        myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+        ready(myself, st);
     } else if st.started.elapsed() >= st.args.ready_timeout {
         warn!(engine = %st.args.name, timeout = ?st.args.ready_timeout, "engine API never answered: unhealthy");
         st.ready = true;

@@ -11,7 +11,7 @@ use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::intensity::SlotReport;
 use crate::core::model::{EnginePhase, VpnView};
 use crate::core::vpn_watch::VpnEvent;
-use crate::runtime::{ContainerEvent, ContainerInfo, EventKind, RuntimeError};
+use crate::runtime::{ContainerBrief, ContainerEvent, EventKind, RuntimeError};
 
 /// What the VpnMonitor publishes: the events of this round and the fresh view of every VPN.
 #[derive(Clone, Debug)]
@@ -57,6 +57,11 @@ pub enum GoneCause {
 /// What an Engine actor reports to the Supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineReport {
+    /// Docker reports the new container started; its start-settle check is still running (the
+    /// creation slot is free, the creation itself not yet confirmed).
+    Started {
+        container_id: String,
+    },
     Created {
         container_id: String,
         host: Option<String>,
@@ -101,7 +106,7 @@ pub enum SupervisorMsg {
     /// A listing started at `at` came back.
     Listed {
         at: Instant,
-        result: Result<Vec<ContainerInfo>, RuntimeError>,
+        result: Result<Vec<ContainerBrief>, RuntimeError>,
     },
     /// Docker could not be listed or its events stream broke.
     DockerTrouble(String),

@@ -16,6 +16,11 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
     let n = entry.fact.ordinal;
     let removing = entry.fact.phase == EnginePhase::Removing;
     match report {
+        // The creation slot is free once the container runs (see `reconcile`); the creation is
+        // confirmed, or failed, when its start-settle check ends.
+        EngineReport::Started { container_id } if entry.container_id.is_none() => {
+            entry.container_id = Some(container_id);
+        }
         EngineReport::Created { container_id, host } => {
             entry.container_id = Some(container_id);
             entry.host = host.or(entry.host.take());

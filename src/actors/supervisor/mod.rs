@@ -41,7 +41,7 @@ use crate::core::naming::{engine_name, parse_ordinal};
 use crate::core::plan::{self, Action, PlanInput};
 use crate::core::template::{EngineTemplate, template_for};
 use crate::core::vpn_watch::{VpnEvent, WatchTimings};
-use crate::runtime::{ContainerInfo, ContainerRuntime, ListQuery, RuntimeResult};
+use crate::runtime::{ContainerBrief, ContainerRuntime, ListQuery, RuntimeResult};
 
 /// The effects the tree works through.
 #[derive(Clone)]

@@ -34,9 +34,12 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
     } else {
         info_span!("reconcile", actions = actions.len())
     };
-    let mut creating = facts
-        .iter()
-        .filter(|f| f.phase == EnginePhase::Creating)
+    // A creation holds its slot until Docker reports its container started (it then has an ID),
+    // not through the start-settle check that follows.
+    let mut creating = st
+        .engines
+        .values()
+        .filter(|e| e.fact.phase == EnginePhase::Creating && e.container_id.is_none())
         .count() as u32;
     // Set when the name registry cannot hand out names: the remaining creations wait for the
     // next pass, the removals still happen.

@@ -6,7 +6,8 @@
 use super::*;
 
 /// Lists Docker in a task (the Supervisor keeps answering meanwhile); the result comes back as
-/// `SupervisorMsg::Listed`.
+/// `SupervisorMsg::Listed`. A brief listing: names, IDs, labels and running state are all the
+/// facts need, so Docker is not asked for an inspect per engine.
 pub(super) fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
     if !st.vpn_seen || st.listing {
         return; // adoption needs the VPNs' current container IDs; done on the first VPN update
@@ -21,7 +22,7 @@ pub(super) fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState)
     let sup = myself.clone();
     tokio::spawn(async move {
         let at = Instant::now();
-        let result = runtime.list(&query).await;
+        let result = runtime.list_brief(&query).await;
         let _ = sup.cast(SupervisorMsg::Listed { at, result });
     });
 }
@@ -32,7 +33,7 @@ pub(super) async fn on_listed(
     myself: &ActorRef<SupervisorMsg>,
     st: &mut SupervisorState,
     at: Instant,
-    result: RuntimeResult<Vec<ContainerInfo>>,
+    result: RuntimeResult<Vec<ContainerBrief>>,
 ) {
     st.listing = false;
     let prefix = st.cfg.engines.prefix.clone();
