@@ -111,6 +111,12 @@ pub enum SupervisorMsg {
     StreamCounts(BTreeMap<String, u32>),
     /// One more engine within `max_replicas`; answered when it is ready, or why not.
     Provision(RpcReplyPort<Result<EngineView, ProvisionError>>),
+    /// The port hook of the VPN container `vpn` fired; answers whether `vpn` is a configured VPN
+    /// (then the VpnMonitor looks at it now).
+    PortHook {
+        vpn: String,
+        reply: RpcReplyPort<bool>,
+    },
 }
 
 /// Why a provisioning request cannot be served now (the 503 `detail.code` of docs/api.md).
@@ -154,6 +160,8 @@ pub enum EngineMsg {
 pub enum MonitorMsg {
     Poll,
     Docker(ContainerEvent),
+    /// The port hook of this VPN container fired: look at it now and poll it fast for a while.
+    PortHook(String),
     Snapshot(RpcReplyPort<VpnUpdate>),
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod engines;
 pub mod error;
 pub mod extract;
+pub mod hooks;
 pub mod metrics;
 pub mod status;
 pub mod streams;
@@ -136,6 +137,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/provision/acestream", post(engines::provision))
         .route("/events/stream_started", post(streams::started))
         .route("/events/stream_ended", post(streams::ended))
+        .route("/hooks/gluetun/{container}/ports", post(hooks::gluetun_ports))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key,

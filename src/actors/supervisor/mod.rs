@@ -280,6 +280,14 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::StreamCounts(counts) => on_stream_counts(st, counts),
             SupervisorMsg::Provision(reply) => on_provision(st, reply),
+            SupervisorMsg::PortHook { vpn, reply } => {
+                let known = st.cfg.vpn.gluetun.iter().any(|g| g.container == vpn);
+                if known && let Some(m) = &st.monitor {
+                    let _ = m.cast(MonitorMsg::PortHook(vpn));
+                }
+                let _ = reply.send(known);
+                return Ok(());
+            }
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);
