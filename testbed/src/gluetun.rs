@@ -5,6 +5,7 @@
 //! port is forwarded, reconnect) are stored as deadlines and settled lazily against a given
 //! `Instant`, so the logic is tested without threads or sleeps.
 
+pub mod port_hook;
 pub mod role_file;
 pub mod roles;
 pub mod version;
@@ -177,6 +178,16 @@ impl Gluetun {
                 reconnect: None,
             }),
         })
+    }
+
+    /// The forwarded ports the control server answers at `now` (empty when none).
+    pub fn forwarded_ports(&self, now: Instant) -> Vec<u16> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.settle(now, self.port_delay);
+        match st.forwarded() {
+            0 => Vec::new(),
+            p => vec![p],
+        }
     }
 
     /// The version played.
