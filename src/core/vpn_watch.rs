@@ -18,7 +18,8 @@
 //!   with a post-recovery one.
 //!
 //! It also says how often the VPN should be looked at (`wants_fast_poll`): fast while it matters
-//! (before the first look, starting, Up without its first port, a port candidate settling, and for
+//! (before the first look, starting, tunnel down (a reconnect under way), Up without its first
+//! port, a port candidate settling, and for
 //! `port_settle` + [`FAST_WINDOW`] after any event or a port hook's `nudge`), slow otherwise.
 
 use std::time::Duration;
@@ -226,7 +227,7 @@ impl VpnWatch {
             && self.tracker.baseline().is_none()
             && !self.port_wait_expired(now);
         self.last.is_none()
-            || matches!(self.last, Some(Readiness::Starting))
+            || matches!(self.last, Some(Readiness::Starting | Readiness::Degraded))
             || waiting_for_port
             || self.tracker.candidate().is_some()
             || self.fast_until.is_some_and(|t| now < t)
