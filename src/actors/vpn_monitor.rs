@@ -153,7 +153,8 @@ impl Actor for VpnMonitor {
                 if !due.is_empty() {
                     observe(st, &due).await;
                 }
-                // Time-driven transitions of the VPNs not looked at (grace, settle).
+                // Time-driven transitions of the VPNs not looked at (grace, settle, port_wait):
+                // published when they change the view (a quiet tick sends nothing).
                 let now = Instant::now();
                 let mut events = Vec::new();
                 for v in st.vpns.iter_mut() {
@@ -161,10 +162,15 @@ impl Actor for VpnMonitor {
                         events.push((v.config.container.clone(), ev));
                     }
                 }
-                if !events.is_empty() {
-                    publish(st, events, now);
-                }
-                myself.send_after(st.fast_poll, || MonitorMsg::Poll);
+                publish(st, events, now);
+                // Next round after `fast_poll`, or earlier when a port candidate settles then.
+                let next = st
+                    .vpns
+                    .iter()
+                    .filter_map(|v| v.watch.settles_at())
+                    .map(|t| t.saturating_duration_since(now))
+                    .fold(st.fast_poll, Duration::min);
+                myself.send_after(next, || MonitorMsg::Poll);
             }
             MonitorMsg::PortHook(vpn) => {
                 if let Some(i) = st.vpns.iter().position(|v| v.config.container == vpn) {
@@ -192,13 +198,16 @@ impl Actor for VpnMonitor {
     }
 }
 
-/// Whether VPN `i` is due for a poll: never looked at, fast polling and `fast_poll` passed, or
-/// `poll_interval` passed.
+/// Whether VPN `i` is due for a poll: never looked at, a port candidate due to settle, fast
+/// polling and `fast_poll` passed, or `poll_interval` passed.
 fn poll_due(st: &MonitorState, i: usize, now: Instant) -> bool {
     let v = &st.vpns[i];
     let Some(at) = v.looked_at else {
         return true;
     };
+    if v.watch.settles_at().is_some_and(|t| t <= now) {
+        return true;
+    }
     let every = if v.watch.wants_fast_poll(now, v.config.forwarding) {
         st.fast_poll
     } else {

@@ -233,6 +233,15 @@ impl VpnWatch {
             || self.fast_until.is_some_and(|t| now < t)
     }
 
+    /// When a port candidate would settle: the moment to read the control server again, so the
+    /// change is confirmed right at `port_settle` after its first sighting.
+    pub fn settles_at(&self) -> Option<Instant> {
+        if self.failed {
+            return None;
+        }
+        self.tracker.settles_at()
+    }
+
     fn stay_fast_after(&mut self, now: Instant, events: &[VpnEvent]) {
         if !events.is_empty() {
             self.stay_fast_from(now);
