@@ -1028,7 +1028,12 @@ fn bridge_gateway() -> String {
         "--format",
         "{{(index .IPAM.Config 0).Subnet}}",
     ]);
-    let net = subnet.trim().split('/').next().unwrap_or_default().to_string();
+    let net = subnet
+        .trim()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut octets: Vec<&str> = net.split('.').collect();
     octets[3] = "1";
     octets.join(".")
@@ -1071,7 +1076,10 @@ async fn port_rows(reps: usize) -> Vec<Row> {
     let a = start_vpn(
         &run,
         "pvpn1",
-        &["FAKE_FORWARDED_PORT=33001".into(), "FAKE_PORT_DELAY_MS=3000".into()],
+        &[
+            "FAKE_FORWARDED_PORT=33001".into(),
+            "FAKE_PORT_DELAY_MS=3000".into(),
+        ],
     );
     let b_name = run.name("pvpn2");
     let b = start_vpn(
@@ -1091,22 +1099,34 @@ async fn port_rows(reps: usize) -> Vec<Row> {
             &[(a.clone(), 21000), (b.clone(), 22000), (c.clone(), 23000)],
             "",
         )
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"0.0.0.0:{api_port}\""));
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"0.0.0.0:{api_port}\""),
+        );
     let cfg = config(&text);
-    assert_eq!(cfg.vpn, defaults_with(&cfg, &defaults), "production [vpn] timings");
+    assert_eq!(
+        cfg.vpn,
+        defaults_with(&cfg, &defaults),
+        "production [vpn] timings"
+    );
     let tree = Tree::start(cfg.clone()).await;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = acevisor::api::launch_with_key(&cfg, tree.sup.clone(), Some(HOOK_KEY.into()), async {
-        let _ = api_stopped.await;
-    })
-    .await
-    .expect("API starts");
+    let api =
+        acevisor::api::launch_with_key(&cfg, tree.sup.clone(), Some(HOOK_KEY.into()), async {
+            let _ = api_stopped.await;
+        })
+        .await
+        .expect("API starts");
     tree.until(
         "a forwarded engine on each VPN",
         Instant::now(),
         Duration::from_secs(120),
         Duration::from_millis(50),
-        |s| forwarded_ready(s, &a, 33001) && forwarded_ready(s, &b, 34001) && forwarded_ready(s, &c, 35001),
+        |s| {
+            forwarded_ready(s, &a, 33001)
+                && forwarded_ready(s, &b, 34001)
+                && forwarded_ready(s, &c, 35001)
+        },
     )
     .await;
 
@@ -1156,7 +1176,10 @@ async fn port_rows(reps: usize) -> Vec<Row> {
             if dc.is_none() && forwarded_ready(&s, &c, pc) {
                 dc = Some(t1.elapsed());
             }
-            assert!(t1.elapsed() < Duration::from_secs(60), "port change never landed");
+            assert!(
+                t1.elapsed() < Duration::from_secs(60),
+                "port change never landed"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
@@ -1207,7 +1230,10 @@ async fn port_rows(reps: usize) -> Vec<Row> {
 }
 
 /// `defaults` with the VPN list and mode of `cfg` (only the timings are compared).
-fn defaults_with(cfg: &Config, defaults: &acevisor::config::VpnConfig) -> acevisor::config::VpnConfig {
+fn defaults_with(
+    cfg: &Config,
+    defaults: &acevisor::config::VpnConfig,
+) -> acevisor::config::VpnConfig {
     acevisor::config::VpnConfig {
         mode: cfg.vpn.mode,
         gluetun: cfg.vpn.gluetun.clone(),

@@ -22,14 +22,7 @@ async fn the_port_hook_is_authenticated_and_answers_for_configured_vpns_only() {
         ("x-api-key", KEY),
         ("content-type", "application/x-www-form-urlencoded"),
     ];
-    let (status, body) = send(
-        &h.app,
-        "POST",
-        ROUTE,
-        &wget,
-        Some(b"5678,9876".to_vec()),
-    )
-    .await;
+    let (status, body) = send(&h.app, "POST", ROUTE, &wget, Some(b"5678,9876".to_vec())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["vpn"], "gluetun");
 

@@ -24,7 +24,10 @@ async fn hook(tree: &Tree, vpn: &str) -> bool {
     let vpn = vpn.to_string();
     match tree
         .sup
-        .call(|reply| SupervisorMsg::PortHook { vpn, reply }, Some(5 * SEC))
+        .call(
+            |reply| SupervisorMsg::PortHook { vpn, reply },
+            Some(5 * SEC),
+        )
         .await
     {
         Ok(ractor::rpc::CallResult::Success(known)) => known,
@@ -94,7 +97,11 @@ async fn a_hook_is_only_a_trigger_and_a_flap_it_reports_changes_nothing() {
     m.set_port(VPN1, 30001);
     assert!(hook(&tree, VPN1).await);
     let s = tree
-        .hold(20 * SEC, |s| full(s, VPN1, 2, 30001), "p -> 0 -> p is nothing")
+        .hold(
+            20 * SEC,
+            |s| full(s, VPN1, 2, 30001),
+            "p -> 0 -> p is nothing",
+        )
         .await;
     assert_eq!(s.counters.port_changed, 0);
     assert_eq!(s.counters.removed_total(), 0);

@@ -137,7 +137,10 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/provision/acestream", post(engines::provision))
         .route("/events/stream_started", post(streams::started))
         .route("/events/stream_ended", post(streams::ended))
-        .route("/hooks/gluetun/{container}/ports", post(hooks::gluetun_ports))
+        .route(
+            "/hooks/gluetun/{container}/ports",
+            post(hooks::gluetun_ports),
+        )
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key,

@@ -544,7 +544,10 @@ mod tests {
         r.up(3.0, Some(2000));
         assert!(fast(&r, 3.5, true), "a candidate settles");
         assert_eq!(r.tick(8.0), vec![changed(1000, 2000)]);
-        assert!(fast(&r, 8.0 + 5.0 + 9.9, true), "within the window after the change");
+        assert!(
+            fast(&r, 8.0 + 5.0 + 9.9, true),
+            "within the window after the change"
+        );
         assert!(!fast(&r, 8.0 + 5.0 + 10.0, true), "window over");
         r.watch.nudge(r.at(30_000));
         assert!(fast(&r, 30.0 + 14.9, true), "a hook opens the window");
@@ -556,7 +559,10 @@ mod tests {
         let mut r = Replay::new(timings());
         r.up(0.0, None);
         assert!(r.watch.wants_fast_poll(r.at(29_000), true));
-        assert!(!r.watch.wants_fast_poll(r.at(30_000), true), "port_wait = 30 s");
+        assert!(
+            !r.watch.wants_fast_poll(r.at(30_000), true),
+            "port_wait = 30 s"
+        );
     }
 
     fn up(port: Option<u16>) -> Readiness {

@@ -28,7 +28,10 @@ pub fn parse_url(url: &str) -> Result<HookUrl, String> {
     if host.is_empty() {
         return Err(format!("FAKE_PORT_HOOK_URL has no host: {url:?}"));
     }
-    let addr = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let addr = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         host.to_string()
     } else {
         format!("{host}:80")
