@@ -1640,6 +1640,233 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Forwarded-port figures at the production defaults of config/acevisor.toml (issue 13)
+
+const HOOK_KEY: &str = "bench-hook-key";
+
+/// The host's address on Docker's default bridge: the first address of its subnet.
+fn bridge_gateway() -> String {
+    let subnet = docker_ok(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}}",
+    ]);
+    let net = subnet
+        .trim()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut octets: Vec<&str> = net.split('.').collect();
+    octets[3] = "1";
+    octets.join(".")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("0.0.0.0", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fake Gluetun with extra env.
+fn start_vpn(run: &Run, suffix: &str, env: &[String]) -> String {
+    let name = run.name(suffix);
+    let gluetun = image("gluetun");
+    let mut args = vec!["run", "-d", "--label"];
+    let label = run.label();
+    args.extend([label.as_str(), "--name", name.as_str()]);
+    for e in env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["--health-interval=500ms", gluetun.as_str()]);
+    docker_ok(&args);
+    name
+}
+
+fn forwarded_ready(s: &SupervisorSnapshot, vpn: &str, port: u16) -> bool {
+    let fw = s.forwarded_on(vpn);
+    fw.len() == 1 && fw[0].p2p_port == port && fw[0].phase == EnginePhase::Ready
+}
+
+/// `recovery-port-at-3s`, `port-change-in-place` (hook) and `port-change-in-place-no-hook`, with
+/// the `[vpn]` timings of `Config::default()` (= config/acevisor.toml).
+async fn port_rows(reps: usize) -> Vec<Row> {
+    let run = Run::new();
+    let defaults = acevisor::config::VpnConfig::default();
+    let api_port = free_port();
+    let gw = bridge_gateway();
+    let a = start_vpn(
+        &run,
+        "pvpn1",
+        &[
+            "FAKE_FORWARDED_PORT=33001".into(),
+            "FAKE_PORT_DELAY_MS=3000".into(),
+        ],
+    );
+    let b_name = run.name("pvpn2");
+    let b = start_vpn(
+        &run,
+        "pvpn2",
+        &[
+            "FAKE_FORWARDED_PORT=34001".into(),
+            format!("FAKE_PORT_HOOK_URL=http://{gw}:{api_port}/hooks/gluetun/{b_name}/ports"),
+            format!("FAKE_PORT_HOOK_KEY={HOOK_KEY}"),
+        ],
+    );
+    let c = start_vpn(&run, "pvpn3", &["FAKE_FORWARDED_PORT=35001".into()]);
+    let text = run
+        .config_text(
+            "redundant",
+            3,
+            &[(a.clone(), 21000), (b.clone(), 22000), (c.clone(), 23000)],
+            "",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"0.0.0.0:{api_port}\""),
+        );
+    let cfg = config(&text);
+    assert_eq!(
+        cfg.vpn,
+        defaults_with(&cfg, &defaults),
+        "production [vpn] timings"
+    );
+    let tree = Tree::start(cfg.clone()).await;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api =
+        acevisor::api::launch_with_key(&cfg, tree.sup.clone(), Some(HOOK_KEY.into()), async {
+            let _ = api_stopped.await;
+        })
+        .await
+        .expect("API starts");
+    tree.until(
+        "a forwarded engine on each VPN",
+        Instant::now(),
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        |s| {
+            forwarded_ready(s, &a, 33001)
+                && forwarded_ready(s, &b, 34001)
+                && forwarded_ready(s, &c, 35001)
+        },
+    )
+    .await;
+
+    let mut recovery = Vec::new();
+    let mut hooked = Vec::new();
+    let mut unhooked = Vec::new();
+    for rep in 0..reps {
+        // docker stop of VPN 1 (failed, its engines removed), then docker start: its port
+        // appears 3 s after the start.
+        docker_ok(&["stop", "-t", "1", &a]);
+        tree.until(
+            "VPN 1 failed and empty",
+            Instant::now(),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            |s| {
+                s.engines_on(&a).is_empty()
+                    && s.vpns.iter().any(|v| v.container_name == a && v.failed)
+            },
+        )
+        .await;
+        let t0 = Instant::now();
+        docker_ok(&["start", &a]);
+        let r = tree
+            .until(
+                "VPN 1's forwarded engine",
+                t0,
+                Duration::from_secs(120),
+                Duration::from_millis(10),
+                |s| forwarded_ready(s, &a, 33001),
+            )
+            .await;
+        recovery.push(r.as_secs_f64() * 1000.0);
+
+        // VPNs 2 (hook) and 3 (no hook), quiet for longer than the fast-poll window, change
+        // their port at the same moment.
+        tokio::time::sleep(defaults.port_settle + Duration::from_secs(11)).await;
+        let (pb, pc) = (34002 + rep as u16, 35002 + rep as u16);
+        let t1 = Instant::now();
+        tokio::join!(set_port(&b, pb), set_port(&c, pc));
+        let (mut db, mut dc) = (None, None);
+        while db.is_none() || dc.is_none() {
+            let s = tree.snap().await;
+            if db.is_none() && forwarded_ready(&s, &b, pb) {
+                db = Some(t1.elapsed());
+            }
+            if dc.is_none() && forwarded_ready(&s, &c, pc) {
+                dc = Some(t1.elapsed());
+            }
+            assert!(
+                t1.elapsed() < Duration::from_secs(60),
+                "port change never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
+        hooked.push(ms(db));
+        unhooked.push(ms(dc));
+        eprintln!(
+            "  rep {}: recovery-port-at-3s {:.0} ms, port change with hook {:.0} ms, without {:.0} ms",
+            rep + 1,
+            recovery[rep],
+            hooked[rep],
+            unhooked[rep]
+        );
+    }
+    let _ = stop_api.send(());
+    let _ = api.server.await;
+    tree.stop().await;
+    let settle = defaults.port_settle.as_secs_f64() * 1000.0;
+    let fast = defaults.fast_poll_interval.as_secs_f64() * 1000.0;
+    vec![
+        Row {
+            figure: "recovery-port-at-3s".into(),
+            samples: recovery,
+            baseline: Some(7_500.0),
+            target: "median < 4500 ms (baseline: the Python orchestrator, 7.5 s)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "port-change-in-place".into(),
+            samples: hooked,
+            baseline: Some(10_800.0),
+            target: format!(
+                "< {} ms = port_settle + 1 s, with the hook (baseline: acevisor before, 10.8 s)",
+                settle + 1000.0
+            ),
+            unit: "ms",
+        },
+        Row {
+            figure: "port-change-in-place-no-hook".into(),
+            samples: unhooked,
+            baseline: Some(10_800.0),
+            target: format!(
+                "< {} ms = port_settle + fast_poll_interval + 1 s (polls only)",
+                settle + fast + 1000.0
+            ),
+            unit: "ms",
+        },
+    ]
+}
+
+/// `defaults` with the VPN list and mode of `cfg` (only the timings are compared).
+fn defaults_with(
+    cfg: &Config,
+    defaults: &acevisor::config::VpnConfig,
+) -> acevisor::config::VpnConfig {
+    acevisor::config::VpnConfig {
+        mode: cfg.vpn.mode,
+        gluetun: cfg.vpn.gluetun.clone(),
+        ..defaults.clone()
+    }
+}
+
 fn args() -> Args {
     let mut a = Args {
         quick: false,
@@ -1714,6 +1941,10 @@ fn main() {
     if wanted("failure") {
         eprintln!("== failure-detection and recovery-to-full ({reps} reps)");
         rows.extend(rt.block_on(failure_and_recovery(reps)));
+    }
+    if wanted("ports") {
+        eprintln!("== forwarded-port figures at production defaults ({reps} reps)");
+        rows.extend(rt.block_on(port_rows(reps)));
     }
     if wanted("cold") {
         for n in [10, 30] {

@@ -160,6 +160,12 @@ pub enum SupervisorMsg {
     Gc(RpcReplyPort<Vec<String>>),
     /// `GET /vpn/publicip`: `(vpn, ip)` of the first connected VPN, or why not.
     PublicIp(RpcReplyPort<PublicIpResult>),
+    /// The port hook of the VPN container `vpn` fired; answers whether `vpn` is a configured VPN
+    /// (then the VpnMonitor looks at it now).
+    PortHook {
+        vpn: String,
+        reply: RpcReplyPort<bool>,
+    },
 }
 
 /// Why a provisioning request cannot be served now (the 503 `detail.code` of docs/api.md);
@@ -255,6 +261,8 @@ pub enum EngineMsg {
 pub enum MonitorMsg {
     Poll,
     Docker(ContainerEvent),
+    /// The port hook of this VPN container fired: look at it now and poll it fast for a while.
+    PortHook(String),
     Snapshot(RpcReplyPort<VpnUpdate>),
     /// The public IP of the first connected VPN, asked of its control server.
     PublicIp(RpcReplyPort<PublicIpResult>),

@@ -10,6 +10,7 @@ pub mod containers;
 pub mod engines;
 pub mod error;
 pub mod extract;
+pub mod hooks;
 pub mod metrics;
 pub mod status;
 pub mod streams;
@@ -201,6 +202,10 @@ pub fn router(ctx: ApiContext) -> Router {
         .route(
             "/health/circuit-breaker/reset",
             post(containers::reset_breaker),
+        )
+        .route(
+            "/hooks/gluetun/{container}/ports",
+            post(hooks::gluetun_ports),
         )
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),

@@ -112,6 +112,9 @@ impl Actor for FakeSupervisor {
             SupervisorMsg::StreamCounts(counts) => {
                 let _ = st.counts.send(counts);
             }
+            SupervisorMsg::PortHook { vpn, reply } => {
+                let _ = reply.send(vpn == "gluetun");
+            }
             _ => {}
         }
         Ok(())

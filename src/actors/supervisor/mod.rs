@@ -343,6 +343,14 @@ impl Actor for Supervisor {
                 }
                 return Ok(());
             }
+            SupervisorMsg::PortHook { vpn, reply } => {
+                let known = st.cfg.vpn.gluetun.iter().any(|g| g.container == vpn);
+                if known && let Some(m) = &st.monitor {
+                    let _ = m.cast(MonitorMsg::PortHook(vpn));
+                }
+                let _ = reply.send(known);
+                return Ok(());
+            }
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);
