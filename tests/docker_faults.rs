@@ -145,6 +145,8 @@ async fn sigkill_while_creating_ten_engines_then_restart_converges_exactly() {
     let mut cfg = w.config("redundant", 10, "", "");
     // One creation at a time, so the kill lands in the middle of the pool's creation.
     cfg.engines.create_concurrency = 1;
+    // The daemon's API on loopback (an open API beyond it is refused at start), on a free port.
+    cfg.api.listen = "127.0.0.1:0".into();
     let dir = std::env::temp_dir().join(format!("acevisor-{}", w.run));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("acevisor.toml");

@@ -62,11 +62,16 @@ fn options(version: &str) -> GluetunOptions {
     }
 }
 
+/// The container IDs of `vpn`'s engines, as a set (names may move to fill gaps at rest; the
+/// containers are what must stay).
 fn ids_on(s: &SupervisorSnapshot, vpn: &str) -> Vec<Option<String>> {
-    s.engines_on(vpn)
+    let mut ids: Vec<Option<String>> = s
+        .engines_on(vpn)
         .iter()
         .map(|e| e.container_id.clone())
-        .collect()
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Waits until VPN `i`'s fake answers its test routes (it was just started).
