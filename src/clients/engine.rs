@@ -76,6 +76,7 @@ pub struct StreamStats {
 }
 
 /// Client of engine HTTP APIs; one instance serves every engine.
+#[derive(Clone)]
 pub struct EngineClient {
     http: reqwest::Client,
 }
@@ -135,6 +136,29 @@ impl EngineClient {
                 snippet(&response.to_string())
             )))
         })
+    }
+
+    /// Starts (or joins) the engine's playback of a content:
+    /// `GET /ace/getstream?<param>=<key>&format=json`; answers `(playback_url, command_url)`.
+    pub async fn start_playback(
+        &self,
+        host: &str,
+        port: u16,
+        param: &str,
+        key: &str,
+    ) -> Result<(String, Option<String>), StatError> {
+        let url = format!(
+            "{}/ace/getstream?{param}={key}&format=json",
+            base(host, port)
+        );
+        let response = self.get_response(&url).await?;
+        let field = |k: &str| response.get(k).and_then(Value::as_str).map(str::to_string);
+        let playback = field("playback_url").ok_or_else(|| {
+            StatError::Other(EngineError::Protocol(format!(
+                "GET {url}: no playback_url in {response}"
+            )))
+        })?;
+        Ok((playback, field("command_url")))
     }
 
     /// Stops a playback session: `GET <command_url>?method=stop`. A session the engine no longer

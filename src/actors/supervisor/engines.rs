@@ -92,8 +92,10 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
 
 pub(super) fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String, u32>) {
     let now = Instant::now();
+    st.proxy.external = counts.clone();
     for (name, entry) in st.engines.iter_mut() {
-        let streams = counts.get(name).copied().unwrap_or(0);
+        // The proxy's own streams count too: an engine it plays on is busy, never idle.
+        let streams = counts.get(name).copied().unwrap_or(0) + st.proxy.reserved.count(name) as u32;
         if streams == entry.fact.streams {
             continue;
         }

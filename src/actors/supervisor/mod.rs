@@ -107,6 +107,8 @@ pub struct SupervisorState {
     removal_watchers: Vec<RemovalWatcher>,
     /// The last VPN events and emergency transitions (the dashboard's incidents).
     incidents: crate::core::incidents::IncidentLog,
+    /// Engines the built-in stream proxy plays contents on, and the external stream counts.
+    proxy: ProxyBook,
 }
 
 struct PendingProvision {
@@ -173,6 +175,7 @@ impl Actor for Supervisor {
             scale_target: None,
             removal_watchers: Vec::new(),
             incidents: Default::default(),
+            proxy: ProxyBook::default(),
             cfg,
         })
     }
@@ -351,6 +354,16 @@ impl Actor for Supervisor {
                 }
                 return Ok(());
             }
+            SupervisorMsg::ReserveEngine {
+                content,
+                exclude,
+                max_per_engine,
+                reply,
+            } => {
+                let _ = reply.send(on_reserve(st, &content, &exclude, max_per_engine));
+                return Ok(());
+            }
+            SupervisorMsg::ReleaseEngine { content } => on_release(st, &content),
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);
@@ -425,6 +438,7 @@ mod api;
 mod children;
 mod engines;
 mod provision;
+mod proxy;
 mod reconcile;
 mod relist;
 mod vpn;
@@ -434,6 +448,7 @@ use children::*;
 pub use engines::death_slot;
 use engines::*;
 use provision::*;
+use proxy::*;
 use reconcile::*;
 use relist::*;
 use vpn::*;
