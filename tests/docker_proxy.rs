@@ -29,6 +29,22 @@ fn reserved(s: &SupervisorSnapshot) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The `/streams` record of a proxy session of `content`, when started.
+async fn record(http: &reqwest::Client, base: &str, content: &str) -> Option<Value> {
+    let all: Value = http
+        .get(format!("{base}/streams?status=started"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    all.as_array()?
+        .iter()
+        .find(|s| s["id"] == format!("proxy:id:{content}"))
+        .cloned()
+}
+
 /// Reads at least `n` bytes of the response within `within`.
 async fn read_bytes(r: &mut reqwest::Response, n: usize, within: Duration) -> usize {
     let mut got = 0;
@@ -91,6 +107,12 @@ async fn shared_engine_capacity_failover_and_linger() {
     let s = tree.snap().await;
     let on_a = reserved(&s);
     assert_eq!(on_a.len(), 1, "one engine for both viewers: {on_a:?}");
+    // One record of truth: the session is in /streams like an external proxy's stream.
+    let rec = record(&http, &base, A)
+        .await
+        .expect("A's session in /streams");
+    assert_eq!(rec["container_name"], on_a[0].0, "{rec}");
+    assert_eq!(rec["labels"]["source"], "acevisor-proxy", "{rec}");
 
     // B lands on the other engine, never on A's.
     let mut b1 = open(B).await.unwrap();
@@ -124,6 +146,12 @@ async fn shared_engine_capacity_failover_and_linger() {
     })
     .await;
     read_bytes(&mut a1, 50_000, 30 * SEC).await;
+    let moved = tree.snap().await;
+    let rec = record(&http, &base, A)
+        .await
+        .expect("A's session still in /streams");
+    assert_eq!(rec["container_name"], reserved(&moved)[0].0, "{rec}");
+    assert_eq!(rec["labels"]["failovers"], "1", "{rec}");
 
     // The last viewer leaves: the engine is released after the linger.
     drop(a1);

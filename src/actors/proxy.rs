@@ -20,9 +20,13 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::actors::messages::{EngineView, ProvisionWait, RemovalWatcher, SupervisorMsg};
+use crate::actors::streams::StreamsMsg;
 use crate::clients::engine::{EngineClient, StatError};
 use crate::config::ProxyConfig;
 use crate::core::proxy::{AfterLoss, Content, FailoverCause, after_loss};
+use crate::core::streams::{
+    EngineAddress, KeyType, SessionInfo, StreamEndedReq, StreamKey, StreamStartedReq,
+};
 
 /// Why a viewer gets no stream (the route answers it as JSON).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +62,8 @@ pub struct SessionView {
 
 pub struct ProxyArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The owner of stream records: each session's engine playback is recorded there.
+    pub streams: Option<ActorRef<StreamsMsg>>,
     pub config: ProxyConfig,
 }
 
@@ -65,6 +71,7 @@ pub struct Proxy;
 
 pub struct ProxyState {
     supervisor: ActorRef<SupervisorMsg>,
+    streams: Option<ActorRef<StreamsMsg>>,
     config: ProxyConfig,
     http: reqwest::Client,
     engine: EngineClient,
@@ -87,6 +94,7 @@ impl Actor for Proxy {
             .build()?;
         Ok(ProxyState {
             supervisor: args.supervisor,
+            streams: args.streams,
             engine: EngineClient::new(Duration::from_secs(10))?,
             config: args.config,
             http,
@@ -116,6 +124,7 @@ impl Actor for Proxy {
                         let args = SessionArgs {
                             content: content.clone(),
                             supervisor: st.supervisor.clone(),
+                            streams: st.streams.clone(),
                             config: st.config.clone(),
                             http: st.http.clone(),
                             engine: st.engine.clone(),
@@ -236,6 +245,7 @@ pub enum SessionMsg {}
 pub struct SessionArgs {
     content: Content,
     supervisor: ActorRef<SupervisorMsg>,
+    streams: Option<ActorRef<StreamsMsg>>,
     config: ProxyConfig,
     http: reqwest::Client,
     engine: EngineClient,
@@ -329,6 +339,7 @@ async fn run(a: SessionArgs) {
         let _ = a.supervisor.cast(SupervisorMsg::ReleaseEngine {
             content: label.clone(),
         });
+        record_ended(&a, cause.as_ref().map_or("no_viewer", FailoverCause::label));
         let Some(cause) = cause else {
             info!(content = %label, engine = %engine, "no viewer left after the linger: engine session stopped");
             return;
@@ -349,6 +360,62 @@ async fn run(a: SessionArgs) {
             }
         }
     }
+}
+
+/// The `/streams` id of a session: one record per content, moved with it on a failover.
+fn stream_id(content: &Content) -> String {
+    format!("proxy:{}", content.label())
+}
+
+/// Records the engine playback with the Streams actor, like an external proxy's `stream_started`.
+fn record_started(
+    a: &SessionArgs,
+    view: &EngineView,
+    host: &str,
+    started: crate::clients::engine::PlaybackStart,
+) {
+    let Some(streams) = &a.streams else { return };
+    let failovers = a.shared.lock().unwrap().failovers;
+    let req = StreamStartedReq {
+        container_id: view.container_id.clone(),
+        engine: EngineAddress {
+            host: host.to_string(),
+            port: view.http_port,
+        },
+        stream: StreamKey {
+            key_type: match a.content.kind {
+                crate::core::proxy::ContentKind::Id => KeyType::ContentId,
+                crate::core::proxy::ContentKind::Infohash => KeyType::Infohash,
+            },
+            key: a.content.key.clone(),
+        },
+        session: SessionInfo {
+            playback_session_id: started.session_id,
+            stat_url: started.stat_url,
+            command_url: started.command_url,
+            is_live: started.is_live,
+        },
+        labels: [
+            ("stream_id".to_string(), stream_id(&a.content)),
+            ("source".to_string(), "acevisor-proxy".to_string()),
+            ("failovers".to_string(), failovers.to_string()),
+        ]
+        .into(),
+    };
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    let _ = streams.cast(StreamsMsg::Started(req, tx.into()));
+}
+
+/// Ends the session's record with the reason.
+fn record_ended(a: &SessionArgs, reason: &str) {
+    let Some(streams) = &a.streams else { return };
+    let req = StreamEndedReq {
+        container_id: None,
+        stream_id: Some(stream_id(&a.content)),
+        reason: Some(reason.to_string()),
+    };
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    let _ = streams.cast(StreamsMsg::Ended(req, tx.into()));
 }
 
 /// Stops the engine's playback session in the background (best effort).
@@ -453,7 +520,7 @@ async fn acquire(
 /// Asks the engine to play the content and opens its playback URL.
 async fn open(a: &SessionArgs, view: &EngineView) -> Result<Playing, Refusal> {
     let host = view.host.clone().unwrap_or_default();
-    let (playback, command_url) = a
+    let started = a
         .engine
         .start_playback(
             &host,
@@ -474,6 +541,8 @@ async fn open(a: &SessionArgs, view: &EngineView) -> Result<Playing, Refusal> {
                 message: format!("engine {}: {other}", view.name),
             },
         })?;
+    let playback = started.playback_url.clone();
+    let command_url = started.command_url.clone();
     let response = a
         .http
         .get(&playback)
@@ -486,6 +555,7 @@ async fn open(a: &SessionArgs, view: &EngineView) -> Result<Playing, Refusal> {
             message: format!("engine {} playback {playback}: {e}", view.name),
         })?;
     info!(content = %a.content.label(), engine = %view.name, "engine playing the content");
+    record_started(a, view, &host, started);
     Ok(Playing {
         engine: view.name.clone(),
         command_url,

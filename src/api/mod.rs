@@ -376,6 +376,7 @@ async fn launch_inner(
         crate::actors::proxy::Proxy,
         crate::actors::proxy::ProxyArgs {
             supervisor: supervisor.clone(),
+            streams: Some(streams.clone()),
             config: cfg.proxy.clone(),
         },
     )
