@@ -103,6 +103,21 @@ async fn shared_engine_capacity_failover_and_linger() {
     let mut a2 = open(A).await.unwrap();
     assert_eq!(a2.status(), 200);
     read_bytes(&mut a1, 20_000, 20 * SEC).await;
+    // A1 reads on like a player: bytes counted, and how its response ended, if it did.
+    let a1_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = a1_bytes.clone();
+    let a1 = tokio::spawn(async move {
+        loop {
+            match a1.chunk().await {
+                Ok(Some(c)) => {
+                    counted.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(None) => return "ended".to_string(),
+                Err(e) => return format!("failed: {e}"),
+            }
+        }
+    });
+    let a1_read = || a1_bytes.load(std::sync::atomic::Ordering::Relaxed);
     read_bytes(&mut a2, 20_000, 20 * SEC).await;
     let s = tree.snap().await;
     let on_a = reserved(&s);
@@ -145,16 +160,52 @@ async fn shared_engine_capacity_failover_and_linger() {
         r.len() == 1 && r[0].0 != a_engine && r[0].1.as_deref() != Some(a_vpn.as_str())
     })
     .await;
-    read_bytes(&mut a1, 50_000, 30 * SEC).await;
+    // The session measured the gap once the new engine's first bytes came, and they reach A1.
+    let scrape = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    support::wait_until(30 * SEC, "the new engine's first bytes", || async {
+        scrape()
+            .await
+            .lines()
+            .any(|l| l == "acevisor_proxy_failover_gaps_total 1")
+    })
+    .await;
+    let before = a1_read();
+    support::wait_until(
+        30 * SEC,
+        "bytes from the new engine reach the viewer",
+        || async { a1_read() >= before + 100_000 },
+    )
+    .await;
+    assert!(
+        !a1.is_finished(),
+        "A1's response went on through the failover"
+    );
     let moved = tree.snap().await;
     let rec = record(&http, &base, A)
         .await
         .expect("A's session still in /streams");
     assert_eq!(rec["container_name"], reserved(&moved)[0].0, "{rec}");
     assert_eq!(rec["labels"]["failovers"], "1", "{rec}");
+    let metrics = scrape().await;
+    for line in [
+        "acevisor_proxy_sessions 1",
+        "acevisor_proxy_viewers 1",
+        "acevisor_proxy_failovers_total 1",
+        "acevisor_proxy_failover_gaps_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 
     // The last viewer leaves: the engine is released after the linger.
-    drop(a1);
+    a1.abort();
     tree.wait("all released", 20 * SEC, |s| reserved(s).is_empty())
         .await;
 

@@ -48,6 +48,21 @@ pub enum ProxyMsg {
     },
     /// The proxy's sessions for `/streams` and the tests.
     Sessions(RpcReplyPort<Vec<SessionView>>),
+    /// Totals for `/metrics`.
+    Totals(RpcReplyPort<ProxyTotals>),
+}
+
+/// The proxy's figures for `/metrics`: live sessions and viewers, and counts since start
+/// (ended sessions included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyTotals {
+    pub sessions: u64,
+    pub viewers: u64,
+    pub bytes: u64,
+    pub failovers: u64,
+    /// Sum and count of failover gaps (last byte of the old engine to the first of the new), ms.
+    pub gap_ms_sum: u64,
+    pub gaps: u64,
 }
 
 /// One session as `/streams` and the tests see it.
@@ -77,6 +92,8 @@ pub struct ProxyState {
     engine: EngineClient,
     sessions: HashMap<String, (ActorRef<SessionMsg>, Arc<Mutex<Shared>>)>,
     ids: HashMap<ActorId, String>,
+    /// Figures of ended sessions.
+    ended: ProxyTotals,
 }
 
 impl Actor for Proxy {
@@ -100,6 +117,7 @@ impl Actor for Proxy {
             http,
             sessions: HashMap::new(),
             ids: HashMap::new(),
+            ended: ProxyTotals::default(),
         })
     }
 
@@ -163,6 +181,16 @@ impl Actor for Proxy {
                     .collect();
                 let _ = reply.send(views);
             }
+            ProxyMsg::Totals(reply) => {
+                let mut t = st.ended.clone();
+                for (_, shared) in st.sessions.values() {
+                    let sh = shared.lock().unwrap();
+                    t.sessions += 1;
+                    t.viewers += sh.viewers.iter().filter(|v| !v.is_closed()).count() as u64;
+                    add_figures(&mut t, &sh);
+                }
+                let _ = reply.send(t);
+            }
         }
         Ok(())
     }
@@ -186,12 +214,20 @@ impl Actor for Proxy {
                 .sessions
                 .get(&label)
                 .is_some_and(|(a, _)| a.get_id() == cell.get_id())
+                && let Some((_, shared)) = st.sessions.remove(&label)
             {
-                st.sessions.remove(&label);
+                add_figures(&mut st.ended, &shared.lock().unwrap());
             }
         }
         Ok(())
     }
+}
+
+fn add_figures(t: &mut ProxyTotals, sh: &Shared) {
+    t.bytes += sh.bytes;
+    t.failovers += u64::from(sh.failovers);
+    t.gap_ms_sum += sh.gap_ms_sum;
+    t.gaps += sh.gaps;
 }
 
 /// What a session shares with the Proxy (viewers join through it) and its pump task.
@@ -203,6 +239,8 @@ pub struct Shared {
     engine: Option<String>,
     bytes: u64,
     failovers: u32,
+    gap_ms_sum: u64,
+    gaps: u64,
     /// The session is ending: a new viewer gets a new session.
     ended: bool,
 }
@@ -574,17 +612,24 @@ async fn pump(
 ) -> Option<FailoverCause> {
     let label = a.content.label();
     let mut stalled_since = Instant::now();
+    let mut fresh = true;
     loop {
         tokio::select! {
             chunk = tokio::time::timeout(POLL, playing.response.chunk()) => match chunk {
                 Ok(Ok(Some(bytes))) => {
                     let now = Instant::now();
-                    if let Some(prev) = last_byte.take().filter(|_| !*first)
-                        && a.shared.lock().unwrap().engine.is_some()
-                        && now.duration_since(prev) > a.config.stall_timeout / 2
+                    // The first bytes from this engine after a failover: the viewers' gap.
+                    if fresh
+                        && !*first
+                        && let Some(prev) = *last_byte
                     {
-                        info!(content = %label, engine = %playing.engine, gap_ms = now.duration_since(prev).as_millis() as u64, "bytes flow again after a failover");
+                        let gap_ms = now.duration_since(prev).as_millis() as u64;
+                        info!(content = %label, engine = %playing.engine, gap_ms, "bytes flow again after a failover");
+                        let mut sh = a.shared.lock().unwrap();
+                        sh.gap_ms_sum += gap_ms;
+                        sh.gaps += 1;
                     }
+                    fresh = false;
                     *first = false;
                     *last_byte = Some(now);
                     stalled_since = now;
