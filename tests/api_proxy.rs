@@ -63,10 +63,8 @@ impl Actor for FakeSup {
                 };
                 let _ = reply.send(answer);
             }
-            SupervisorMsg::ReleaseEngine { .. } => {
-                if book.held.lock().unwrap().take().is_some() {
-                    book.releases.fetch_add(1, Ordering::SeqCst);
-                }
+            SupervisorMsg::ReleaseEngine { .. } if book.held.lock().unwrap().take().is_some() => {
+                book.releases.fetch_add(1, Ordering::SeqCst);
             }
             SupervisorMsg::Provision { reply, .. } => {
                 let _ = reply.send(Err(ProvisionError::MaxCapacity));
