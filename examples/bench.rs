@@ -335,6 +335,9 @@ impl Tree {
                 EngineClient::new(cfg.engines.health.timeout).expect("engine client"),
             ),
         };
+        Tree::start_with(cfg, deps).await
+    }
+    async fn start_with(cfg: Config, deps: Deps) -> Tree {
         let keys = vec![None; cfg.vpn.gluetun.len()];
         let (sup, handle) = acevisor::daemon::start(cfg, deps, keys)
             .await
@@ -668,37 +671,7 @@ async fn cold_start(n: u32, reps: usize) -> Row {
         run.remove_engines();
 
         // Baseline: a shell loop of `docker run -d` of the same n fake engines (started only).
-        let mut script = String::from("set -e\n");
-        for i in 0..n {
-            let http = 24000 + 4 * i;
-            script.push_str(&format!(
-                "docker run -d --label {} --name {} --network container:{vpn_id} {} \
-                 --http-port {http} --https-port {} --api-port {} --port {} --bind-all >/dev/null\n",
-                run.label(),
-                run.name(&format!("loop-{i}")),
-                image("engine"),
-                http + 1,
-                http + 2,
-                http + 3
-            ));
-        }
-        let t1 = Instant::now();
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .stdout(Stdio::null())
-            .status()
-            .expect("sh");
-        assert!(status.success(), "the docker run loop failed");
-        looped.push(t1.elapsed().as_secs_f64() * 1000.0);
-        let ids: Vec<String> = run
-            .ids(&run.label(), true)
-            .into_iter()
-            .filter(|id| !vpn_id.starts_with(id.as_str()))
-            .collect();
-        let mut args = vec!["rm", "-f", "-v"];
-        args.extend(ids.iter().map(String::as_str));
-        docker_ok(&args);
+        looped.push(docker_run_loop(&run, std::slice::from_ref(&vpn_id), n));
         eprintln!(
             "  rep {}: acevisor {:.0} ms, docker run loop {:.0} ms",
             rep + 1,
@@ -715,6 +688,45 @@ async fn cold_start(n: u32, reps: usize) -> Row {
         target: "ratio < 0.5 (baseline: median of a `docker run -d` loop, same run)".into(),
         unit: "ms",
     }
+}
+
+/// Baseline of the cold-start figures: a `sh` loop of `n` `docker run -d` of the fake engine,
+/// spread over the namespaces of `vpn_ids` in turn, timed until the loop ends (containers
+/// started, not probed); its containers are removed afterwards. Milliseconds.
+fn docker_run_loop(run: &Run, vpn_ids: &[String], n: u32) -> f64 {
+    let engine_image = image("engine");
+    let mut script = String::from("set -e\n");
+    for i in 0..n {
+        let vpn_id = &vpn_ids[i as usize % vpn_ids.len()];
+        let http = 24000 + 4 * i;
+        script.push_str(&format!(
+            "docker run -d --label {} --name {} --network container:{vpn_id} {engine_image} \
+             --http-port {http} --https-port {} --api-port {} --port {} --bind-all >/dev/null\n",
+            run.label(),
+            run.name(&format!("loop-{i}")),
+            http + 1,
+            http + 2,
+            http + 3
+        ));
+    }
+    let t1 = Instant::now();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::null())
+        .status()
+        .expect("sh");
+    assert!(status.success(), "the docker run loop failed");
+    let ms = t1.elapsed().as_secs_f64() * 1000.0;
+    let ids: Vec<String> = run
+        .ids(&run.label(), true)
+        .into_iter()
+        .filter(|id| !vpn_ids.iter().any(|v| v.starts_with(id.as_str())))
+        .collect();
+    let mut args = vec!["rm", "-f", "-v"];
+    args.extend(ids.iter().map(String::as_str));
+    docker_ok(&args);
+    ms
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -979,6 +991,7 @@ fn facts(n: usize, present: bool) -> (Vec<VpnView>, Vec<EngineFact>) {
                 phase: EnginePhase::Ready,
                 streams: 0,
                 idle_since: Some(now),
+                outdated: false,
             });
         }
     }
@@ -1233,11 +1246,625 @@ fn streams_rows(reps: usize) -> Vec<Row> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Figure 6: scale (200 engines over 8 VPNs in memory, 60 on real Docker)
+
+const SCALE_VPNS: usize = 8;
+
+/// All `n` engines ready and spread over the VPNs, each VPN with one forwarded engine.
+fn all_ready(s: &SupervisorSnapshot, n: usize) -> bool {
+    s.engines.len() == n
+        && s.engines.iter().all(|e| e.phase == EnginePhase::Ready)
+        && s.lanes.iter().all(|l| {
+            let key = l.key();
+            s.engines_on(key).iter().filter(|e| e.forwarded).count() == 1
+        })
+        && matches!(s.emergency, EmergencyState::Normal)
+}
+
+/// Mean reconcile time (ms) between two snapshots' counters.
+fn reconcile_mean_ms(before: &SupervisorSnapshot, after: &SupervisorSnapshot) -> f64 {
+    let (a, b) = (
+        &before.counters.reconcile_duration,
+        &after.counters.reconcile_duration,
+    );
+    let count = b.count().saturating_sub(a.count()).max(1);
+    (b.sum().saturating_sub(a.sum())).as_secs_f64() * 1000.0 / count as f64
+}
+
+/// RSS (MiB) and CPU (% of a core) of this process over `window` while the tree idles.
+fn idle_footprint(window: Duration) -> (f64, f64) {
+    let pid = std::process::id();
+    let ticks = clock_ticks();
+    let c0 = proc_cpu_ticks(pid).expect("stat");
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let c1 = proc_cpu_ticks(pid).expect("stat");
+    let cpu = (c1 - c0) as f64 / ticks / t0.elapsed().as_secs_f64() * 100.0;
+    let rss = proc_status_kib(pid, "VmRSS:").expect("status") / 1024.0;
+    (rss, cpu)
+}
+
+/// The measured figures of one scale world, before they become rows.
+#[derive(Default)]
+struct ScaleFigures {
+    cold: Vec<f64>,
+    cold_baseline: Vec<f64>,
+    reconcile_cold: Vec<f64>,
+    reconcile_steady: Vec<f64>,
+    rss: Vec<f64>,
+    cpu: Vec<f64>,
+    detection: Vec<f64>,
+    recovery: Vec<f64>,
+    reconcile_failure: Vec<f64>,
+}
+
+impl ScaleFigures {
+    fn rows(self, name: &str, n: usize, window: Duration, where_: &str) -> Vec<Row> {
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(v.len() / 2).copied()
+        };
+        let ms = |figure: &str, samples: Vec<f64>, baseline: Option<f64>, target: String| Row {
+            figure: format!("{name}-{figure}"),
+            samples,
+            baseline,
+            target,
+            unit: "ms",
+        };
+        vec![
+            ms(
+                "cold-start",
+                self.cold,
+                median(&self.cold_baseline),
+                if self.cold_baseline.is_empty() {
+                    format!("- (0 -> {n} ready engines, {where_})")
+                } else {
+                    format!("- (0 -> {n} ready; baseline: a `docker run -d` loop of {n}, same run)")
+                },
+            ),
+            ms(
+                "reconcile-cold",
+                self.reconcile_cold,
+                None,
+                format!("- (mean reconcile while {n} engines are created)"),
+            ),
+            ms(
+                "reconcile",
+                self.reconcile_steady,
+                None,
+                format!("< 2 ms (mean reconcile over {window:?} at {n} engines)"),
+            ),
+            ms(
+                "reconcile-failure",
+                self.reconcile_failure,
+                None,
+                "- (mean reconcile from the VPN failure to full again)".into(),
+            ),
+            Row {
+                figure: format!("{name}-rss"),
+                samples: self.rss,
+                baseline: None,
+                target: "< 25 MiB (this bench process hosting the tree)".into(),
+                unit: "MiB",
+            },
+            Row {
+                figure: format!("{name}-cpu"),
+                samples: self.cpu,
+                baseline: None,
+                target: format!("< 0.5 % of a core (idle, {window:?})"),
+                unit: "% of a core",
+            },
+            ms(
+                "failure-detection",
+                self.detection,
+                Some(POLL_MS as f64),
+                "< 100 ms (kill of 1 of 8 VPNs -> Emergency; baseline: poll interval)".into(),
+            ),
+            ms(
+                "recovery-to-full",
+                self.recovery,
+                Some(125_000.0),
+                format!("< 3000 ms (port forwarded -> all {n} ready again)"),
+            ),
+        ]
+    }
+}
+
+/// The config of a scale world: redundant over `vpns` (name, engine port range start).
+fn scale_config(
+    prefix: &str,
+    instance: &str,
+    n: usize,
+    vpns: &[(String, u16)],
+    image: &str,
+) -> String {
+    let mut gluetun = String::new();
+    for (name, start) in vpns {
+        gluetun.push_str(&format!(
+            "[[vpn.gluetun]]\ncontainer = \"{name}\"\nengine_ports = \"{start}-{}\"\n",
+            start + 4 * (n as u16 + 4) - 1
+        ));
+    }
+    format!(
+        r#"instance = "{instance}"
+[docker]
+call_timeout = "20s"
+stop_timeout = "1s"
+labels = {{ "acevisor-test.run" = "{instance}" }}
+[engines]
+prefix = "{prefix}"
+min_replicas = {n}
+max_replicas = {n}
+min_free = 0
+variant = "custom"
+image = "{image}"
+command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}", "--bind-all"]
+env = {{ FAKE_STARTUP_MS = "0" }}
+[vpn]
+mode = "redundant"
+poll_interval = "{POLL_MS}ms"
+{gluetun}
+"#
+    )
+}
+
+/// 200 engines over 8 VPNs on the in-memory runtime (real clock): acevisor's own cost at a size
+/// the machine could not run on Docker.
+async fn scale_memory(n: usize, reps: usize, window: Duration) -> Vec<Row> {
+    use acevisor::runtime::DockerHealth;
+    use acevisor::runtime::memory::MemoryRuntime;
+    let mut f = ScaleFigures::default();
+    let vpns: Vec<(String, u16)> = (0..SCALE_VPNS)
+        .map(|i| (format!("gluetun-{i}"), 20_000 + 1_000 * i as u16))
+        .collect();
+    let fwd = |i: usize, rep: usize| 40_000 + 100 * rep as u16 + i as u16;
+    for rep in 0..reps {
+        let mem = MemoryRuntime::new();
+        for (i, (name, _)) in vpns.iter().enumerate() {
+            mem.add_vpn(name, fwd(i, 0), Some(DockerHealth::Healthy));
+        }
+        let cfg = config(&scale_config("ace", "bench", n, &vpns, "engine"));
+        let deps = Deps {
+            runtime: Arc::new(mem.clone()),
+            control: Arc::new(mem.clone()),
+            engine_api: Arc::new(mem.clone()),
+        };
+        let t0 = Instant::now();
+        let tree = Tree::start_with(cfg, deps).await;
+        let first = tree.snap().await;
+        let d = tree
+            .until(
+                "all ready",
+                t0,
+                Duration::from_secs(120),
+                Duration::from_millis(5),
+                |s| all_ready(s, n),
+            )
+            .await;
+        f.cold.push(d.as_secs_f64() * 1000.0);
+        let ready = tree.snap().await;
+        f.reconcile_cold.push(reconcile_mean_ms(&first, &ready));
+        // Idle: health probes and polls only.
+        let before = tree.snap().await;
+        let (rss, cpu) = tokio::task::block_in_place(|| idle_footprint(window));
+        let after = tree.snap().await;
+        f.reconcile_steady.push(reconcile_mean_ms(&before, &after));
+        f.rss.push(rss);
+        f.cpu.push(cpu);
+        // VPN 0 dies (its engines with it), comes back without a port, then gets one.
+        let (v0, _) = &vpns[0];
+        let t1 = Instant::now();
+        mem.kill(v0);
+        let d = tree
+            .until(
+                "emergency",
+                t1,
+                Duration::from_secs(30),
+                Duration::from_millis(1),
+                |s| matches!(s.emergency, EmergencyState::Emergency { .. }),
+            )
+            .await;
+        f.detection.push(d.as_secs_f64() * 1000.0);
+        mem.recreate_vpn(v0, 0, Some(DockerHealth::Healthy));
+        tree.until(
+            "VPN 0 up",
+            Instant::now(),
+            Duration::from_secs(60),
+            Duration::from_millis(5),
+            |s| {
+                s.vpns
+                    .iter()
+                    .any(|v| &v.container_name == v0 && v.connected && !v.failed)
+            },
+        )
+        .await;
+        let port = fwd(0, rep + 1);
+        let t2 = Instant::now();
+        mem.set_port(v0, port);
+        let d = tree
+            .until(
+                "full again",
+                t2,
+                Duration::from_secs(120),
+                Duration::from_millis(5),
+                |s| {
+                    all_ready(s, n)
+                        && s.forwarded_on(v0)
+                            .first()
+                            .is_some_and(|e| e.p2p_port == port)
+                },
+            )
+            .await;
+        f.recovery.push(d.as_secs_f64() * 1000.0);
+        let end = tree.snap().await;
+        f.reconcile_failure.push(reconcile_mean_ms(&after, &end));
+        eprintln!(
+            "  rep {}: cold {:.0} ms, reconcile {:.3} ms idle, RSS {rss:.1} MiB, CPU {cpu:.2} %, detection {:.1} ms, recovery {:.0} ms",
+            rep + 1,
+            f.cold[rep],
+            f.reconcile_steady[rep],
+            f.detection[rep],
+            f.recovery[rep]
+        );
+        tree.stop().await;
+    }
+    f.rows(&format!("scale-{n}-memory"), n, window, "in-memory runtime")
+}
+
+/// `n` engines over 8 fake VPNs on the real Docker engine, the same figures, and the cold start
+/// next to a `docker run -d` loop of as many engines.
+async fn scale_docker(n: usize, reps: usize, window: Duration) -> Vec<Row> {
+    let run = Run::new();
+    let mut f = ScaleFigures::default();
+    let fwd = |i: usize, rep: usize| 41_000 + 100 * rep as u16 + i as u16;
+    let vpns: Vec<(String, u16)> = (0..SCALE_VPNS)
+        .map(|i| {
+            (
+                run.start_gluetun(&format!("vpn{i}"), fwd(i, 0)),
+                20_000 + 1_000 * i as u16,
+            )
+        })
+        .collect();
+    let text = scale_config(
+        &format!("avt-{}-ace", run.id),
+        &run.id,
+        n,
+        &vpns,
+        &image("engine"),
+    );
+    let cfg = config(&text);
+    let bollard = DockerRuntime::connect(None, Duration::from_secs(20)).expect("docker");
+    for rep in 0..reps {
+        let t0 = Instant::now();
+        let tree = Tree::start(cfg.clone()).await;
+        let first = tree.snap().await;
+        let d = tree
+            .until(
+                "all ready",
+                t0,
+                Duration::from_secs(300),
+                Duration::from_millis(10),
+                |s| all_ready(s, n),
+            )
+            .await;
+        f.cold.push(d.as_secs_f64() * 1000.0);
+        let ready = tree.snap().await;
+        f.reconcile_cold.push(reconcile_mean_ms(&first, &ready));
+        let before = tree.snap().await;
+        let (rss, cpu) = tokio::task::block_in_place(|| idle_footprint(window));
+        let after = tree.snap().await;
+        f.reconcile_steady.push(reconcile_mean_ms(&before, &after));
+        f.rss.push(rss);
+        f.cpu.push(cpu);
+        let v0 = vpns[0].0.clone();
+        let t1 = Instant::now();
+        let kill = {
+            let client = bollard.client().clone();
+            let v0 = v0.clone();
+            tokio::spawn(async move { client.kill_container(&v0, None).await.expect("kill VPN 0") })
+        };
+        let d = tree
+            .until(
+                "emergency",
+                t1,
+                Duration::from_secs(30),
+                Duration::from_millis(1),
+                |s| matches!(s.emergency, EmergencyState::Emergency { .. }),
+            )
+            .await;
+        kill.await.expect("kill task");
+        f.detection.push(d.as_secs_f64() * 1000.0);
+        docker_ok(&["rm", "-f", &v0]);
+        run.start_gluetun("vpn0", 0);
+        tree.until(
+            "VPN 0 up",
+            Instant::now(),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            |s| {
+                s.vpns
+                    .iter()
+                    .any(|v| v.container_name == v0 && v.connected && !v.failed)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let port = fwd(0, rep + 1);
+        let t2 = Instant::now();
+        set_port(&v0, port).await;
+        let d = tree
+            .until(
+                "full again",
+                t2,
+                Duration::from_secs(180),
+                Duration::from_millis(10),
+                |s| {
+                    all_ready(s, n)
+                        && s.forwarded_on(&v0)
+                            .first()
+                            .is_some_and(|e| e.p2p_port == port)
+                },
+            )
+            .await;
+        f.recovery.push(d.as_secs_f64() * 1000.0);
+        let end = tree.snap().await;
+        f.reconcile_failure.push(reconcile_mean_ms(&after, &end));
+        tree.stop().await;
+        run.remove_engines();
+        // VPN 0 was recreated: the loop joins the current containers' namespaces.
+        let vpn_ids: Vec<String> = vpns
+            .iter()
+            .map(|(v, _)| docker_ok(&["inspect", "--format", "{{.Id}}", v]))
+            .collect();
+        f.cold_baseline
+            .push(docker_run_loop(&run, &vpn_ids, n as u32));
+        eprintln!(
+            "  rep {}: cold {:.0} ms (docker run loop {:.0} ms), reconcile {:.3} ms idle, RSS {rss:.1} MiB, CPU {cpu:.2} %, detection {:.1} ms, recovery {:.0} ms",
+            rep + 1,
+            f.cold[rep],
+            f.cold_baseline[rep],
+            f.reconcile_steady[rep],
+            f.detection[rep],
+            f.recovery[rep]
+        );
+    }
+    f.rows(&format!("scale-{n}-docker"), n, window, "real Docker")
+}
+
+// ---------------------------------------------------------------------------------------------
 
 struct Args {
     quick: bool,
     acevisor: PathBuf,
     only: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarded-port figures at the production defaults of config/acevisor.toml (issue 13)
+
+const HOOK_KEY: &str = "bench-hook-key";
+
+/// The host's address on Docker's default bridge: the first address of its subnet.
+fn bridge_gateway() -> String {
+    let subnet = docker_ok(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}}",
+    ]);
+    let net = subnet
+        .trim()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut octets: Vec<&str> = net.split('.').collect();
+    octets[3] = "1";
+    octets.join(".")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("0.0.0.0", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fake Gluetun with extra env.
+fn start_vpn(run: &Run, suffix: &str, env: &[String]) -> String {
+    let name = run.name(suffix);
+    let gluetun = image("gluetun");
+    let mut args = vec!["run", "-d", "--label"];
+    let label = run.label();
+    args.extend([label.as_str(), "--name", name.as_str()]);
+    for e in env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["--health-interval=500ms", gluetun.as_str()]);
+    docker_ok(&args);
+    name
+}
+
+fn forwarded_ready(s: &SupervisorSnapshot, vpn: &str, port: u16) -> bool {
+    let fw = s.forwarded_on(vpn);
+    fw.len() == 1 && fw[0].p2p_port == port && fw[0].phase == EnginePhase::Ready
+}
+
+/// `recovery-port-at-3s`, `port-change-in-place` (hook) and `port-change-in-place-no-hook`, with
+/// the `[vpn]` timings of `Config::default()` (= config/acevisor.toml).
+async fn port_rows(reps: usize) -> Vec<Row> {
+    let run = Run::new();
+    let defaults = acevisor::config::VpnConfig::default();
+    let api_port = free_port();
+    let gw = bridge_gateway();
+    let a = start_vpn(
+        &run,
+        "pvpn1",
+        &[
+            "FAKE_FORWARDED_PORT=33001".into(),
+            "FAKE_PORT_DELAY_MS=3000".into(),
+        ],
+    );
+    let b_name = run.name("pvpn2");
+    let b = start_vpn(
+        &run,
+        "pvpn2",
+        &[
+            "FAKE_FORWARDED_PORT=34001".into(),
+            format!("FAKE_PORT_HOOK_URL=http://{gw}:{api_port}/hooks/gluetun/{b_name}/ports"),
+            format!("FAKE_PORT_HOOK_KEY={HOOK_KEY}"),
+        ],
+    );
+    let c = start_vpn(&run, "pvpn3", &["FAKE_FORWARDED_PORT=35001".into()]);
+    let text = run
+        .config_text(
+            "redundant",
+            3,
+            &[(a.clone(), 21000), (b.clone(), 22000), (c.clone(), 23000)],
+            "",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"0.0.0.0:{api_port}\""),
+        );
+    let cfg = config(&text);
+    assert_eq!(
+        cfg.vpn,
+        defaults_with(&cfg, &defaults),
+        "production [vpn] timings"
+    );
+    let tree = Tree::start(cfg.clone()).await;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api =
+        acevisor::api::launch_with_key(&cfg, tree.sup.clone(), Some(HOOK_KEY.into()), async {
+            let _ = api_stopped.await;
+        })
+        .await
+        .expect("API starts");
+    tree.until(
+        "a forwarded engine on each VPN",
+        Instant::now(),
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        |s| {
+            forwarded_ready(s, &a, 33001)
+                && forwarded_ready(s, &b, 34001)
+                && forwarded_ready(s, &c, 35001)
+        },
+    )
+    .await;
+
+    let mut recovery = Vec::new();
+    let mut hooked = Vec::new();
+    let mut unhooked = Vec::new();
+    for rep in 0..reps {
+        // docker stop of VPN 1 (failed, its engines removed), then docker start: its port
+        // appears 3 s after the start.
+        docker_ok(&["stop", "-t", "1", &a]);
+        tree.until(
+            "VPN 1 failed and empty",
+            Instant::now(),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            |s| {
+                s.engines_on(&a).is_empty()
+                    && s.vpns.iter().any(|v| v.container_name == a && v.failed)
+            },
+        )
+        .await;
+        let t0 = Instant::now();
+        docker_ok(&["start", &a]);
+        let r = tree
+            .until(
+                "VPN 1's forwarded engine",
+                t0,
+                Duration::from_secs(120),
+                Duration::from_millis(10),
+                |s| forwarded_ready(s, &a, 33001),
+            )
+            .await;
+        recovery.push(r.as_secs_f64() * 1000.0);
+
+        // VPNs 2 (hook) and 3 (no hook), quiet for longer than the fast-poll window, change
+        // their port at the same moment.
+        tokio::time::sleep(defaults.port_settle + Duration::from_secs(11)).await;
+        let (pb, pc) = (34002 + rep as u16, 35002 + rep as u16);
+        let t1 = Instant::now();
+        tokio::join!(set_port(&b, pb), set_port(&c, pc));
+        let (mut db, mut dc) = (None, None);
+        while db.is_none() || dc.is_none() {
+            let s = tree.snap().await;
+            if db.is_none() && forwarded_ready(&s, &b, pb) {
+                db = Some(t1.elapsed());
+            }
+            if dc.is_none() && forwarded_ready(&s, &c, pc) {
+                dc = Some(t1.elapsed());
+            }
+            assert!(
+                t1.elapsed() < Duration::from_secs(60),
+                "port change never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
+        hooked.push(ms(db));
+        unhooked.push(ms(dc));
+        eprintln!(
+            "  rep {}: recovery-port-at-3s {:.0} ms, port change with hook {:.0} ms, without {:.0} ms",
+            rep + 1,
+            recovery[rep],
+            hooked[rep],
+            unhooked[rep]
+        );
+    }
+    let _ = stop_api.send(());
+    let _ = api.server.await;
+    tree.stop().await;
+    let settle = defaults.port_settle.as_secs_f64() * 1000.0;
+    let fast = defaults.fast_poll_interval.as_secs_f64() * 1000.0;
+    vec![
+        Row {
+            figure: "recovery-port-at-3s".into(),
+            samples: recovery,
+            baseline: Some(7_500.0),
+            target: "median < 4500 ms (baseline: the Python orchestrator, 7.5 s)".into(),
+            unit: "ms",
+        },
+        Row {
+            figure: "port-change-in-place".into(),
+            samples: hooked,
+            baseline: Some(10_800.0),
+            target: format!(
+                "< {} ms = port_settle + 1 s, with the hook (baseline: acevisor before, 10.8 s)",
+                settle + 1000.0
+            ),
+            unit: "ms",
+        },
+        Row {
+            figure: "port-change-in-place-no-hook".into(),
+            samples: unhooked,
+            baseline: Some(10_800.0),
+            target: format!(
+                "< {} ms = port_settle + fast_poll_interval + 1 s (polls only)",
+                settle + fast + 1000.0
+            ),
+            unit: "ms",
+        },
+    ]
+}
+
+/// `defaults` with the VPN list and mode of `cfg` (only the timings are compared).
+fn defaults_with(
+    cfg: &Config,
+    defaults: &acevisor::config::VpnConfig,
+) -> acevisor::config::VpnConfig {
+    acevisor::config::VpnConfig {
+        mode: cfg.vpn.mode,
+        gluetun: cfg.vpn.gluetun.clone(),
+        ..defaults.clone()
+    }
 }
 
 fn args() -> Args {
@@ -1315,6 +1942,10 @@ fn main() {
         eprintln!("== failure-detection and recovery-to-full ({reps} reps)");
         rows.extend(rt.block_on(failure_and_recovery(reps)));
     }
+    if wanted("ports") {
+        eprintln!("== forwarded-port figures at production defaults ({reps} reps)");
+        rows.extend(rt.block_on(port_rows(reps)));
+    }
     if wanted("cold") {
         for n in [10, 30] {
             eprintln!("== cold-start-{n} ({reps} reps)");
@@ -1324,6 +1955,14 @@ fn main() {
     if wanted("provision") {
         eprintln!("== provision-answer ({reps} reps, engines ready after {SLOW_ENGINE_MS} ms)");
         rows.push(rt.block_on(provision_answer(reps)));
+    }
+    if wanted("scale") {
+        let window = Duration::from_secs(if a.quick { 10 } else { 30 });
+        eprintln!("== scale-200-memory ({reps} reps)");
+        rows.extend(rt.block_on(scale_memory(200, reps, window)));
+        let docker_reps = if a.quick { 1 } else { 3 };
+        eprintln!("== scale-60-docker ({docker_reps} reps)");
+        rows.extend(rt.block_on(scale_docker(60, docker_reps, window)));
     }
     if wanted("rss") {
         let window = if a.quick {

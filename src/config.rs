@@ -197,6 +197,10 @@ pub struct VpnConfig {
     pub mode: VpnMode,
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Poll interval of a VPN while it matters: starting, waiting for its first port, settling a
+    /// new port, or shortly after a reconnect or a port hook.
+    #[serde(default = "default_fast_poll_interval", with = "humantime_serde")]
+    pub fast_poll_interval: Duration,
     #[serde(default = "default_port_settle", with = "humantime_serde")]
     pub port_settle: Duration,
     /// Continuous tunnel trouble inside a running Gluetun tolerated before it counts as failed.
@@ -495,6 +499,9 @@ fn default_mode() -> VpnMode {
 fn default_poll_interval() -> Duration {
     Duration::from_secs(5)
 }
+fn default_fast_poll_interval() -> Duration {
+    Duration::from_millis(500)
+}
 fn default_port_settle() -> Duration {
     Duration::from_secs(3)
 }
@@ -572,6 +579,7 @@ impl Default for VpnConfig {
         VpnConfig {
             mode: default_mode(),
             poll_interval: default_poll_interval(),
+            fast_poll_interval: default_fast_poll_interval(),
             port_settle: default_port_settle(),
             tunnel_grace: default_tunnel_grace(),
             port_wait: None,

@@ -385,6 +385,7 @@ fn check_vpn(config: &Config, p: &mut Problems) {
         _ => {}
     }
     p.nonzero("vpn.poll_interval", v.poll_interval);
+    p.nonzero("vpn.fast_poll_interval", v.fast_poll_interval);
     if v.force_restart_after.is_some_and(|d| d.is_zero()) {
         p.push(
             "vpn.force_restart_after",

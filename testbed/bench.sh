@@ -6,7 +6,7 @@
 #   testbed/bench.sh            # 7 repetitions, 60 s footprint window (~6 min)
 #   testbed/bench.sh --quick    # 3 repetitions, 15 s window (well under 3 min once built)
 #   BENCH_ONLY=reconcile,cold testbed/bench.sh --quick   # some figures only
-#                                 (reconcile, failure, cold, provision, rss)
+#                                 (reconcile, failure, ports, cold, provision, rss, streams, scale)
 #
 # Everything the run starts carries the label acevisor-test.run=<run id> (engines are managed
 # under that id as acevisor's instance) and is removed at the end, also on failure or Ctrl-C.
@@ -25,8 +25,8 @@ done
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-say "testbed images"
-"$root/testbed/build-images.sh" >&2
+say "testbed images (tag ${TESTBED_TAG:-dev})"
+"$root/testbed/build-images.sh" testbed >&2
 say "cargo build --release --bin acevisor --example bench"
 cargo build --release --quiet --bin acevisor --example bench >&2
 target="${CARGO_TARGET_DIR:-$root/target}/release"

@@ -102,7 +102,11 @@ async fn history_grows_then_the_stream_ends_when_the_session_is_gone() {
     let h = Harness::new(harness_snapshot(addr)).await;
     let mut counts = h.counts.clone();
     start_stream(&h, addr, "s1").await;
-    counts_become(&mut counts, BTreeMap::from([("acestream-1".into(), 1)])).await;
+    counts_become(
+        &mut counts,
+        BTreeMap::from([("000000000001abcdef0123456789".into(), 1)]),
+    )
+    .await;
 
     for round in 1..=3u64 {
         let summary = collect_now(&h).await;
@@ -164,7 +168,11 @@ async fn a_stream_ends_when_its_engine_vanishes() {
     let h = Harness::new(harness_snapshot(addr)).await;
     let mut counts = h.counts.clone();
     start_stream(&h, addr, "s2").await;
-    counts_become(&mut counts, BTreeMap::from([("acestream-1".into(), 1)])).await;
+    counts_become(
+        &mut counts,
+        BTreeMap::from([("000000000001abcdef0123456789".into(), 1)]),
+    )
+    .await;
     assert_eq!(collect_now(&h).await.sampled, 1);
 
     h.set_snapshot(|s| s.engines.clear());
@@ -216,7 +224,11 @@ async fn the_timer_drives_rounds_until_the_session_ends() {
     let h = Harness::with(harness_snapshot(addr), Some(KEY), Duration::from_millis(20)).await;
     let mut counts = h.counts.clone();
     start_stream(&h, addr, "s4").await;
-    counts_become(&mut counts, BTreeMap::from([("acestream-1".into(), 1)])).await;
+    counts_become(
+        &mut counts,
+        BTreeMap::from([("000000000001abcdef0123456789".into(), 1)]),
+    )
+    .await;
     // The end shows up as the counts dropping back to nothing.
     counts_become(&mut counts, BTreeMap::new()).await;
     assert!(fake.reads.load(Ordering::SeqCst) >= 3);

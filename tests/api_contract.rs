@@ -135,7 +135,11 @@ async fn acexy_flow_with_upstream_bodies() {
     assert_eq!(s["key_type"], "content_id");
     assert_eq!(s["is_live"], true);
     assert_eq!(s["status"], "started");
-    counts_become(&mut counts, BTreeMap::from([("acestream-2".into(), 1)])).await;
+    counts_become(
+        &mut counts,
+        BTreeMap::from([("000000000002abcdef0123456789".into(), 1)]),
+    )
+    .await;
 
     // 3. GET /streams?container_id=<engine>&status=started, as Acexy's GetEngineStreams.
     let (status, streams) = h

@@ -819,7 +819,11 @@ async fn bad_input_table() {
         assert_eq!(status, StatusCode::OK, "{headers:?}: {body}");
     }
     let mut counts = h.counts.clone();
-    counts_become(&mut counts, BTreeMap::from([("acestream-3".into(), 1)])).await;
+    counts_become(
+        &mut counts,
+        BTreeMap::from([("000000000003abcdef0123456789".into(), 1)]),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use acevisor::runtime::docker::DockerRuntime;
 use acevisor::runtime::{
-    Attach, ContainerEvent, ContainerRuntime, ContainerSpec, DockerHealth, EventKind, EventStream,
-    ListQuery, RuntimeError,
+    Attach, ContainerBrief, ContainerEvent, ContainerRuntime, ContainerSpec, DockerHealth,
+    EventKind, EventStream, ListQuery, RuntimeError,
 };
 use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::InspectContainerOptions;
@@ -853,4 +853,90 @@ async fn a_scripted_fake_gluetun_turns_unhealthy_and_changes_its_port() {
     let engine = rt.inspect(&engine_id).await.unwrap().unwrap();
     assert!(engine.running && engine.ips.is_empty());
     assert_eq!(engine.labels.get("x").map(String::as_str), Some("y"));
+}
+
+#[tokio::test]
+async fn list_brief_tells_what_list_tells_of_names_ids_labels_and_state() {
+    let Some(rt) = support::require_docker().await else {
+        return;
+    };
+    support::ensure_testbed_images();
+    let run = RunId::new();
+    let _cleanup = run.cleanup();
+
+    let vpn_id = support::start_fake_gluetun(&run, "vpn", &GluetunOptions::default());
+    let running = engine_spec(&run, "engine-1", behind(&vpn_id), ENGINE_HTTP, ENGINE_P2P);
+    rt.create_and_start(&running).await.unwrap();
+    let stopped = engine_spec(
+        &run,
+        "engine-2",
+        behind(&vpn_id),
+        ENGINE_HTTP + 1,
+        ENGINE_P2P + 1,
+    );
+    let stopped_id = rt.create_and_start(&stopped).await.unwrap();
+    rt.stop(&stopped_id, Duration::from_secs(5)).await.unwrap();
+
+    let brief = rt.list_brief(&managed_by(&run)).await.unwrap();
+    let full: Vec<ContainerBrief> = rt
+        .list(&managed_by(&run))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(ContainerBrief::from)
+        .collect();
+    assert_eq!(brief, full);
+    let states: Vec<(&str, bool)> = brief.iter().map(|c| (c.name.as_str(), c.running)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (running.name.as_str(), true),
+            (stopped.name.as_str(), false)
+        ]
+    );
+    assert_eq!(
+        brief[0].labels.get("acevisor.p2p_port").map(String::as_str),
+        Some("8621")
+    );
+}
+
+#[tokio::test]
+async fn start_new_answers_once_started_and_confirm_start_catches_an_exit_at_once() {
+    let Some(rt) = support::require_docker().await else {
+        return;
+    };
+    support::ensure_testbed_images();
+    // A generous settle window: the behaviour is under test, not the default's length on a
+    // loaded machine.
+    let rt = rt.with_start_settle(Duration::from_secs(1));
+    let run = RunId::new();
+    let _cleanup = run.cleanup();
+
+    let vpn_id = support::start_fake_gluetun(&run, "vpn", &GluetunOptions::default());
+    let first = engine_spec(&run, "engine-1", behind(&vpn_id), ENGINE_HTTP, ENGINE_P2P);
+    let first_id = rt.start_new(&first).await.unwrap();
+    rt.confirm_start(&first_id)
+        .await
+        .expect("the first one keeps running");
+    // Same P2P port in the same namespace: Docker starts it, then it exits at once.
+    let second = engine_spec(
+        &run,
+        "engine-2",
+        behind(&vpn_id),
+        ENGINE_HTTP + 1,
+        ENGINE_P2P,
+    );
+    let second_id = rt.start_new(&second).await.expect("Docker starts it");
+    match rt.confirm_start(&second_id).await {
+        Err(RuntimeError::Api { op, message, .. }) => {
+            assert_eq!(op, "start_container");
+            assert!(message.contains("exited with code 1"), "{message}");
+        }
+        result => panic!("expected a start failure, got {result:?}"),
+    }
+    assert_eq!(
+        rt.inspect(&second_id).await.unwrap(),
+        None,
+        "the failed container is removed"
+    );
 }

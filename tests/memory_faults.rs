@@ -411,3 +411,37 @@ fn a_late_event_of_a_reused_name_leaves_no_orphan() {
     run_paused(LATE_DESTROY.to_vec(), Duration::from_secs(5));
     run_paused(STALE_DIE.to_vec(), Duration::from_secs(5));
 }
+
+/// A lost create reply leaves an orphan holding a low name that a rename then runs into: the
+/// rename fails with a 409 and waits for the listing that finds the orphan; no name is handed
+/// out above live+1.
+#[test]
+fn a_rename_into_an_orphans_name_waits_for_the_listing() {
+    run_paused(
+        vec![
+            Step::SlowDocker(1),
+            Step::LoseCreateReply(1),
+            Step::FailDocker("inspect", 1),
+            Step::Wait(1000),
+        ],
+        SETTLE,
+    );
+}
+
+/// An engine that dies while its rename is under way: the number reserved for the rename is
+/// released, never leaked (it would push new names above live+1).
+#[test]
+fn an_engine_dying_during_its_rename_leaks_no_number() {
+    run_paused(
+        vec![
+            Step::Recreate(0, 30001),
+            Step::SlowDocker(1),
+            Step::KillEngine(1),
+            Step::Start(1),
+            Step::Flap(0, 2000),
+            Step::KillEngine(4),
+            Step::Recreate(1, 0),
+        ],
+        SETTLE,
+    );
+}

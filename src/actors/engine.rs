@@ -1,6 +1,10 @@
 //! The Engine actor: one per engine container. Creates (or adopts) its container, waits for its
-//! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, and
-//! removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
+//! HTTP API (readiness), probes its health on an interval, reacts to its Docker events, renames
+//! it when told (names close their gaps), and stops it gracefully then removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
+//!
+//! Creation: `Started` as soon as Docker reports the container started (the Supervisor frees
+//! the creation slot), then the runtime's start-settle check (`confirm_start`) while the engine's
+//! API is already tried; `Created` once the container survived it, `CreateFailed` when it exited.
 //!
 //! Tracing: creation and the wait for readiness run in the `engine.create` span the Supervisor
 //! opened for the decision (`EngineArgs::span`), dropped once the engine is ready, so health
@@ -18,7 +22,7 @@ use tracing::{Instrument, Span, field, info, info_span, warn};
 use crate::actors::messages::{EngineMsg, EngineReport, GoneCause, SupervisorMsg};
 use crate::clients::EngineApi;
 use crate::config::HealthConfig;
-use crate::runtime::{ContainerRuntime, ContainerSpec, EventKind};
+use crate::runtime::{ContainerRuntime, ContainerSpec, EventKind, RuntimeError};
 
 /// How the actor comes to its container.
 #[derive(Clone, Debug)]
@@ -40,6 +44,8 @@ pub struct EngineArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub health: HealthConfig,
     pub ready_timeout: Duration,
+    /// The grace a removed engine gets between SIGTERM and SIGKILL (`docker.stop_timeout`).
+    pub stop_timeout: Duration,
     /// The `engine.create` span (until ready); `Span::none()` for an adopted container.
     pub span: Span,
 }
@@ -59,6 +65,8 @@ pub struct EngineState {
     remove_error: Option<String>,
     /// Why the container is being removed, kept across retries so a death stays a death.
     gone_cause: Option<GoneCause>,
+    /// The graceful stop before the removal is done (a retried removal does not stop again).
+    stopped: bool,
 }
 
 impl EngineState {
@@ -102,6 +110,7 @@ impl Actor for Engine {
             removing: false,
             remove_error: None,
             gone_cause: None,
+            stopped: false,
         })
     }
 
@@ -136,6 +145,7 @@ impl Actor for Engine {
                 on_docker(&myself, st, kind).await
             }
             EngineMsg::Remove => remove(&myself, st, GoneCause::Removed).await,
+            EngineMsg::Rename { to } => rename(st, to).await,
             EngineMsg::Crash => panic!("injected fault: engine actor {} crashed", st.args.name),
             _ => {}
         }
@@ -144,12 +154,25 @@ impl Actor for Engine {
 }
 
 async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    // The engine's API already answered during its start-settle check.
+    let mut answered_early = false;
     if let EngineMode::Create(spec) = &st.args.mode {
-        match st.args.runtime.create_and_start(spec).await {
+        match st.args.runtime.start_new(spec).await {
             Ok(id) => {
                 Span::current().record("container_id", id.as_str());
+                // Docker says it runs: the creation slot is free from here. A container that
+                // exits within the settle window is still a failed creation.
+                st.report(EngineReport::Started {
+                    container_id: id.clone(),
+                });
+                let (settled, answered) = settle_while_probing(st, &id).await;
+                if let Err(e) = settled {
+                    creation_failed(myself, st, e.to_string());
+                    return;
+                }
                 info!(engine = %st.args.name, container_id = %id, "engine container started");
                 st.container_id = Some(id);
+                answered_early = answered;
             }
             Err(e) => match created_anyway(st.args.runtime.as_ref(), spec).await {
                 // Docker did create and start it, but the reply was lost (timeout, broken
@@ -174,12 +197,7 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
                             }
                         }
                     }
-                    let span = Span::current();
-                    span.record("error", field::display(&error));
-                    span.record("otel.status_code", "error");
-                    warn!(engine = %st.args.name, error = %error, "engine creation failed");
-                    st.report(EngineReport::CreateFailed { error });
-                    myself.stop(None);
+                    creation_failed(myself, st, error);
                     return;
                 }
             },
@@ -206,7 +224,57 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         container_id: id,
         host: st.args.host.clone(),
     });
-    let _ = myself.cast(EngineMsg::ProbeReady);
+    if answered_early {
+        ready(myself, st);
+    } else {
+        let _ = myself.cast(EngineMsg::ProbeReady);
+    }
+}
+
+/// How often the engine's API is tried while its container's start is being confirmed.
+const EARLY_PROBE: Duration = Duration::from_millis(50);
+
+/// Confirms the start of container `id` and meanwhile, when the engine's address is known, tries
+/// its API, so an engine that answers within the settle window is ready the moment its start is
+/// confirmed (never before). Returns the confirmation and whether the API answered.
+async fn settle_while_probing(
+    st: &EngineState,
+    id: &str,
+) -> (crate::runtime::RuntimeResult<()>, bool) {
+    let settle = st.args.runtime.confirm_start(id);
+    tokio::pin!(settle);
+    let Some(host) = st.args.host.clone() else {
+        return (settle.await, false);
+    };
+    let api = st.args.engine_api.clone();
+    let port = st.args.http_port;
+    let answers = async move {
+        while api.status(&host, port).await.is_err() {
+            tokio::time::sleep(EARLY_PROBE).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        settled = &mut settle => (settled, false),
+        () = answers => (settle.await, true),
+    }
+}
+
+fn ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
+    st.ready = true;
+    st.report(EngineReport::Ready);
+    st.args.span = Span::none();
+    myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+}
+
+/// Reports a failed creation (its container removed or never made) and stops the actor.
+fn creation_failed(myself: &ActorRef<EngineMsg>, st: &EngineState, error: String) {
+    let span = Span::current();
+    span.record("error", field::display(&error));
+    span.record("otel.status_code", "error");
+    warn!(engine = %st.args.name, error = %error, "engine creation failed");
+    st.report(EngineReport::CreateFailed { error });
+    myself.stop(None);
 }
 
 /// After a failed create: the container of that name and whether it runs, when it is exactly
@@ -235,10 +303,7 @@ async fn probe_ready(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         None => false,
     };
     if answered {
-        st.ready = true;
-        st.report(EngineReport::Ready);
-        st.args.span = Span::none();
-        myself.send_after(st.args.health.interval, || EngineMsg::Probe);
+        ready(myself, st);
     } else if st.started.elapsed() >= st.args.ready_timeout {
         warn!(engine = %st.args.name, timeout = ?st.args.ready_timeout, "engine API never answered: unhealthy");
         st.ready = true;
@@ -316,6 +381,25 @@ async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneC
         myself.stop(None);
         return;
     };
+    // Stopped gracefully first: a real engine flushes its state on SIGTERM. An engine that died
+    // has exited already. A failed stop is no reason to keep the engine: the removal forces it.
+    if cause == GoneCause::Removed && !st.stopped {
+        match st.args.runtime.stop(&id, st.args.stop_timeout).await {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => st.stopped = true,
+            Err(e) if e.is_transport() => {
+                if st.remove_error.as_deref() != Some(e.to_string().as_str()) {
+                    warn!(engine = %st.args.name, container_id = %id, error = %e, "engine stop failed; retrying");
+                }
+                st.remove_error = Some(e.to_string());
+                myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
+                return;
+            }
+            Err(e) => {
+                warn!(engine = %st.args.name, container_id = %id, error = %e, "engine did not stop gracefully; removing it by force");
+                st.stopped = true;
+            }
+        }
+    }
     let result = match st.args.runtime.remove(&id).await {
         Ok(()) => st
             .args
@@ -339,6 +423,34 @@ async fn remove(myself: &ActorRef<EngineMsg>, st: &mut EngineState, cause: GoneC
             }
             st.remove_error = Some(e.to_string());
             myself.send_after(Duration::from_secs(1), || EngineMsg::Remove);
+        }
+    }
+}
+
+/// Renames the container (Docker does it atomically, the engine keeps running) and reports the
+/// outcome; from then on this actor reports under the new name.
+async fn rename(st: &mut EngineState, to: String) {
+    let result = match st.container_id.clone() {
+        Some(id) => st.args.runtime.rename(&id, &to).await,
+        None => Err(RuntimeError::NotFound {
+            op: "rename",
+            target: st.args.name.clone(),
+        }),
+    };
+    match result {
+        Ok(()) => {
+            info!(engine = %st.args.name, to = %to, "engine renamed");
+            // Reported under the old name, which the Supervisor still knows it by.
+            st.report(EngineReport::Renamed { to: to.clone() });
+            st.args.name = to;
+        }
+        Err(e) => {
+            warn!(engine = %st.args.name, to = %to, error = %e, "engine rename failed");
+            st.report(EngineReport::RenameFailed {
+                conflict: matches!(e, RuntimeError::Conflict { .. }),
+                to,
+                error: e.to_string(),
+            });
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::core::emergency::{EmergencyState, Transition};
 use crate::core::intensity::SlotReport;
 use crate::core::model::{EnginePhase, VpnView};
 use crate::core::vpn_watch::VpnEvent;
-use crate::runtime::{ContainerEvent, ContainerInfo, EventKind, RuntimeError};
+use crate::runtime::{ContainerBrief, ContainerEvent, EventKind, RuntimeError};
 
 /// What the VpnMonitor publishes: the events of this round and the fresh view of every VPN.
 #[derive(Clone, Debug)]
@@ -57,6 +57,11 @@ pub enum GoneCause {
 /// What an Engine actor reports to the Supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineReport {
+    /// Docker reports the new container started; its start-settle check is still running (the
+    /// creation slot is free, the creation itself not yet confirmed).
+    Started {
+        container_id: String,
+    },
     Created {
         container_id: String,
         host: Option<String>,
@@ -71,6 +76,16 @@ pub enum EngineReport {
     Healthy,
     Gone {
         cause: GoneCause,
+    },
+    /// The container now has the name `to` (the report itself comes under the old name).
+    Renamed {
+        to: String,
+    },
+    /// The rename to `to` failed; `conflict`: another container holds that name.
+    RenameFailed {
+        to: String,
+        conflict: bool,
+        error: String,
     },
 }
 
@@ -91,7 +106,7 @@ pub enum SupervisorMsg {
     /// A listing started at `at` came back.
     Listed {
         at: Instant,
-        result: Result<Vec<ContainerInfo>, RuntimeError>,
+        result: Result<Vec<ContainerBrief>, RuntimeError>,
     },
     /// Docker could not be listed or its events stream broke.
     DockerTrouble(String),
@@ -156,6 +171,12 @@ pub enum SupervisorMsg {
     /// The stream proxy no longer plays `content`: its engine is free again.
     ReleaseEngine {
         content: String,
+    },
+    /// The port hook of the VPN container `vpn` fired; answers whether `vpn` is a configured VPN
+    /// (then the VpnMonitor looks at it now).
+    PortHook {
+        vpn: String,
+        reply: RpcReplyPort<bool>,
     },
 }
 
@@ -240,6 +261,10 @@ pub enum EngineMsg {
         kind: EventKind,
     },
     Remove,
+    /// Rename the container to this name (a lower free one).
+    Rename {
+        to: String,
+    },
     /// Fault injection for tests.
     Crash,
 }
@@ -248,6 +273,8 @@ pub enum EngineMsg {
 pub enum MonitorMsg {
     Poll,
     Docker(ContainerEvent),
+    /// The port hook of this VPN container fired: look at it now and poll it fast for a while.
+    PortHook(String),
     Snapshot(RpcReplyPort<VpnUpdate>),
     /// The public IP of the first connected VPN, asked of its control server.
     PublicIp(RpcReplyPort<PublicIpResult>),
@@ -257,6 +284,8 @@ pub enum MonitorMsg {
 pub enum NameMsg {
     Seed(Vec<u32>),
     Reserve(RpcReplyPort<u32>),
+    /// Reserve the lowest free number below this one, if any (the target of a rename).
+    ReserveBelow(u32, RpcReplyPort<Option<u32>>),
     Confirm(u32),
     Release(u32),
     Removing(u32),

@@ -1,6 +1,6 @@
 //! The NameRegistry actor: the single owner of engine ordinals (`core::naming::Ordinals`).
 //! Seeded from Docker at start; reserves before create, releases on failure, frees on removal
-//! only once Docker confirmed the container gone.
+//! only once Docker confirmed the container gone; reserves the target of a rename below a number.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -38,6 +38,14 @@ impl Actor for NameRegistry {
                 let n = ordinals.reserve();
                 if reply.send(n).is_err() {
                     // The caller gave up: the number must not stay reserved forever.
+                    ordinals.release(n);
+                }
+            }
+            NameMsg::ReserveBelow(limit, reply) => {
+                let n = ordinals.reserve_below(limit);
+                if reply.send(n).is_err()
+                    && let Some(n) = n
+                {
                     ordinals.release(n);
                 }
             }

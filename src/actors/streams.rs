@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
@@ -80,6 +81,8 @@ pub struct CollectRound {
     /// `None` when the Supervisor's snapshot was unavailable.
     readings: Option<Vec<Reading>>,
     engines_seen: Vec<String>,
+    /// The engines of the Supervisor's view (streams follow their renames).
+    engines: Vec<EngineRef>,
     reply: Option<RpcReplyPort<CollectSummary>>,
 }
 
@@ -247,7 +250,7 @@ impl Actor for Streams {
                         let key = engine_key(&e);
                         let first_seen = *st.first_seen.entry(key.to_string()).or_insert(now);
                         let u = EngineUsage {
-                            streams: active.remove(&e.name).unwrap_or_default(),
+                            streams: active.remove(key).unwrap_or_default(),
                             first_seen,
                             last_stream_usage: st.last_usage.get(key).copied(),
                         };
@@ -358,6 +361,7 @@ async fn on_started(
         .await
         .map_err(StartError::SupervisorUnavailable)?;
     let engines = engine_refs(&snap);
+    st.book.follow_renames(&engines);
     let now = SystemTime::now();
     for e in &engines {
         st.first_seen
@@ -375,6 +379,14 @@ async fn on_started(
     let record = st.book.start(req, engine, now).inspect_err(|e| {
         info!(engine = %engine.name, error = %e, "stream_started refused");
     })?;
+    for (what, sent, kept) in [
+        ("stat_url", &req.session.stat_url, &record.stat_url),
+        ("command_url", &req.session.command_url, &record.command_url),
+    ] {
+        if let (Some(sent), None) = (sent.as_deref().filter(|u| !u.trim().is_empty()), kept) {
+            warn!(stream = %record.id, engine = %engine.name, url = %sent, "{what} is not on the engine's own address: ignored (acevisor fetches only its engines)");
+        }
+    }
     st.last_usage.insert(engine_key(engine).to_string(), now);
     info!(stream = %record.id, engine = %engine.name, key_type = ?record.key_type, "stream started");
     Ok(record)
@@ -405,6 +417,9 @@ fn start_round(
     });
 }
 
+/// How many `stat_url` reads one collector round makes at once.
+const STATS_READS_AT_ONCE: usize = 16;
+
 /// One collector round: the Supervisor's view, then every active stream's stats, concurrently.
 async fn collect(
     sup: ActorRef<SupervisorMsg>,
@@ -420,6 +435,7 @@ async fn collect(
             return CollectRound {
                 readings: None,
                 engines_seen: Vec::new(),
+                engines: Vec::new(),
                 reply,
             };
         }
@@ -446,10 +462,15 @@ async fn collect(
             }
         }
     });
-    let readings = futures_util::future::join_all(reads).await;
+    // A bounded number of reads at once, however many streams are active.
+    let readings = futures_util::stream::iter(reads)
+        .buffer_unordered(STATS_READS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
     CollectRound {
         readings: Some(readings),
         engines_seen: engines.iter().map(|e| engine_key(e).to_string()).collect(),
+        engines,
         reply,
     }
 }
@@ -476,6 +497,7 @@ async fn read_stats(client: &EngineClient, url: &str) -> StatReading {
 fn apply_round(st: &mut StreamsState, round: CollectRound) -> CollectSummary {
     let now = SystemTime::now();
     if round.readings.is_some() {
+        st.book.follow_renames(&round.engines);
         // Forget engines that are gone (their keys never come back).
         let seen: HashSet<&String> = round.engines_seen.iter().collect();
         st.first_seen.retain(|k, _| seen.contains(k));

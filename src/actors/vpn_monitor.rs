@@ -2,8 +2,12 @@
 //! server), feeds the per-VPN `VpnWatch` machines and the `Emergency` machine, and sends the
 //! Supervisor `Failed` / `Recovered` / `PortChanged` with a fresh view of every VPN.
 //!
-//! It observes on every Docker event about a VPN container and on `poll_interval` as a safety net,
-//! and publishes only when something changed: a quiet poll sends nothing and logs nothing.
+//! It observes a VPN on every Docker event about its container, at once when its port hook fires
+//! (`MonitorMsg::PortHook`: Gluetun's port forwarding came up or went; the hook is only a trigger,
+//! the port is read from the control server), and by polling as a safety net: every
+//! `fast_poll_interval` while the VPN's `VpnWatch` says it matters (starting, waiting for its
+//! first port, a port settling, shortly after an event or a hook), else every `poll_interval`.
+//! It publishes only when something changed: a quiet poll sends nothing and logs nothing.
 //!
 //! Tracing: an update carrying events is sent inside a new root span named after its first event
 //! (`vpn.failed`, `vpn.recovered`, `vpn.port_changed`), which the Supervisor's handling inherits.
@@ -37,6 +41,8 @@ pub struct MonitorArgs {
     pub api_keys: Vec<Option<String>>,
     pub timings: WatchTimings,
     pub poll_interval: Duration,
+    /// Poll interval of a VPN while it matters (capped at `poll_interval`).
+    pub fast_poll_interval: Duration,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub control: Arc<dyn VpnControl>,
     pub supervisor: ActorRef<SupervisorMsg>,
@@ -54,10 +60,13 @@ struct Watched {
     last_check_at: Option<SystemTime>,
     /// The open `vpn.recovered` span while the recovered VPN's port is not known yet.
     awaiting_port: Option<(Span, Instant)>,
+    /// When this VPN was last looked at (by a poll, an event or a hook).
+    looked_at: Option<Instant>,
 }
 
 pub struct MonitorState {
     args_poll: Duration,
+    fast_poll: Duration,
     runtime: Arc<dyn ContainerRuntime>,
     control: Arc<dyn VpnControl>,
     supervisor: ActorRef<SupervisorMsg>,
@@ -102,11 +111,13 @@ impl Actor for VpnMonitor {
                     last_error: None,
                     last_check_at: None,
                     awaiting_port: None,
+                    looked_at: None,
                 }
             })
             .collect();
         Ok(MonitorState {
             args_poll: args.poll_interval,
+            fast_poll: args.fast_poll_interval.min(args.poll_interval),
             runtime: args.runtime,
             control: args.control,
             supervisor: args.supervisor,
@@ -119,21 +130,54 @@ impl Actor for VpnMonitor {
     async fn post_start(
         &self,
         myself: ActorRef<MonitorMsg>,
-        st: &mut MonitorState,
+        _st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
+        // One timer chain at the fast interval: each Poll looks at the VPNs that are due and
+        // schedules the next one (no pile-up while a slow control server holds a poll).
         myself.cast(MonitorMsg::Poll)?;
-        myself.send_interval(st.args_poll, || MonitorMsg::Poll);
         Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<MonitorMsg>,
+        myself: ActorRef<MonitorMsg>,
         msg: MonitorMsg,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MonitorMsg::Poll => observe(st, None).await,
+            MonitorMsg::Poll => {
+                let now = Instant::now();
+                let due: Vec<usize> = (0..st.vpns.len())
+                    .filter(|&i| poll_due(st, i, now))
+                    .collect();
+                if !due.is_empty() {
+                    observe(st, &due).await;
+                }
+                // Time-driven transitions of the VPNs not looked at (grace, settle, port_wait):
+                // published when they change the view (a quiet tick sends nothing).
+                let now = Instant::now();
+                let mut events = Vec::new();
+                for v in st.vpns.iter_mut() {
+                    for ev in v.watch.tick(now) {
+                        events.push((v.config.container.clone(), ev));
+                    }
+                }
+                publish(st, events, now);
+                // Next round after `fast_poll`, or earlier when a port candidate settles then.
+                let next = st
+                    .vpns
+                    .iter()
+                    .filter_map(|v| v.watch.settles_at())
+                    .map(|t| t.saturating_duration_since(now))
+                    .fold(st.fast_poll, Duration::min);
+                myself.send_after(next, || MonitorMsg::Poll);
+            }
+            MonitorMsg::PortHook(vpn) => {
+                if let Some(i) = st.vpns.iter().position(|v| v.config.container == vpn) {
+                    st.vpns[i].watch.nudge(Instant::now());
+                    observe(st, &[i]).await;
+                }
+            }
             MonitorMsg::Docker(ev) => {
                 let which = st.vpns.iter().position(|v| v.config.container == ev.name);
                 if let Some(i) = which {
@@ -143,7 +187,7 @@ impl Actor for VpnMonitor {
                     ) {
                         container_gone(st, i, &ev);
                     }
-                    observe(st, which).await;
+                    observe(st, &[i]).await;
                 }
             }
             MonitorMsg::Snapshot(reply) => {
@@ -155,12 +199,28 @@ impl Actor for VpnMonitor {
     }
 }
 
-/// Looks at one VPN (`Some(i)`) or all of them, and publishes what changed.
-async fn observe(st: &mut MonitorState, only: Option<usize>) {
-    let indexes: Vec<usize> = match only {
-        Some(i) => vec![i],
-        None => (0..st.vpns.len()).collect(),
+/// Whether VPN `i` is due for a poll: never looked at, a port candidate due to settle, fast
+/// polling and `fast_poll` passed, or `poll_interval` passed.
+fn poll_due(st: &MonitorState, i: usize, now: Instant) -> bool {
+    let v = &st.vpns[i];
+    let Some(at) = v.looked_at else {
+        return true;
     };
+    if v.watch.settles_at().is_some_and(|t| t <= now) {
+        return true;
+    }
+    let every = if v.watch.wants_fast_poll(now, v.config.forwarding) {
+        st.fast_poll
+    } else {
+        st.args_poll
+    };
+    // A little slack: the timer chain fires every `fast_poll`, a hair late at best.
+    now.saturating_duration_since(at) + st.fast_poll / 4 >= every
+}
+
+/// Looks at the VPNs `indexes`, and publishes what changed.
+async fn observe(st: &mut MonitorState, indexes: &[usize]) {
+    let indexes = indexes.to_vec();
     let looks = join_all(indexes.iter().map(|&i| {
         let v = &st.vpns[i];
         look(
@@ -176,6 +236,7 @@ async fn observe(st: &mut MonitorState, only: Option<usize>) {
     let mut events = Vec::new();
     for (i, look) in indexes.into_iter().zip(looks) {
         let v = &mut st.vpns[i];
+        v.looked_at = Some(now);
         let Look {
             info,
             control,

@@ -10,6 +10,7 @@ pub mod containers;
 pub mod engines;
 pub mod error;
 pub mod extract;
+pub mod hooks;
 pub mod metrics;
 pub mod proxy;
 pub mod status;
@@ -206,6 +207,10 @@ pub fn router(ctx: ApiContext) -> Router {
             "/health/circuit-breaker/reset",
             post(containers::reset_breaker),
         )
+        .route(
+            "/hooks/gluetun/{container}/ports",
+            post(hooks::gluetun_ports),
+        )
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key,
@@ -247,6 +252,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(Extension(body_read))
         .with_state(ctx)
         .merge(dashboard)
+        // Again over the merged router, so the dashboard's routes answer a JSON 405 too.
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn not_found() -> ApiError {

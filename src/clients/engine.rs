@@ -30,6 +30,9 @@ pub enum EngineError {
     Protocol(String),
 }
 
+/// Largest answer read from an engine (its JSON answers are a few hundred bytes).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// What a playback session call (`stat_url`, `command_url`) can fail with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StatError {
@@ -236,10 +239,23 @@ impl EngineClient {
             .await
             .map_err(|e| EngineError::Unreachable(transport_message(&e, url)))?;
         let status = response.status();
-        let body = response
-            .text()
+        // An engine's answers are small JSON documents: anything larger is not one, and is not
+        // held in memory.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| EngineError::Unreachable(transport_message(&e, url)))?;
+            .map_err(|e| EngineError::Unreachable(transport_message(&e, url)))?
+        {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(EngineError::Protocol(format!(
+                    "GET {url}: answer larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&bytes).into_owned();
         if status != StatusCode::OK {
             return Err(EngineError::Protocol(format!(
                 "GET {url} answered {status}: {}",

@@ -107,6 +107,8 @@ pub struct EngineFact {
     pub streams: u32,
     /// When the engine last became idle (no streams); `None` while busy.
     pub idle_since: Option<Instant>,
+    /// Made from an earlier engine template (its `config_hash` label differs): to be rolled.
+    pub outdated: bool,
 }
 
 impl EngineFact {

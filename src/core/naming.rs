@@ -2,6 +2,12 @@
 //!
 //! A number is reusable only after Docker confirmed its container gone (`gone`), so a create never
 //! races Docker's asynchronous removal with a 409.
+//!
+//! Names close their gaps: a replacement created first takes a higher number while the engine
+//! it replaces still exists; once that one is gone, `renames` picks the engines to rename to the
+//! lowest free numbers (Docker renames a running container atomically), so at rest the names are
+//! exactly 1..N. An engine's ordinal is always the one of its current name; the
+//! `acevisor.ordinal` label only records the number it was created with.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +83,14 @@ impl Ordinals {
         lowest
     }
 
+    /// Reserves and returns the lowest free number below `limit`, if there is one (the target
+    /// of a rename that closes a gap).
+    pub fn reserve_below(&mut self, limit: u32) -> Option<u32> {
+        let n = (1..limit).find(|n| !self.held.contains_key(n))?;
+        self.held.insert(n, Hold::Reserved);
+        Some(n)
+    }
+
     /// A reserved number's container now exists.
     ///
     /// A free number also becomes live (the container exists whatever our books said); a dying
@@ -131,6 +145,42 @@ impl Ordinals {
     pub fn hold(&self, n: u32) -> Option<Hold> {
         self.held.get(&n).copied()
     }
+}
+
+/// Whether an engine's name may move to a lower number (`renames`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mobility {
+    /// Holds its number and stays (being removed, or a rename of it under way).
+    Stays,
+    /// Will move but not yet (its container is being created or is starting): a gap it would
+    /// fill is kept for it.
+    Later,
+    /// May be renamed now (ready).
+    Now,
+}
+
+/// The engines to rename now, each with the free number it is paired with: the highest numbers
+/// move to the lowest gaps below them, so with N engines at rest the names are exactly 1..N.
+/// `engines` are `(name, ordinal, mobility)` of every engine known; `reserved` are numbers held
+/// otherwise (targets of renames under way). The caller reserves the actual number (the lowest
+/// free one below the engine's) and may get none when a container it does not know holds it.
+pub fn renames(engines: &[(&str, u32, Mobility)], reserved: &[u32]) -> Vec<(String, u32)> {
+    let held: std::collections::BTreeSet<u32> = engines
+        .iter()
+        .map(|e| e.1)
+        .chain(reserved.iter().copied())
+        .collect();
+    let mut movers: Vec<&(&str, u32, Mobility)> =
+        engines.iter().filter(|e| e.2 != Mobility::Stays).collect();
+    movers.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let gaps = (1u32..).filter(|n| !held.contains(n));
+    movers
+        .into_iter()
+        .zip(gaps)
+        .take_while(|(e, gap)| *gap < e.1)
+        .filter(|(e, _)| e.2 == Mobility::Now)
+        .map(|(e, gap)| (e.0.to_string(), gap))
+        .collect()
 }
 
 #[cfg(test)]
@@ -254,6 +304,81 @@ mod tests {
         assert_eq!(o.reserve(), 5);
         assert_eq!(o.reserve(), 6);
         assert_eq!(o.reserve(), 8);
+    }
+
+    #[test]
+    fn reserve_below_takes_the_lowest_free_number_under_the_limit() {
+        let mut o = Ordinals::new();
+        for n in [2, 3, 5] {
+            o.mark_live(n);
+        }
+        o.removing(1);
+        assert_eq!(o.reserve_below(5), Some(4), "1 is dying, 2 and 3 live");
+        assert_eq!(o.hold(4), Some(Hold::Reserved));
+        assert_eq!(o.reserve_below(5), None, "nothing else free below 5");
+        assert_eq!(o.reserve_below(1), None);
+        o.gone(1);
+        assert_eq!(o.reserve_below(3), Some(1));
+    }
+
+    #[test]
+    fn a_replacement_moves_down_once_the_engine_it_replaced_is_gone() {
+        use Mobility::*;
+        // Pool of 4: the forwarded engine 1 is replaced create-first by 5.
+        let pool = [
+            ("a-1", 1, Stays),
+            ("a-2", 2, Now),
+            ("a-3", 3, Now),
+            ("a-4", 4, Now),
+        ];
+        let with_new = [pool.as_slice(), &[("a-5", 5, Now)]].concat();
+        assert!(
+            renames(&with_new, &[]).is_empty(),
+            "1 is still being removed"
+        );
+        let gone: Vec<_> = with_new[1..].to_vec();
+        assert_eq!(renames(&gone, &[]), vec![("a-5".to_string(), 1)]);
+        assert!(renames(&gone, &[1]).is_empty(), "its rename is under way");
+    }
+
+    #[test]
+    fn a_starting_engine_keeps_the_gap_it_will_fill() {
+        use Mobility::*;
+        let engines = [("a-2", 2, Now), ("a-3", 3, Later)];
+        assert!(
+            renames(&engines, &[]).is_empty(),
+            "3 takes 1 once ready; 2 stays"
+        );
+        let engines = [("a-2", 2, Now), ("a-3", 3, Now)];
+        assert_eq!(renames(&engines, &[]), vec![("a-3".to_string(), 1)]);
+    }
+
+    proptest! {
+        #[test]
+        fn renames_close_every_gap(ordinals in proptest::collection::btree_set(1u32..40, 0..12)) {
+            let mut names: Vec<u32> = ordinals.into_iter().collect();
+            let count = names.len() as u32;
+            for _ in 0..3 {
+                let engines: Vec<(String, u32, Mobility)> = names
+                    .iter()
+                    .map(|n| (format!("a-{n}"), *n, Mobility::Now))
+                    .collect();
+                let view: Vec<(&str, u32, Mobility)> =
+                    engines.iter().map(|(s, n, m)| (s.as_str(), *n, *m)).collect();
+                let moves = renames(&view, &[]);
+                let mut targets = std::collections::BTreeSet::new();
+                for (name, to) in &moves {
+                    let from: u32 = name[2..].parse().unwrap();
+                    prop_assert!(*to < from, "{name} moves up to {to}");
+                    prop_assert!(!names.contains(to), "{to} is held");
+                    prop_assert!(targets.insert(*to), "{to} given twice");
+                    let i = names.iter().position(|n| *n == from).unwrap();
+                    names[i] = *to;
+                }
+            }
+            names.sort();
+            prop_assert_eq!(names, (1..=count).collect::<Vec<_>>());
+        }
     }
 
     #[derive(Clone, Debug)]

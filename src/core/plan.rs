@@ -5,6 +5,14 @@
 //! any other role (such an engine is replaced on a free block, create first). Port events are only triggers;
 //! this function decides from the facts alone, so a stale "old port" can never delete a fresh
 //! forwarded engine.
+//!
+//! It also rolls a changed engine template over the pool: one outdated engine at a time (idle
+//! ones first, the forwarded engine last) stops counting toward capacity, so the deficit creates
+//! its replacement, and it is removed once its lane's ready engines fill the lane's share again
+//! without it and at least `min_replicas` engines are ready without it. A forwarded engine's
+//! successor needs its P2P port, so its replacement is an ordinary engine (capacity never
+//! drops), and the forwarded slot is recreated once the old engine is gone, as for an unhealthy
+//! forwarded engine; the extra engine is then trimmed as surplus.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,6 +60,8 @@ pub enum RemoveReason {
     Duplicate,
     /// Holds the VPN's new forwarded port as one of its own ports (its replacement is ready).
     PortClash,
+    /// Made from an earlier engine template (its replacement is ready): a rolling update.
+    Outdated,
 }
 
 impl RemoveReason {
@@ -65,6 +75,7 @@ impl RemoveReason {
             RemoveReason::UnknownVpn => "unknown_vpn",
             RemoveReason::Duplicate => "duplicate",
             RemoveReason::PortClash => "port_clash",
+            RemoveReason::Outdated => "outdated",
         }
     }
 }
@@ -145,12 +156,19 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
 
     let target = target_total(input);
     let shares = lane_shares(input, target);
+    let rolling = roll_target(input, &live_by_lane, &clashing);
+    let is_rolling = |e: &EngineFact| rolling.is_some_and(|r| r.name == e.name);
     let mut total_counted = live_by_lane
         .values()
         .flatten()
-        .filter(|e| e.counts())
+        .filter(|e| e.counts() && !is_rolling(e))
         .count() as u32
         - clashing.iter().flatten().filter(|e| e.counts()).count() as u32;
+    let ready_total = live_by_lane
+        .values()
+        .flatten()
+        .filter(|e| e.phase == EnginePhase::Ready)
+        .count() as u32;
 
     for ((lane, share), clashing) in input.lanes.iter().zip(shares).zip(clashing) {
         let on_lane: Vec<&EngineFact> = live_on(lane)
@@ -177,8 +195,13 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                 .chain([port.and_then(|p| block_containing(&lane.engine_ports, p))])
                 .flatten(),
         );
-        let mut counted = on_lane.iter().filter(|e| e.counts()).count() as u32;
+        let mut counted = on_lane
+            .iter()
+            .filter(|e| e.counts() && !is_rolling(e))
+            .count() as u32;
         let mut removed_here: Vec<&str> = Vec::new();
+        // The forwarded slot is claimed but its engine does not exist yet.
+        let mut forwarded_claimed = false;
         let mut created_here = 0;
 
         // The forwarded-engine invariant.
@@ -229,6 +252,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                         counted += 1;
                         total_counted += 1;
                     }
+                    forwarded_claimed = true;
                     // An old forwarded engine that holds the new port as its HTTP, HTTPS or API
                     // port cannot wait for its successor: the successor needs that port.
                     for old in forwarded.iter().filter(|e| e.p2p_port != p) {
@@ -305,8 +329,31 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             }
         }
 
-        // Surplus: idle engines above the share, highest ordinal first, never the forwarded one.
-        if lane.readiness.is_up() && counted > share {
+        // The engine being rolled: removed once its replacement is ready, never taking the lane
+        // below its share or the pool below `min_replicas` ready engines.
+        if let Some(r) = rolling
+            .filter(|r| r.vpn_key() == lane.key() && !removed_here.contains(&r.name.as_str()))
+        {
+            let ready_without = |engines: &[&EngineFact]| {
+                engines
+                    .iter()
+                    .filter(|e| e.phase == EnginePhase::Ready && e.name != r.name)
+                    .count() as u32
+            };
+            if created_here == 0
+                && ready_without(&on_lane) >= share
+                && ready_total.saturating_sub(1) >= input.min_replicas
+            {
+                removals.push(remove(r, RemoveReason::Outdated));
+                removed_here.push(&r.name);
+            }
+        }
+
+        // Surplus: idle engines above the share, highest ordinal first, never the forwarded one;
+        // not while an engine of the lane is on its way (it would leave the lane short of ready
+        // engines until that one is ready).
+        let on_the_way = replacement_pending || forwarded_claimed;
+        if lane.readiness.is_up() && counted > share && !on_the_way {
             let mut idle: Vec<&EngineFact> = on_lane
                 .iter()
                 .copied()
@@ -332,6 +379,52 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
         .chain(ordinary_creates)
         .chain(removals)
         .collect()
+}
+
+/// The outdated engine to roll now, if any: one at a time (none while an outdated engine is
+/// being removed), only while every lane can take engines and knows its forwarded port, among
+/// engines that nothing else replaces; idle before busy, the forwarded engine last, highest
+/// ordinal first; and only once that engine is ready.
+fn roll_target<'a>(
+    input: &PlanInput<'a>,
+    live_by_lane: &HashMap<&str, Vec<&'a EngineFact>>,
+    clashing: &[Vec<&EngineFact>],
+) -> Option<&'a EngineFact> {
+    let finishing = input
+        .engines
+        .iter()
+        .any(|e| e.outdated && e.phase == EnginePhase::Removing);
+    if finishing || !input.lanes.iter().all(rollable) {
+        return None;
+    }
+    live_by_lane
+        .values()
+        .flatten()
+        .copied()
+        .filter(|e| {
+            // A forwarded engine on a port that is not its VPN's any more is replaced anyway.
+            let superseded = e.forwarded
+                && input
+                    .lanes
+                    .iter()
+                    .find(|l| l.key() == e.vpn_key())
+                    .and_then(invariant_port)
+                    != Some(e.p2p_port);
+            // An unhealthy engine is replaced by the health rules.
+            let sick = matches!(e.phase, EnginePhase::Unhealthy { .. });
+            e.outdated
+                && !superseded
+                && !sick
+                && !clashing.iter().flatten().any(|c| c.name == e.name)
+        })
+        .min_by_key(|e| (e.forwarded, e.streams > 0, std::cmp::Reverse(e.ordinal)))
+        // The next in line may still be starting: the roll waits for it, so the order holds.
+        .filter(|e| e.phase == EnginePhase::Ready)
+}
+
+/// A lane that lets a roll go on: it takes engines and, if it forwards, knows its port.
+pub fn rollable(lane: &VpnView) -> bool {
+    placeable(lane) && !lane.failed && (!lane.forwarding || lane.forwarded_port().is_some())
 }
 
 /// The port the forwarded-engine invariant applies to: the lane forwards, is Up and knows it.

@@ -48,7 +48,7 @@ fn input<'a>(
     }
 }
 
-/// Applies actions as if Docker did them instantly and every engine became ready.
+/// A pool of engines that plans are applied to.
 struct World {
     engines: Vec<EngineFact>,
     next_names: BTreeSet<u32>,
@@ -68,31 +68,48 @@ impl World {
             .unwrap()
     }
 
+    /// The engine a `Create` makes, named with the lowest free number, in `phase`.
+    fn created(
+        &self,
+        action: &Action,
+        phase: EnginePhase,
+        idle_since: Option<Instant>,
+    ) -> EngineFact {
+        let Action::Create {
+            vpn,
+            vpn_id,
+            vpn_started_at,
+            forwarded,
+            ports,
+        } = action
+        else {
+            unreachable!("only a Create makes an engine")
+        };
+        let n = self.lowest_free();
+        EngineFact {
+            name: format!("acestream-{n}"),
+            ordinal: n,
+            vpn: vpn.clone(),
+            vpn_id: vpn_id.clone(),
+            vpn_started_at: vpn_started_at.clone(),
+            forwarded: *forwarded,
+            p2p_port: ports.p2p,
+            http_port: ports.http,
+            phase,
+            streams: 0,
+            idle_since,
+            outdated: false,
+        }
+    }
+
+    /// Applies actions as if Docker did them instantly and every engine became ready.
     fn apply(&mut self, actions: &[Action], now: Instant) {
         for a in actions {
             match a {
-                Action::Create {
-                    vpn,
-                    vpn_id,
-                    vpn_started_at,
-                    forwarded,
-                    ports,
-                } => {
-                    let n = self.lowest_free();
-                    self.next_names.insert(n);
-                    self.engines.push(EngineFact {
-                        name: format!("acestream-{n}"),
-                        ordinal: n,
-                        vpn: vpn.clone(),
-                        vpn_id: vpn_id.clone(),
-                        vpn_started_at: vpn_started_at.clone(),
-                        forwarded: *forwarded,
-                        p2p_port: ports.p2p,
-                        http_port: ports.http,
-                        phase: EnginePhase::Ready,
-                        streams: 0,
-                        idle_since: Some(now),
-                    });
+                Action::Create { .. } => {
+                    let e = self.created(a, EnginePhase::Ready, Some(now));
+                    self.next_names.insert(e.ordinal);
+                    self.engines.push(e);
                 }
                 Action::Remove { name, .. } => self.engines.retain(|e| &e.name != name),
             }
@@ -104,27 +121,9 @@ impl World {
     fn apply_staged(&mut self, actions: &[Action]) -> Result<(), String> {
         for a in actions {
             match a {
-                Action::Create {
-                    vpn,
-                    vpn_id,
-                    vpn_started_at,
-                    forwarded,
-                    ports,
-                } => {
-                    let n = self.lowest_free();
-                    self.engines.push(EngineFact {
-                        name: format!("acestream-{n}"),
-                        ordinal: n,
-                        vpn: vpn.clone(),
-                        vpn_id: vpn_id.clone(),
-                        vpn_started_at: vpn_started_at.clone(),
-                        forwarded: *forwarded,
-                        p2p_port: ports.p2p,
-                        http_port: ports.http,
-                        phase: EnginePhase::Creating,
-                        streams: 0,
-                        idle_since: None,
-                    });
+                Action::Create { .. } => {
+                    let e = self.created(a, EnginePhase::Creating, None);
+                    self.engines.push(e);
                 }
                 Action::Remove { name, reason } => {
                     let e = self
@@ -341,6 +340,7 @@ fn fact(
         phase: EnginePhase::Ready,
         streams: 0,
         idle_since: None,
+        outdated: false,
     }
 }
 
@@ -666,6 +666,92 @@ fn an_old_forwarded_engine_holding_the_new_port_goes_before_its_successor() {
     assert_eq!((fw.len(), fw[0].p2p_port), (1, old.http_port + 1));
 }
 
+#[test]
+fn a_template_change_is_rolled_one_engine_at_a_time_idle_first_forwarded_last() {
+    let mut now = Instant::now();
+    let lanes = [lane("g1", "id1", up(Some(30001)), (19000, 19099))];
+    let mut w = World::new();
+    converge_staged(&mut w, &lanes, 4, now);
+    let busy = w
+        .engines
+        .iter()
+        .find(|e| !e.forwarded)
+        .unwrap()
+        .name
+        .clone();
+    for e in &mut w.engines {
+        e.outdated = true;
+        if e.name == busy {
+            e.streams = 1;
+            e.idle_since = None;
+        }
+    }
+    let forwarded = w.engines.iter().find(|e| e.forwarded).unwrap().name.clone();
+    let mut rolled = Vec::new();
+    for _ in 0..80 {
+        let actions = reconcile(&input(now, &lanes, &w.engines, 4));
+        let settled = w.engines.iter().all(|e| e.phase == EnginePhase::Ready);
+        if actions.is_empty() && settled {
+            break;
+        }
+        let outdated_removals: Vec<&String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove {
+                    name,
+                    reason: RemoveReason::Outdated,
+                } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert!(outdated_removals.len() <= 1, "one at a time: {actions:?}");
+        if !outdated_removals.is_empty() {
+            assert!(
+                !w.engines
+                    .iter()
+                    .any(|e| e.outdated && e.phase == EnginePhase::Removing),
+                "the previous roll is finished first"
+            );
+        }
+        rolled.extend(outdated_removals.into_iter().cloned());
+        w.apply_staged(&actions).unwrap();
+        assert_eq!(w.port_clash(), None);
+        let ready = w
+            .engines
+            .iter()
+            .filter(|e| e.phase == EnginePhase::Ready)
+            .count();
+        assert!(
+            ready >= 4,
+            "never below min_replicas ready: {:?}",
+            w.engines
+        );
+        w.settle(now);
+        now += Duration::from_secs(10);
+    }
+    assert_eq!(rolled.len(), 4, "{rolled:?}");
+    assert_eq!(rolled[2], busy, "the busy engine after the idle ones");
+    assert_eq!(rolled[3], forwarded, "the forwarded engine last");
+    assert_eq!(w.engines.len(), 4, "the surge is trimmed: {:?}", w.engines);
+    assert!(w.engines.iter().all(|e| !e.outdated));
+    let fw: Vec<_> = w.engines.iter().filter(|e| e.forwarded).collect();
+    assert_eq!((fw.len(), fw[0].p2p_port), (1, 30001));
+}
+
+#[test]
+fn no_roll_while_a_vpn_cannot_take_engines() {
+    let now = Instant::now();
+    let mut lanes = [
+        lane("g1", "id1", up(Some(30001)), (19000, 19099)),
+        lane("g2", "id2", up(Some(30002)), (19500, 19599)),
+    ];
+    let mut w = World::new();
+    converge_staged(&mut w, &lanes, 4, now);
+    w.engines.iter_mut().for_each(|e| e.outdated = true);
+    lanes[1].readiness = Readiness::Degraded;
+    assert!(reconcile(&input(now, &lanes, &w.engines, 4)).is_empty());
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Fail(usize),
@@ -679,6 +765,8 @@ enum Step {
     Stream(usize, bool),
     Tick(u64),
     WaitExpired(usize),
+    /// The engine template changed: every engine there is now is outdated.
+    NewTemplate,
 }
 
 /// Forwarded ports, many of them inside the lanes' engine ranges, in every role of a block
@@ -705,6 +793,7 @@ fn step() -> impl Strategy<Value = Step> {
         (0..20usize, any::<bool>()).prop_map(|(i, on)| Step::Stream(i, on)),
         (0..90u64).prop_map(Step::Tick),
         (0..2usize).prop_map(Step::WaitExpired),
+        Just(Step::NewTemplate),
     ]
 }
 
@@ -713,7 +802,34 @@ fn check_plan(
     actions: &[Action],
     lanes: &[VpnView],
     engines: &[EngineFact],
+    min: u32,
 ) -> Result<(), TestCaseError> {
+    let rolled = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Remove {
+                    reason: RemoveReason::Outdated,
+                    ..
+                }
+            )
+        })
+        .count();
+    if rolled > 0 {
+        prop_assert_eq!(rolled, 1, "one engine rolled at a time: {:?}", actions);
+        let ready = engines
+            .iter()
+            .filter(|e| e.phase == EnginePhase::Ready)
+            .count() as u32;
+        prop_assert!(ready > min, "a roll below min_replicas ready engines");
+        prop_assert!(
+            !engines
+                .iter()
+                .any(|e| e.outdated && e.phase == EnginePhase::Removing),
+            "a roll while the previous one is finishing"
+        );
+    }
     for a in actions {
         match a {
             Action::Create {
@@ -757,10 +873,24 @@ fn check_plan(
                     && e.vpn_started_at == l.started_at
                     && !l.failed;
                 prop_assert!(
-                    !current || matches!(reason, RemoveReason::Duplicate | RemoveReason::Unhealthy),
+                    !current
+                        || matches!(
+                            reason,
+                            RemoveReason::Duplicate
+                                | RemoveReason::Unhealthy
+                                | RemoveReason::Outdated
+                        ),
                     "removed the forwarded engine holding the current port: {:?}",
                     reason
                 );
+                if *reason == RemoveReason::Outdated && e.forwarded {
+                    prop_assert!(
+                        !engines
+                            .iter()
+                            .any(|o| o.outdated && !o.forwarded && o.phase == EnginePhase::Ready),
+                        "the forwarded engine rolled before an ordinary one"
+                    );
+                }
             }
         }
     }
@@ -771,46 +901,92 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn invariants_hold_over_random_event_sequences(steps in proptest::collection::vec(step(), 1..40), shift: bool) {
+        run_steps(steps, shift)?;
+    }
+}
+
+/// Drives `steps` through the plan and the staged world, checking the invariants at every step.
+fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
+    {
         let mut now = Instant::now();
-        let mut lanes = vec![lane("g1", "id1-0", up(Some(30001)), (19000, 19099)), lane("g2", "id2-0", up(Some(30002)), (19500, 19599))];
+        let mut lanes = vec![
+            lane("g1", "id1-0", up(Some(30001)), (19000, 19099)),
+            lane("g2", "id2-0", up(Some(30002)), (19500, 19599)),
+        ];
         let mut generation = [0u32; 2];
         let mut w = World::new();
         let min = 6;
         let plan = |lanes: &[VpnView], engines: &[EngineFact], now: Instant| {
             let mut inp = input(now, lanes, engines, min);
-            if shift { inp.emergency_capacity = EmergencyCapacity::Shift; }
+            if shift {
+                inp.emergency_capacity = EmergencyCapacity::Shift;
+            }
             reconcile(&inp)
         };
         for s in steps {
             let pick = |i: usize, w: &World| (!w.engines.is_empty()).then(|| i % w.engines.len());
             match s {
-                Step::Fail(v) => { lanes[v].failed = true; lanes[v].readiness = Readiness::Down; }
-                Step::Recover(v, p) => { lanes[v].failed = false; lanes[v].readiness = up(p); lanes[v].port_wait_expired = false; }
-                Step::Port(v, p) => if lanes[v].readiness.is_up() { lanes[v].readiness = up(p.or(lanes[v].forwarded_port())); },
-                Step::Degrade(v) => if !lanes[v].failed { lanes[v].readiness = Readiness::Degraded; },
-                Step::RestartInPlace(v) => { generation[v] += 1; lanes[v].started_at = Some(format!("t{}", generation[v])); }
-                Step::Recreate(v) => { generation[v] += 1; lanes[v].container_id = Some(format!("id{}-{}", v + 1, generation[v])); }
-                Step::KillEngine(i) => if let Some(i) = pick(i, &w) { w.engines.remove(i); },
-                Step::Sicken(i) => if let Some(i) = pick(i, &w) && w.engines[i].phase == EnginePhase::Ready {
-                    w.engines[i].phase = EnginePhase::Unhealthy { since: now };
-                },
-                Step::Stream(i, on) => if let Some(i) = pick(i, &w) {
-                    let e = &mut w.engines[i];
-                    e.streams = u32::from(on);
-                    e.idle_since = (!on).then_some(now);
-                },
+                Step::Fail(v) => {
+                    lanes[v].failed = true;
+                    lanes[v].readiness = Readiness::Down;
+                }
+                Step::Recover(v, p) => {
+                    lanes[v].failed = false;
+                    lanes[v].readiness = up(p);
+                    lanes[v].port_wait_expired = false;
+                }
+                Step::Port(v, p) => {
+                    if lanes[v].readiness.is_up() {
+                        lanes[v].readiness = up(p.or(lanes[v].forwarded_port()));
+                    }
+                }
+                Step::Degrade(v) => {
+                    if !lanes[v].failed {
+                        lanes[v].readiness = Readiness::Degraded;
+                    }
+                }
+                Step::RestartInPlace(v) => {
+                    generation[v] += 1;
+                    lanes[v].started_at = Some(format!("t{}", generation[v]));
+                }
+                Step::Recreate(v) => {
+                    generation[v] += 1;
+                    lanes[v].container_id = Some(format!("id{}-{}", v + 1, generation[v]));
+                }
+                Step::KillEngine(i) => {
+                    if let Some(i) = pick(i, &w) {
+                        w.engines.remove(i);
+                    }
+                }
+                Step::Sicken(i) => {
+                    if let Some(i) = pick(i, &w)
+                        && w.engines[i].phase == EnginePhase::Ready
+                    {
+                        w.engines[i].phase = EnginePhase::Unhealthy { since: now };
+                    }
+                }
+                Step::Stream(i, on) => {
+                    if let Some(i) = pick(i, &w) {
+                        let e = &mut w.engines[i];
+                        e.streams = u32::from(on);
+                        e.idle_since = (!on).then_some(now);
+                    }
+                }
                 Step::Tick(secs) => now += Duration::from_secs(secs),
                 Step::WaitExpired(v) => lanes[v].port_wait_expired = true,
+                Step::NewTemplate => w.engines.iter_mut().for_each(|e| e.outdated = true),
             }
             // One plan at the step's facts, then Docker and the engines catch up over a few
             // passes; no two engines of a lane ever hold one port, whatever the phases.
-            for _ in 0..12 {
+            for _ in 0..60 {
                 let actions = plan(&lanes, &w.engines, now);
-                let in_flight = w.engines.iter().any(|e| !matches!(e.phase, EnginePhase::Ready | EnginePhase::Unhealthy { .. }));
+                let in_flight = w.engines.iter().any(|e| {
+                    !matches!(e.phase, EnginePhase::Ready | EnginePhase::Unhealthy { .. })
+                });
                 if actions.is_empty() && !in_flight {
                     break;
                 }
-                check_plan(&actions, &lanes, &w.engines)?;
+                check_plan(&actions, &lanes, &w.engines, min)?;
                 w.apply_staged(&actions).map_err(TestCaseError::fail)?;
                 if let Some(clash) = w.port_clash() {
                     prop_assert!(false, "port clash after {:?}: {}", actions, clash);
@@ -821,17 +997,45 @@ proptest! {
                 let on: Vec<_> = w.on(l.key());
                 if let (true, Some(p)) = (l.readiness.is_up() && !l.failed, l.forwarded_port()) {
                     let fw: Vec<_> = on.iter().filter(|e| e.forwarded).collect();
-                    prop_assert_eq!(fw.len(), 1, "exactly one forwarded engine on {:?}: {:?}", l.name, on);
+                    prop_assert_eq!(
+                        fw.len(),
+                        1,
+                        "exactly one forwarded engine on {:?}: {:?}",
+                        l.name,
+                        on
+                    );
                     prop_assert_eq!(fw[0].p2p_port, p);
-                    prop_assert!(!on.iter().any(|e| !e.forwarded && crate::core::ports::held_ports(e.http_port, e.p2p_port).contains(&p)), "an ordinary engine still holds the forwarded port {}: {:?}", p, on);
+                    prop_assert!(
+                        !on.iter().any(|e| !e.forwarded
+                            && crate::core::ports::held_ports(e.http_port, e.p2p_port)
+                                .contains(&p)),
+                        "an ordinary engine still holds the forwarded port {}: {:?}",
+                        p,
+                        on
+                    );
                 }
                 if l.failed {
                     prop_assert!(on.is_empty(), "engines left on a failed VPN");
                 }
-                prop_assert!(on.iter().all(|e| e.vpn_id == l.container_id && e.vpn_started_at == l.started_at), "stale engine left");
+                prop_assert!(
+                    on.iter()
+                        .all(|e| e.vpn_id == l.container_id && e.vpn_started_at == l.started_at),
+                    "stale engine left"
+                );
+            }
+            // At rest with every lane able to take engines, the template is rolled out.
+            if lanes.iter().all(rollable) {
+                prop_assert!(
+                    !w.engines
+                        .iter()
+                        .any(|e| e.outdated && e.phase == EnginePhase::Ready),
+                    "an outdated engine left at rest: {:?}",
+                    w.engines
+                );
             }
         }
     }
+    Ok(())
 }
 
 #[test]

@@ -86,6 +86,11 @@ impl PortTracker {
         self.baseline
     }
 
+    /// When the candidate settles if it keeps being read (its first sighting + `settle`).
+    pub fn settles_at(&self) -> Option<Instant> {
+        self.candidate.map(|(_, since)| since + self.settle)
+    }
+
     /// A port read but not settled yet.
     pub fn candidate(&self) -> Option<u16> {
         self.candidate.map(|(p, _)| p)
@@ -134,6 +139,7 @@ mod tests {
         t.observe(t0, Some(1000));
         assert_eq!(t.observe(t0 + secs(1), Some(2000)), None);
         assert_eq!(t.candidate(), Some(2000));
+        assert_eq!(t.settles_at(), Some(t0 + secs(1) + SETTLE));
         assert_eq!(t.observe(t0 + secs(3), Some(2000)), None);
         assert_eq!(t.tick(t0 + secs(5)), None);
         assert_eq!(

@@ -143,6 +143,13 @@ impl Reservations {
             .unwrap_or_default()
     }
 
+    /// The engine was renamed: its reservations follow the name.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        if let Some(cs) = self.by_engine.remove(from) {
+            self.by_engine.insert(to.to_string(), cs);
+        }
+    }
+
     pub fn engines(&self) -> impl Iterator<Item = (&str, usize)> {
         self.by_engine.iter().map(|(e, cs)| (e.as_str(), cs.len()))
     }
@@ -300,7 +307,9 @@ mod tests {
         assert!(r.reserve("b", "x", 2));
         assert_eq!(r.engine_of("x"), Some("b"));
         assert_eq!(r.count("a"), 1);
-        assert_eq!(r.drop_engine("a"), vec!["y".to_string()]);
+        r.rename("a", "c");
+        assert_eq!(r.count("c"), 1);
+        assert_eq!(r.drop_engine("c"), vec!["y".to_string()]);
         assert_eq!(r.release("x"), Some("b".into()));
         assert!(!r.is_reserved("b"));
         assert_eq!(r.release("x"), None);

@@ -180,6 +180,31 @@ pub struct EngineRef {
     pub http_port: u16,
 }
 
+/// A session URL a client reported, kept only when it points at the engine itself: plain HTTP
+/// on the engine's host and HTTP port. acevisor fetches `stat_url` on its own, so a URL anywhere
+/// else would let any client make it fetch what the client likes (SSRF).
+pub fn session_url(url: Option<&str>, engine: &EngineRef) -> Option<String> {
+    let url = url?.trim();
+    on_engine(url, engine).then(|| url.to_string())
+}
+
+/// `url` is `http://<engine host>:<engine HTTP port>/...` (no user info).
+pub fn on_engine(url: &str, engine: &EngineRef) -> bool {
+    let (Some(rest), Some(host)) = (url.strip_prefix("http://"), engine.host.as_deref()) else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let (url_host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, p.parse::<u16>().ok()),
+        _ => (authority, Some(80)),
+    };
+    let unbracket = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_string();
+    port == Some(engine.http_port) && unbracket(url_host).eq_ignore_ascii_case(&unbracket(host))
+}
+
 /// One stream, as `/streams` shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamRecord {
@@ -412,8 +437,8 @@ impl StreamBook {
                 .unwrap_or_else(|| engine.name.clone()),
             container_name: engine.name.clone(),
             playback_session_id: req.session.playback_session_id.clone(),
-            stat_url: req.session.stat_url.clone().filter(|u| !u.is_empty()),
-            command_url: req.session.command_url.clone().filter(|u| !u.is_empty()),
+            stat_url: session_url(req.session.stat_url.as_deref(), engine),
+            command_url: session_url(req.session.command_url.as_deref(), engine),
             is_live: req.session.is_live,
             labels: req.labels.clone(),
             started_at: now,
@@ -639,18 +664,36 @@ impl StreamBook {
             .filter(|s| s.status == StreamStatus::Started)
     }
 
-    /// Active stream ids per engine name.
+    /// Active stream ids per engine, by container ID (an engine renamed to close a gap in the
+    /// names keeps its ID, so its streams stay attached).
     pub fn active_by_engine(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in self.active_records() {
-            out.entry(s.container_name.clone())
+            out.entry(s.container_id.clone())
                 .or_default()
                 .push(s.id.clone());
         }
         out
     }
 
-    /// Active stream count per engine name (what the Supervisor's autoscaling needs).
+    /// Active streams show their engine's current name after a rename.
+    pub fn follow_renames(&mut self, engines: &[EngineRef]) {
+        for s in self
+            .streams
+            .values_mut()
+            .filter(|s| s.status == StreamStatus::Started)
+        {
+            if let Some(e) = engines
+                .iter()
+                .find(|e| e.container_id.as_deref() == Some(s.container_id.as_str()))
+                && e.name != s.container_name
+            {
+                s.container_name = e.name.clone();
+            }
+        }
+    }
+
+    /// Active stream count per engine container ID (what the Supervisor's autoscaling needs).
     pub fn counts(&self) -> BTreeMap<String, u32> {
         let mut out: BTreeMap<String, u32> = BTreeMap::new();
         for s in self.active_records() {
@@ -712,6 +755,32 @@ mod tests {
             uploaded: None,
             status: Some("dl".into()),
         }
+    }
+
+    #[test]
+    fn only_session_urls_on_the_engine_itself_are_kept() {
+        let e = engine("acestream-1", "c1", "172.18.0.2", 19000);
+        for ok in [
+            "http://172.18.0.2:19000/ace/stat/abc",
+            "http://172.18.0.2:19000",
+            "  http://172.18.0.2:19000/ace/cmd/abc?method=stop ",
+        ] {
+            assert!(session_url(Some(ok), &e).is_some(), "{ok}");
+        }
+        for bad in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://172.18.0.2:19001/ace/stat/abc",
+            "http://172.18.0.3:19000/ace/stat/abc",
+            "https://172.18.0.2:19000/ace/stat/abc",
+            "http://evil@172.18.0.2:19000/",
+            "http://172.18.0.2/ace/stat",
+            "file:///etc/passwd",
+            "",
+        ] {
+            assert_eq!(session_url(Some(bad), &e), None, "{bad}");
+        }
+        let v6 = engine("acestream-2", "c2", "fd00::2", 19004);
+        assert!(on_engine("http://[fd00::2]:19004/ace/stat/x", &v6));
     }
 
     #[test]
@@ -779,7 +848,7 @@ mod tests {
         let e = engine("acestream-1", "id1", "h", 1);
         book.start(&started("k", "s", Some("sid"), "h", 1), &e, t(0))
             .unwrap();
-        assert_eq!(book.counts().get("acestream-1"), Some(&1));
+        assert_eq!(book.counts().get("id1"), Some(&1));
         let req = StreamEndedReq {
             stream_id: Some("sid".into()),
             ..Default::default()
@@ -931,8 +1000,21 @@ mod tests {
         );
         assert_eq!(
             book.active_by_engine(),
-            BTreeMap::from([("acestream-2".to_string(), vec!["b|2".to_string()])])
+            BTreeMap::from([("bbbbbbbbbbbb2222".to_string(), vec!["b|2".to_string()])])
         );
+    }
+
+    #[test]
+    fn a_renamed_engine_keeps_its_streams() {
+        let mut book = StreamBook::new();
+        let before = engine("acestream-5", "id5", "h", 1);
+        book.start(&started("k", "s", Some("sid"), "h", 1), &before, t(0))
+            .unwrap();
+        let after = engine("acestream-1", "id5", "h", 1);
+        book.follow_renames(std::slice::from_ref(&after));
+        assert_eq!(book.counts().get("id5"), Some(&1));
+        assert_eq!(book.get("sid").unwrap().container_name, "acestream-1");
+        assert_eq!(book.list(None, Some("acestream-1")).len(), 1);
     }
 
     #[test]

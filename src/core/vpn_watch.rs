@@ -16,12 +16,21 @@
 //! - While not failed, ports feed the `PortTracker`, whose settled changes become `PortChanged`.
 //!   Nothing reaches the tracker while failed, so no `PortChanged` can compare a pre-failure port
 //!   with a post-recovery one.
+//!
+//! It also says how often the VPN should be looked at (`wants_fast_poll`): fast while it matters
+//! (before the first look, starting, tunnel down (a reconnect under way), Up without its first
+//! port, a port candidate settling, and for
+//! `port_settle` + [`FAST_WINDOW`] after any event or a port hook's `nudge`), slow otherwise.
 
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::core::model::{Readiness, VpnView};
 use crate::core::port_tracker::{PortChange, PortTracker};
+
+/// How long a VPN stays on fast polls after an event or a hook, beyond `port_settle` (a
+/// reconnect's port usually follows its recovery within seconds).
+pub const FAST_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailCause {
@@ -83,6 +92,8 @@ pub struct VpnWatch {
     outage_since: Option<Instant>,
     /// `take_force_restart` already answered true during this outage.
     force_restart_taken: bool,
+    /// Fast polls until then (set by events and by `nudge`).
+    fast_until: Option<Instant>,
 }
 
 impl VpnWatch {
@@ -98,6 +109,7 @@ impl VpnWatch {
             up_since: None,
             outage_since: None,
             force_restart_taken: false,
+            fast_until: None,
         }
     }
 
@@ -132,6 +144,12 @@ impl VpnWatch {
     /// lost its namespace: this call returns `[Failed]` and leaves it failed (readiness `Up`
     /// without a port); the next observation that finds it `Up` recovers it.
     pub fn observe(&mut self, now: Instant, obs: Observation) -> Vec<VpnEvent> {
+        let events = self.observe_inner(now, obs);
+        self.stay_fast_after(now, &events);
+        events
+    }
+
+    fn observe_inner(&mut self, now: Instant, obs: Observation) -> Vec<VpnEvent> {
         let mut events = Vec::new();
 
         let replaced = self.identity_changed(&obs);
@@ -191,7 +209,48 @@ impl VpnWatch {
     pub fn tick(&mut self, now: Instant) -> Vec<VpnEvent> {
         let mut events = Vec::new();
         self.settle(now, &mut events);
+        self.stay_fast_after(now, &events);
         events
+    }
+
+    /// A port hook fired (Gluetun's port forwarding came up or went): poll fast for a while.
+    pub fn nudge(&mut self, now: Instant) {
+        self.stay_fast_from(now);
+    }
+
+    /// Whether this VPN should be polled at the fast interval now. `forwarding`: the VPN is
+    /// configured with a forwarded port (only then is waiting for the first port a reason).
+    pub fn wants_fast_poll(&self, now: Instant, forwarding: bool) -> bool {
+        let waiting_for_port = forwarding
+            && matches!(self.last, Some(Readiness::Up { .. }))
+            && !self.failed
+            && self.tracker.baseline().is_none()
+            && !self.port_wait_expired(now);
+        self.last.is_none()
+            || matches!(self.last, Some(Readiness::Starting | Readiness::Degraded))
+            || waiting_for_port
+            || self.tracker.candidate().is_some()
+            || self.fast_until.is_some_and(|t| now < t)
+    }
+
+    /// When a port candidate would settle: the moment to read the control server again, so the
+    /// change is confirmed right at `port_settle` after its first sighting.
+    pub fn settles_at(&self) -> Option<Instant> {
+        if self.failed {
+            return None;
+        }
+        self.tracker.settles_at()
+    }
+
+    fn stay_fast_after(&mut self, now: Instant, events: &[VpnEvent]) {
+        if !events.is_empty() {
+            self.stay_fast_from(now);
+        }
+    }
+
+    fn stay_fast_from(&mut self, now: Instant) {
+        let until = now + self.timings.port_settle + FAST_WINDOW;
+        self.fast_until = Some(self.fast_until.map_or(until, |t| t.max(until)));
     }
 
     /// Readiness as the planner sees it: for `Up`, the *settled* port.
@@ -464,6 +523,45 @@ mod tests {
                 cause: FailCause::ContainerGone
             }],
             "recreated while nobody watched"
+        );
+    }
+
+    #[test]
+    fn fast_polls_while_it_matters_and_slow_otherwise() {
+        let mut r = Replay::new(timings());
+        let fast = |r: &Replay, s: f64, forwarding: bool| {
+            r.watch
+                .wants_fast_poll(r.at((s * 1000.0) as u64), forwarding)
+        };
+        assert!(fast(&r, 0.0, true), "nothing seen yet");
+        r.see(0.0, Readiness::Starting);
+        assert!(fast(&r, 0.5, true), "starting");
+        r.up(1.0, None);
+        assert!(fast(&r, 1.5, true), "waiting for the first port");
+        assert!(!fast(&r, 1.5, false), "no port expected");
+        r.up(2.0, Some(1000));
+        assert!(!fast(&r, 2.5, true), "the baseline needs no settle: quiet");
+        r.up(3.0, Some(2000));
+        assert!(fast(&r, 3.5, true), "a candidate settles");
+        assert_eq!(r.tick(8.0), vec![changed(1000, 2000)]);
+        assert!(
+            fast(&r, 8.0 + 5.0 + 9.9, true),
+            "within the window after the change"
+        );
+        assert!(!fast(&r, 8.0 + 5.0 + 10.0, true), "window over");
+        r.watch.nudge(r.at(30_000));
+        assert!(fast(&r, 30.0 + 14.9, true), "a hook opens the window");
+        assert!(!fast(&r, 45.0, true));
+    }
+
+    #[test]
+    fn waiting_for_the_first_port_stops_being_fast_at_port_wait() {
+        let mut r = Replay::new(timings());
+        r.up(0.0, None);
+        assert!(r.watch.wants_fast_poll(r.at(29_000), true));
+        assert!(
+            !r.watch.wants_fast_poll(r.at(30_000), true),
+            "port_wait = 30 s"
         );
     }
 

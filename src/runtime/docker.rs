@@ -8,9 +8,13 @@
 //! - **Names are never renumbered.** A create that hits a 409 because Docker is still removing the
 //!   previous holder of the name waits with short backoff until the holder is gone (within the call
 //!   timeout); a name held by a container that is *not* being removed is a `Conflict` at once.
-//! - **A start that dies at once is a failed start.** After `start`, the container gets a short
-//!   settle window; if it exits inside it (an engine whose P2P port is taken), the call fails with
-//!   the exit code and the container's last log lines, and the container is removed.
+//! - **A start that dies at once is a failed start.** `start_new` returns once Docker reports the
+//!   container started (so a caller's creation slot is free for the next one); `confirm_start`
+//!   then gives it a short settle window, and if it exits inside it (an engine whose P2P port is
+//!   taken), fails with the exit code and the container's last log lines, and removes it.
+//! - **Listing is one call.** `list_brief` answers from Docker's container list alone (IDs,
+//!   names, labels, state) and inspects only a container whose state the list leaves ambiguous;
+//!   `list` inspects every container, for `StartedAt`, health and addresses.
 //! - **Events without a gap.** `events()` asks Docker to replay from the moment of the call, so
 //!   "subscribe, then list" loses nothing even though the HTTP request goes out on first poll.
 //!   The stream never simply ends: a closed connection is a final `Err` item (reconnect, re-list).
@@ -27,25 +31,25 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    EventMessageTypeEnum, HealthStatusEnum, HostConfig, NetworkCreateRequest, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryStateEnum, EventMessage, EventMessageTypeEnum, HealthStatusEnum, HostConfig,
+    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
     InspectNetworkOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StartContainerOptions,
-    StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{Instrument, Span, field};
 
 use super::{
-    Attach, ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, DockerHealth,
-    EventKind, EventStream, ListQuery, RuntimeError, RuntimeResult,
+    Attach, ContainerBrief, ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec,
+    DockerHealth, EventKind, EventStream, ListQuery, RuntimeError, RuntimeResult,
 };
 
-/// How long a freshly started container must keep running before `create_and_start` calls it
+/// How long a freshly started container must keep running before `confirm_start` calls it
 /// started. Long enough to catch a process that fails on its first syscalls (a taken port), short
 /// enough not to matter next to an engine's own start-up time.
 pub const DEFAULT_START_SETTLE: Duration = Duration::from_millis(300);
@@ -349,6 +353,41 @@ impl DockerRuntime {
         }
     }
 
+    /// Docker's container list for a query (one call, summaries only).
+    async fn list_summaries(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerSummary>> {
+        let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+        if !query.labels.is_empty() {
+            filters.insert("label".into(), query.labels.clone());
+        }
+        if let Some(name) = &query.name {
+            filters.insert("name".into(), vec![name.clone()]);
+        }
+        let options = ListContainersOptionsBuilder::new()
+            .all(query.all)
+            .filters(&filters)
+            .build();
+        self.timed(self.call_timeout, async {
+            self.docker.list_containers(Some(options)).await
+        })
+        .await
+        .map_err(|e| e.into_runtime("list_containers", ""))
+    }
+
+    /// Inspects `ids`, a few at a time; a container removed meanwhile is simply left out.
+    async fn inspect_all(&self, ids: Vec<String>) -> RuntimeResult<Vec<ContainerInspectResponse>> {
+        let inspected: Vec<RuntimeResult<Option<ContainerInspectResponse>>> =
+            futures_util::stream::iter(ids)
+                .map(|id| async move { self.inspect_raw(&id, self.call_timeout).await })
+                .buffer_unordered(LIST_INSPECT_CONCURRENCY)
+                .collect()
+                .await;
+        let mut found = Vec::with_capacity(inspected.len());
+        for result in inspected {
+            found.extend(result?);
+        }
+        Ok(found)
+    }
+
     /// After a successful start: fails when the container exits within the settle window.
     async fn check_survives_start(&self, id: &str) -> Result<(), String> {
         if self.start_settle.is_zero() {
@@ -433,42 +472,50 @@ impl ContainerRuntime for DockerRuntime {
             query.name.as_deref().unwrap_or(""),
         );
         async {
-            let mut filters: HashMap<String, Vec<String>> = HashMap::new();
-            if !query.labels.is_empty() {
-                filters.insert("label".into(), query.labels.clone());
-            }
-            if let Some(name) = &query.name {
-                filters.insert("name".into(), vec![name.clone()]);
-            }
-            let options = ListContainersOptionsBuilder::new()
-                .all(query.all)
-                .filters(&filters)
-                .build();
-            let summaries = self
-                .timed(self.call_timeout, async {
-                    self.docker.list_containers(Some(options)).await
-                })
-                .await
-                .map_err(|e| e.into_runtime("list_containers", ""))?;
+            let summaries = self.list_summaries(query).await?;
             // The summary lacks StartedAt and (before API 1.50) health: inspect each one, so
             // `list` and `inspect` describe a container the same way.
             let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
-            let inspected: Vec<RuntimeResult<Option<ContainerInspectResponse>>> =
-                futures_util::stream::iter(ids)
-                    .map(|id| async move { self.inspect_raw(&id, self.call_timeout).await })
-                    .buffer_unordered(LIST_INSPECT_CONCURRENCY)
-                    .collect()
-                    .await;
-            let mut infos = Vec::with_capacity(inspected.len());
-            for result in inspected {
-                // A container removed between list and inspect is simply not there any more.
-                if let Some(details) = result? {
-                    infos.push(to_info(details));
-                }
-            }
+            let mut infos: Vec<ContainerInfo> = self
+                .inspect_all(ids)
+                .await?
+                .into_iter()
+                .map(to_info)
+                .collect();
             infos.sort_by(|a, b| a.name.cmp(&b.name));
             Span::current().record("count", infos.len());
             Ok(infos)
+        }
+        .instrument(span.clone())
+        .await
+        .inspect_err(|e| record_error(&span, e))
+    }
+
+    async fn list_brief(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerBrief>> {
+        let span = op_span(
+            "docker.list_containers",
+            query.name.as_deref().unwrap_or(""),
+        );
+        async {
+            let summaries = self.list_summaries(query).await?;
+            let mut briefs = Vec::with_capacity(summaries.len());
+            let mut ambiguous = Vec::new();
+            for summary in summaries {
+                match to_brief(&summary) {
+                    Some(brief) => briefs.push(brief),
+                    None => ambiguous.extend(summary.id),
+                }
+            }
+            Span::current().record("inspected", ambiguous.len());
+            let inspected = self.inspect_all(ambiguous).await?;
+            briefs.extend(
+                inspected
+                    .into_iter()
+                    .map(|c| ContainerBrief::from(to_info(c))),
+            );
+            briefs.sort_by(|a, b| a.name.cmp(&b.name));
+            Span::current().record("count", briefs.len());
+            Ok(briefs)
         }
         .instrument(span.clone())
         .await
@@ -484,7 +531,7 @@ impl ContainerRuntime for DockerRuntime {
             .inspect_err(|e| record_error(&span, e))
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+    async fn start_new(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
         let span = op_span("docker.create_container", &spec.name);
         async {
             let id = self.create_waiting_for_name(spec).await?;
@@ -500,15 +547,25 @@ impl ContainerRuntime for DockerRuntime {
                 self.discard(&id).await;
                 return Err(start_error(e, &spec.name));
             }
-            if let Err(message) = self.check_survives_start(&id).await {
-                self.discard(&id).await;
+            Ok(id)
+        }
+        .instrument(span.clone())
+        .await
+        .inspect_err(|e| record_error(&span, e))
+    }
+
+    async fn confirm_start(&self, id: &str) -> RuntimeResult<()> {
+        let span = op_span("docker.confirm_start", id);
+        async {
+            if let Err(message) = self.check_survives_start(id).await {
+                self.discard(id).await;
                 return Err(RuntimeError::Api {
                     op: "start_container",
                     status: 500,
                     message,
                 });
             }
-            Ok(id)
+            Ok(())
         }
         .instrument(span.clone())
         .await
@@ -527,6 +584,16 @@ impl ContainerRuntime for DockerRuntime {
         .await
         .map_err(|e| e.into_runtime("stop_container", id))
         .inspect_err(|e| record_error(&span, e))
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
+        let span = op_span("docker.rename_container", id);
+        let options = RenameContainerOptionsBuilder::new().name(new_name).build();
+        self.timed(self.call_timeout, self.docker.rename_container(id, options))
+            .instrument(span.clone())
+            .await
+            .map_err(|e| e.into_runtime("rename_container", new_name))
+            .inspect_err(|e| record_error(&span, e))
     }
 
     async fn remove(&self, id: &str) -> RuntimeResult<()> {
@@ -771,6 +838,7 @@ fn op_span(name: &'static str, container: &str) -> Span {
                 container = container,
                 id = field::Empty,
                 count = field::Empty,
+                inspected = field::Empty,
                 waited_for_name = field::Empty,
                 cleanup_error = field::Empty,
                 conflict = field::Empty,
@@ -783,6 +851,7 @@ fn op_span(name: &'static str, container: &str) -> Span {
         "docker.list_containers" => span!("docker.list_containers"),
         "docker.inspect_container" => span!("docker.inspect_container"),
         "docker.create_container" => span!("docker.create_container"),
+        "docker.confirm_start" => span!("docker.confirm_start"),
         "docker.stop_container" => span!("docker.stop_container"),
         "docker.remove_container" => span!("docker.remove_container"),
         "docker.restart_container" => span!("docker.restart_container"),
@@ -851,6 +920,32 @@ fn to_health(status: Option<HealthStatusEnum>) -> Option<DockerHealth> {
         HealthStatusEnum::UNHEALTHY => Some(DockerHealth::Unhealthy),
         HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
     }
+}
+
+/// A list entry as a brief, when the list alone decides it: one plain name (legacy links add
+/// `/other/alias` names) and a state that says whether it runs. `None`: inspect it.
+fn to_brief(s: &ContainerSummary) -> Option<ContainerBrief> {
+    let running = match s.state? {
+        ContainerSummaryStateEnum::RUNNING => true,
+        ContainerSummaryStateEnum::CREATED
+        | ContainerSummaryStateEnum::EXITED
+        | ContainerSummaryStateEnum::DEAD => false,
+        // Paused and restarting containers count as running for inspect, a removing or stopping
+        // one may be either: ask.
+        _ => return None,
+    };
+    let name = s
+        .names
+        .as_ref()?
+        .iter()
+        .map(|n| n.trim_start_matches('/'))
+        .find(|n| !n.is_empty() && !n.contains('/'))?;
+    Some(ContainerBrief {
+        id: s.id.clone()?,
+        name: name.to_string(),
+        labels: s.labels.clone().unwrap_or_default().into_iter().collect(),
+        running,
+    })
 }
 
 fn to_info(c: ContainerInspectResponse) -> ContainerInfo {
@@ -1071,6 +1166,62 @@ mod tests {
             } => assert!(message.contains("nope")),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn summary(state: Option<ContainerSummaryStateEnum>, names: &[&str]) -> ContainerSummary {
+        ContainerSummary {
+            id: Some("abc".into()),
+            names: Some(names.iter().map(|n| n.to_string()).collect()),
+            labels: Some(HashMap::from([("acevisor.role".into(), "engine".into())])),
+            state,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_listed_container_is_decided_from_the_list_when_its_state_is_plain() {
+        let brief = to_brief(&summary(
+            Some(ContainerSummaryStateEnum::RUNNING),
+            &["/other/alias", "/acestream-1"],
+        ))
+        .expect("decided");
+        assert_eq!(brief.name, "acestream-1", "a link alias is not its name");
+        assert!(brief.running);
+        assert_eq!(brief.labels["acevisor.role"], "engine");
+        for state in [
+            ContainerSummaryStateEnum::EXITED,
+            ContainerSummaryStateEnum::CREATED,
+            ContainerSummaryStateEnum::DEAD,
+        ] {
+            let brief = to_brief(&summary(Some(state), &["/acestream-1"])).expect("decided");
+            assert!(!brief.running, "{state}");
+        }
+    }
+
+    #[test]
+    fn an_ambiguous_listed_container_is_left_to_an_inspect() {
+        for state in [
+            ContainerSummaryStateEnum::PAUSED,
+            ContainerSummaryStateEnum::RESTARTING,
+            ContainerSummaryStateEnum::REMOVING,
+            ContainerSummaryStateEnum::STOPPING,
+            ContainerSummaryStateEnum::EMPTY,
+        ] {
+            assert_eq!(
+                to_brief(&summary(Some(state), &["/acestream-1"])),
+                None,
+                "{state}"
+            );
+        }
+        assert_eq!(to_brief(&summary(None, &["/acestream-1"])), None);
+        assert_eq!(
+            to_brief(&summary(
+                Some(ContainerSummaryStateEnum::RUNNING),
+                &["/a/b"]
+            )),
+            None,
+            "no plain name"
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span, field};
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ListQuery, RuntimeError,
-    RuntimeResult,
+    ContainerBrief, ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ListQuery,
+    RuntimeError, RuntimeResult,
 };
 use crate::metrics::Metrics;
 
@@ -77,6 +77,7 @@ impl<R: ContainerRuntime> Instrumented<R> {
             "list_containers" => span!("docker.list_containers"),
             "inspect_container" => span!("docker.inspect_container"),
             "create_container" => span!("docker.create_container"),
+            "confirm_start" => span!("docker.confirm_start"),
             "stop_container" => span!("docker.stop_container"),
             "remove_container" => span!("docker.remove_container"),
             "restart_container" => span!("docker.restart_container"),
@@ -130,6 +131,12 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
             .await
     }
 
+    async fn list_brief(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerBrief>> {
+        let name = query.name.as_deref().unwrap_or("");
+        self.call("list_containers", name, self.inner.list_brief(query))
+            .await
+    }
+
     async fn inspect(&self, id_or_name: &str) -> RuntimeResult<Option<ContainerInfo>> {
         self.call(
             "inspect_container",
@@ -139,14 +146,10 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
         .await
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+    async fn start_new(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
         let span = self.span("create_container", &spec.name);
         let started = Instant::now();
-        let result = self
-            .inner
-            .create_and_start(spec)
-            .instrument(span.clone())
-            .await;
+        let result = self.inner.start_new(spec).instrument(span.clone()).await;
         let outcome = match &result {
             Ok(id) => {
                 span.record("id", id.as_str());
@@ -163,8 +166,18 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
         result
     }
 
+    async fn confirm_start(&self, id: &str) -> RuntimeResult<()> {
+        self.call("confirm_start", id, self.inner.confirm_start(id))
+            .await
+    }
+
     async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()> {
         self.call("stop_container", id, self.inner.stop(id, timeout))
+            .await
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
+        self.call("rename_container", id, self.inner.rename(id, new_name))
             .await
     }
 

@@ -6,7 +6,11 @@
 //! engines sharing a VPN container's namespace (joined by ID, P2P ports exclusive within one
 //! namespace, stranded when the VPN restarts); the events stream; the Gluetun control server of
 //! each VPN container; the engines' HTTP API. Faults: failing or slow calls, dropped or reordered
-//! events, creates whose reply is lost after Docker did the work.
+//! events, creates whose reply is lost after Docker did the work, engines that exit within their
+//! start-settle window (`confirm_start` waits `set_start_settle` on the tokio clock).
+//!
+//! `list` counts one `inspect` per container it returns, as `DockerRuntime::list` makes one;
+//! `list_brief` makes none.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,8 +23,8 @@ use crate::clients::{
     ControlAnswer, ControlError, ControlTarget, EngineApi, TunnelStatus, VpnControl,
 };
 use crate::runtime::{
-    Attach, ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, DockerHealth,
-    EventKind, EventStream, ListQuery, RuntimeError, RuntimeResult,
+    Attach, ContainerBrief, ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec,
+    DockerHealth, EventKind, EventStream, ListQuery, RuntimeError, RuntimeResult,
 };
 
 /// The Gluetun control server of a fake VPN container.
@@ -65,6 +69,16 @@ struct World {
     removed_ids: Vec<String>,
     /// New engines start hung (their API silent) until `unhang`: an engine slow to be ready.
     new_engines_hung: bool,
+    /// Every `stop` call: the container ID and the grace it was given.
+    stops: Vec<(String, Duration)>,
+    /// Every successful `rename`: the container ID, its old and its new name.
+    renames: Vec<(String, String, String)>,
+    /// How long `confirm_start` watches a new container (Docker's start-settle window).
+    start_settle: Duration,
+    /// The next this-many engines started exit within their settle window (exit code 1).
+    exit_at_start: u32,
+    /// IDs of containers that will exit within their settle window.
+    exiting: Vec<String>,
 }
 
 /// The in-memory world. Cheap to clone (shared state).
@@ -337,8 +351,8 @@ impl MemoryRuntime {
         );
     }
 
-    /// The next `n` calls of `op` (`create`, `remove`, `list`, `inspect`, `stop`, `restart`,
-    /// `events`, `ping`) fail as if the daemon were unreachable.
+    /// The next `n` calls of `op` (`create`, `remove`, `list`, `inspect`, `stop`, `rename`,
+    /// `restart`, `events`, `ping`) fail as if the daemon were unreachable.
     pub fn fail_next(&self, op: &'static str, n: u32) {
         self.lock().failing.insert(op, n);
     }
@@ -380,9 +394,30 @@ impl MemoryRuntime {
         }
     }
 
+    /// `confirm_start` waits this long (on the tokio clock) before it judges a new container.
+    pub fn set_start_settle(&self, settle: Duration) {
+        self.lock().start_settle = settle;
+    }
+
+    /// The next `n` containers started exit with code 1 within their settle window, as an
+    /// engine whose P2P port is taken does: `start_new` succeeds, `confirm_start` fails.
+    pub fn exit_at_start(&self, n: u32) {
+        self.lock().exit_at_start = n;
+    }
+
     /// IDs of the containers removed through `ContainerRuntime::remove`, in order.
     pub fn removed_ids(&self) -> Vec<String> {
         self.lock().removed_ids.clone()
+    }
+
+    /// Every `stop` call (container ID, grace), in order.
+    pub fn stops(&self) -> Vec<(String, Duration)> {
+        self.lock().stops.clone()
+    }
+
+    /// Every successful `rename` (container ID, old name, new name), in order.
+    pub fn renames(&self) -> Vec<(String, String, String)> {
+        self.lock().renames.clone()
     }
 
     /// How many times `op` was called.
@@ -448,23 +483,19 @@ impl ContainerRuntime for MemoryRuntime {
 
     async fn list(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerInfo>> {
         self.enter("list").await?;
+        let mut w = self.lock();
+        let found = Self::matching(&w, query);
+        // As on Docker, whose list lacks StartedAt and health: one inspect per container.
+        *w.calls.entry("inspect").or_default() += found.len() as u32;
+        Ok(found)
+    }
+
+    async fn list_brief(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerBrief>> {
+        self.enter("list").await?;
         let w = self.lock();
-        Ok(w.containers
-            .values()
-            .filter(|c| query.all || c.info.running)
-            .filter(|c| {
-                query
-                    .name
-                    .as_ref()
-                    .is_none_or(|n| c.info.name.contains(n.as_str()))
-            })
-            .filter(|c| {
-                query.labels.iter().all(|f| match f.split_once('=') {
-                    Some((k, v)) => c.info.labels.get(k).is_some_and(|x| x == v),
-                    None => c.info.labels.contains_key(f),
-                })
-            })
-            .map(|c| c.info.clone())
+        Ok(Self::matching(&w, query)
+            .into_iter()
+            .map(ContainerBrief::from)
             .collect())
     }
 
@@ -476,7 +507,7 @@ impl ContainerRuntime for MemoryRuntime {
             .map(|c| c.info.clone()))
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+    async fn start_new(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
         self.enter("create").await?;
         let mut w = self.lock();
         if w.containers.values().any(|c| c.info.name == spec.name) {
@@ -489,70 +520,7 @@ impl ContainerRuntime for MemoryRuntime {
                 ),
             });
         }
-        let http_port = arg_after(&spec.cmd, "--http-port");
-        let p2p_port = arg_after(&spec.cmd, "--port");
-        let (joined, ips) = match &spec.attach {
-            Attach::ContainerNamespace { container_id } => {
-                let Some(holder) = w.containers.get(container_id) else {
-                    return Err(RuntimeError::Api {
-                        op: "create",
-                        status: 404,
-                        message: format!("No such container: {container_id}"),
-                    });
-                };
-                if !holder.info.running {
-                    return Err(RuntimeError::Api {
-                        op: "start",
-                        status: 409,
-                        message: format!(
-                            "cannot join network of a non running container: {container_id}"
-                        ),
-                    });
-                }
-                let started = holder.info.started_at.clone();
-                let clash = w.containers.values().any(|c| {
-                    c.info.running
-                        && c.joined.as_ref().is_some_and(|(h, _)| h == container_id)
-                        && (c.p2p_port.is_some() && c.p2p_port == p2p_port
-                            || c.http_port.is_some() && c.http_port == http_port)
-                });
-                if clash {
-                    return Err(RuntimeError::Api {
-                        op: "start",
-                        status: 500,
-                        message: format!("engine exited: port in use ({http_port:?}/{p2p_port:?})"),
-                    });
-                }
-                (Some((container_id.clone(), started)), BTreeMap::new())
-            }
-            Attach::Network { network, .. } => (
-                None,
-                BTreeMap::from([(network.clone(), format!("mem-{}", spec.name))]),
-            ),
-        };
-        let (id, started_at) = Self::new_identity(&mut w);
-        let hung = w.new_engines_hung;
-        let info = ContainerInfo {
-            id: id.clone(),
-            name: spec.name.clone(),
-            image: spec.image.clone(),
-            labels: spec.labels.clone(),
-            running: true,
-            health: None,
-            started_at,
-            ips,
-        };
-        w.containers.insert(
-            id.clone(),
-            MemContainer {
-                info,
-                joined,
-                control: None,
-                http_port,
-                p2p_port,
-                hung,
-            },
-        );
+        let id = Self::create_in(&mut w, spec)?;
         if w.lose_create_replies > 0 {
             // As on Docker: the create call made the container, its reply never came, so the
             // start that follows a create was never sent.
@@ -566,11 +534,54 @@ impl ContainerRuntime for MemoryRuntime {
                 after: Duration::from_secs(10),
             });
         }
+        if w.exit_at_start > 0 {
+            w.exit_at_start -= 1;
+            w.exiting.push(id.clone());
+        }
         self.emit(&w, &id, EventKind::Start);
         Ok(id)
     }
 
-    async fn stop(&self, id: &str, _timeout: Duration) -> RuntimeResult<()> {
+    async fn confirm_start(&self, id: &str) -> RuntimeResult<()> {
+        let settle = {
+            let mut w = self.lock();
+            *w.calls.entry("confirm_start").or_default() += 1;
+            w.start_settle
+        };
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
+        }
+        let mut w = self.lock();
+        if let Some(i) = w.exiting.iter().position(|e| e == id) {
+            w.exiting.remove(i);
+            if let Some(c) = w.containers.get_mut(id) {
+                c.info.running = false;
+            }
+            self.emit(&w, id, EventKind::Die { exit_code: Some(1) });
+            // As `DockerRuntime` does: the container that failed its start is removed.
+            self.emit(&w, id, EventKind::Destroy);
+            w.containers.remove(id);
+            w.removed_ids.push(id.to_string());
+            return Err(RuntimeError::Api {
+                op: "start_container",
+                status: 500,
+                message: format!(
+                    "container exited with code 1 within {settle:?} of start; last output: \
+                     bind: Address in use"
+                ),
+            });
+        }
+        if !w.containers.contains_key(id) {
+            return Err(RuntimeError::Api {
+                op: "start_container",
+                status: 500,
+                message: "container vanished right after start".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()> {
         self.enter("stop").await?;
         let mut w = self.lock();
         let Some(id) = Self::id_of(&w, id) else {
@@ -579,10 +590,39 @@ impl ContainerRuntime for MemoryRuntime {
                 target: id.to_string(),
             });
         };
+        w.stops.push((id.clone(), timeout));
+        // As on Docker, stopping a stopped container changes nothing (304).
+        let was_running = w.containers.get(&id).is_some_and(|c| c.info.running);
         if let Some(c) = w.containers.get_mut(&id) {
             c.info.running = false;
         }
-        self.emit(&w, &id, EventKind::Die { exit_code: Some(0) });
+        if was_running {
+            self.emit(&w, &id, EventKind::Die { exit_code: Some(0) });
+        }
+        Ok(())
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
+        self.enter("rename").await?;
+        let mut w = self.lock();
+        let Some(id) = Self::id_of(&w, id) else {
+            return Err(RuntimeError::NotFound {
+                op: "rename",
+                target: id.to_string(),
+            });
+        };
+        if w.containers.values().any(|c| c.info.name == new_name) {
+            return Err(RuntimeError::Conflict {
+                op: "rename",
+                name: new_name.to_string(),
+                message: format!("Conflict. The container name \"/{new_name}\" is already in use"),
+            });
+        }
+        let Some(c) = w.containers.get_mut(&id) else {
+            return Ok(());
+        };
+        let old = std::mem::replace(&mut c.info.name, new_name.to_string());
+        w.renames.push((id, old, new_name.to_string()));
         Ok(())
     }
 
@@ -640,6 +680,96 @@ impl ContainerRuntime for MemoryRuntime {
             }
         });
         Ok(Box::pin(stream))
+    }
+}
+
+impl MemoryRuntime {
+    fn matching(w: &World, query: &ListQuery) -> Vec<ContainerInfo> {
+        w.containers
+            .values()
+            .filter(|c| query.all || c.info.running)
+            .filter(|c| {
+                query
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| c.info.name.contains(n.as_str()))
+            })
+            .filter(|c| {
+                query.labels.iter().all(|f| match f.split_once('=') {
+                    Some((k, v)) => c.info.labels.get(k).is_some_and(|x| x == v),
+                    None => c.info.labels.contains_key(f),
+                })
+            })
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
+    /// Creates the container of `spec`, running (the part of `start_new` past the name check).
+    fn create_in(w: &mut World, spec: &ContainerSpec) -> RuntimeResult<String> {
+        let http_port = arg_after(&spec.cmd, "--http-port");
+        let p2p_port = arg_after(&spec.cmd, "--port");
+        let (joined, ips) = match &spec.attach {
+            Attach::ContainerNamespace { container_id } => {
+                let Some(holder) = w.containers.get(container_id) else {
+                    return Err(RuntimeError::Api {
+                        op: "create",
+                        status: 404,
+                        message: format!("No such container: {container_id}"),
+                    });
+                };
+                if !holder.info.running {
+                    return Err(RuntimeError::Api {
+                        op: "start",
+                        status: 409,
+                        message: format!(
+                            "cannot join network of a non running container: {container_id}"
+                        ),
+                    });
+                }
+                let started = holder.info.started_at.clone();
+                let clash = w.containers.values().any(|c| {
+                    c.info.running
+                        && c.joined.as_ref().is_some_and(|(h, _)| h == container_id)
+                        && (c.p2p_port.is_some() && c.p2p_port == p2p_port
+                            || c.http_port.is_some() && c.http_port == http_port)
+                });
+                if clash {
+                    return Err(RuntimeError::Api {
+                        op: "start",
+                        status: 500,
+                        message: format!("engine exited: port in use ({http_port:?}/{p2p_port:?})"),
+                    });
+                }
+                (Some((container_id.clone(), started)), BTreeMap::new())
+            }
+            Attach::Network { network, .. } => (
+                None,
+                BTreeMap::from([(network.clone(), format!("mem-{}", spec.name))]),
+            ),
+        };
+        let (id, started_at) = Self::new_identity(w);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            labels: spec.labels.clone(),
+            running: true,
+            health: None,
+            started_at,
+            ips,
+        };
+        w.containers.insert(
+            id.clone(),
+            MemContainer {
+                info,
+                joined,
+                control: None,
+                http_port,
+                p2p_port,
+                hung: w.new_engines_hung,
+            },
+        );
+        Ok(id)
     }
 }
 

@@ -48,6 +48,28 @@ impl ContainerInfo {
     }
 }
 
+/// What a container listing tells without an inspect per container: enough to rebuild engine
+/// facts from labels (`ContainerRuntime::list_brief`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerBrief {
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+}
+
+impl From<ContainerInfo> for ContainerBrief {
+    fn from(c: ContainerInfo) -> Self {
+        ContainerBrief {
+            id: c.id,
+            name: c.name,
+            labels: c.labels,
+            running: c.running,
+        }
+    }
+}
+
 /// How a new container is attached to the network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attach {
@@ -139,12 +161,30 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Is the daemon there?
     async fn ping(&self) -> RuntimeResult<()>;
     async fn list(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerInfo>>;
+    /// A cheaper `list` that tells only IDs, names, labels and whether each container runs: on
+    /// Docker one list call, and an inspect only for a container whose listing is ambiguous.
+    async fn list_brief(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerBrief>>;
     /// `Ok(None)` when there is no such container.
     async fn inspect(&self, id_or_name: &str) -> RuntimeResult<Option<ContainerInfo>>;
-    /// Creates and starts; returns the new container's ID. A name still held by a container
-    /// being removed is waited out (within the call timeout), never renamed.
-    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String>;
+    /// Creates and starts; returns the new container's ID once it has survived its start
+    /// (`start_new`, then `confirm_start`).
+    async fn create_and_start(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+        let id = self.start_new(spec).await?;
+        self.confirm_start(&id).await?;
+        Ok(id)
+    }
+    /// Creates and starts; returns the new container's ID as soon as Docker reports it started.
+    /// A name still held by a container being removed is waited out (within the call timeout),
+    /// never renamed.
+    async fn start_new(&self, spec: &ContainerSpec) -> RuntimeResult<String>;
+    /// Right after `start_new`: fails when the container exits within a short settle window (an
+    /// engine whose P2P port is taken), with its exit code and last output, and removes it.
+    async fn confirm_start(&self, id: &str) -> RuntimeResult<()>;
+    /// Stops gracefully: SIGTERM, then SIGKILL after `timeout`. `Ok` when it was not running.
     async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()>;
+    /// Renames a container; Docker renames a running one atomically. A name held by another
+    /// container is a `Conflict` (409).
+    async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()>;
     /// Forced removal; `Ok` when the container is already gone.
     async fn remove(&self, id: &str) -> RuntimeResult<()>;
     async fn restart(&self, id: &str) -> RuntimeResult<()>;

@@ -5,6 +5,7 @@
 //! port is forwarded, reconnect) are stored as deadlines and settled lazily against a given
 //! `Instant`, so the logic is tested without threads or sleeps.
 
+pub mod port_hook;
 pub mod role_file;
 pub mod roles;
 pub mod version;
@@ -95,6 +96,8 @@ struct State {
     running: bool,
     /// Port forwarded while running.
     port: u16,
+    /// More ports forwarded with it (`PUT /testbed/ports`; some providers forward several).
+    more_ports: Vec<u16>,
     healthy: bool,
     starting_until: Option<Instant>,
     /// While running, the port reads 0 until then.
@@ -140,6 +143,16 @@ impl State {
             0
         }
     }
+
+    /// Every forwarded port (empty when none).
+    fn forwarded_all(&self) -> Vec<u16> {
+        match self.forwarded() {
+            0 => Vec::new(),
+            p => std::iter::once(p)
+                .chain(self.more_ports.iter().copied())
+                .collect(),
+        }
+    }
 }
 
 /// The fake control server.
@@ -171,12 +184,20 @@ impl Gluetun {
             state: Mutex::new(State {
                 running: true,
                 port: config.forwarded_port,
+                more_ports: Vec::new(),
                 healthy: true,
                 starting_until,
                 port_from,
                 reconnect: None,
             }),
         })
+    }
+
+    /// The forwarded ports the control server answers at `now` (empty when none).
+    pub fn forwarded_ports(&self, now: Instant) -> Vec<u16> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.settle(now, self.port_delay);
+        st.forwarded_all()
     }
 
     /// The version played.
@@ -261,7 +282,7 @@ impl Gluetun {
                 }
                 _ => Response::text(400, "status must be \"stopped\" or \"running\""),
             },
-            ("GET", "/v1/portforward") => Response::json(200, port_body(v, st.forwarded())),
+            ("GET", "/v1/portforward") => Response::json(200, port_body(v, &st.forwarded_all())),
             ("GET", "/v1/openvpn/portforwarded") if v.has_portforward_route() => Response::new(
                 301,
                 "text/html; charset=utf-8",
@@ -269,7 +290,7 @@ impl Gluetun {
             )
             .with_header("Location", "/v1/portforward"),
             ("GET", "/v1/openvpn/portforwarded") => {
-                Response::json(200, port_body(v, st.forwarded()))
+                Response::json(200, port_body(v, &st.forwarded_all()))
             }
             ("GET", "/v1/publicip/ip") => {
                 let ip = if st.starting() { "" } else { PUBLIC_IP };
@@ -295,7 +316,7 @@ impl Gluetun {
     fn testbed(&self, req: &Request, now: Instant) -> Response {
         let allowed: &[&str] = match req.path.as_str() {
             "/testbed/healthz" => &["GET"],
-            "/testbed/port" | "/testbed/health" => &["PUT"],
+            "/testbed/port" | "/testbed/ports" | "/testbed/health" => &["PUT"],
             "/testbed/reconnect" => &["POST"],
             _ => return Response::text(404, "404 page not found"),
         };
@@ -310,9 +331,18 @@ impl Gluetun {
             "/testbed/port" => match json::get_uint::<u16>(&body, "port") {
                 Some(p) => {
                     st.port = p;
+                    st.more_ports.clear();
                     Response::json(200, format!("{{\"port\":{p}}}"))
                 }
                 None => Response::text(400, "body must be {\"port\": <0-65535>}"),
+            },
+            "/testbed/ports" => match parse_ports(&body) {
+                Some(ports) => {
+                    st.port = ports.first().copied().unwrap_or(0);
+                    st.more_ports = ports.iter().skip(1).copied().collect();
+                    Response::json(200, format!("{{\"ports\":{ports:?}}}"))
+                }
+                None => Response::text(400, "body must be {\"ports\": [<1-65535>, ...]}"),
             },
             "/testbed/health" => match json::get_bool(&body, "healthy") {
                 Some(h) => {
@@ -344,13 +374,40 @@ impl Gluetun {
     }
 }
 
+/// `{"ports":[a,b,...]}` -> the ports (non-zero, in order); `None` when malformed.
+fn parse_ports(body: &str) -> Option<Vec<u16>> {
+    let after = &body[body.find("\"ports\"")? + 7..];
+    let open = after.find('[')?;
+    if !after[..open]
+        .trim()
+        .trim_start_matches(':')
+        .trim()
+        .is_empty()
+    {
+        return None;
+    }
+    let list = &after[open + 1..open + after[open..].find(']')?];
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u16>().ok().filter(|&p| p != 0))
+        .collect()
+}
+
 /// The port answer: HEAD sends `port` and `ports` (`null` when none); earlier versions send
-/// `{"port":N}` for zero or one port.
-fn port_body(version: Version, port: u16) -> String {
-    match (version.port_and_ports(), port) {
-        (true, 0) => r#"{"port":0,"ports":null}"#.to_string(),
-        (true, p) => format!("{{\"port\":{p},\"ports\":[{p}]}}"),
-        (false, p) => format!("{{\"port\":{p}}}"),
+/// `{"port":N}` for zero or one forwarded port and `{"ports":[...]}` for several.
+fn port_body(version: Version, ports: &[u16]) -> String {
+    let list = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match (version.port_and_ports(), ports) {
+        (true, []) => r#"{"port":0,"ports":null}"#.to_string(),
+        (true, [first, ..]) => format!("{{\"port\":{first},\"ports\":[{list}]}}"),
+        (false, []) => r#"{"port":0}"#.to_string(),
+        (false, [p]) => format!("{{\"port\":{p}}}"),
+        (false, _) => format!("{{\"ports\":[{list}]}}"),
     }
 }
 
@@ -747,5 +804,51 @@ mod tests {
             call(&g, "PUT", "/testbed/port", r#"{"port":1}"#, now).0,
             200
         );
+    }
+
+    #[test]
+    fn several_forwarded_ports() {
+        let now = Instant::now();
+        let g = fake(cfg(40000), now);
+        let (code, _) = call(
+            &g,
+            "PUT",
+            "/testbed/ports",
+            r#"{"ports": [40001, 40002]}"#,
+            now,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            get(&g, "/v1/portforward", now),
+            (200, r#"{"ports":[40001,40002]}"#.to_string())
+        );
+        assert_eq!(g.forwarded_ports(now), vec![40001, 40002]);
+        let head = fake(
+            Config {
+                api_key: Some("k".into()),
+                ..at(Version::Head, 0)
+            },
+            now,
+        );
+        call(&head, "PUT", "/testbed/ports", r#"{"ports":[1,2]}"#, now);
+        let r = send(
+            &head,
+            Request::new("GET", "/v1/portforward").with_header("X-API-Key", "k"),
+            now,
+        );
+        assert_eq!(r.body, br#"{"port":1,"ports":[1,2]}"#);
+        assert_eq!(
+            call(&g, "PUT", "/testbed/ports", r#"{"ports":[0]}"#, now).0,
+            400
+        );
+        assert_eq!(
+            call(&g, "PUT", "/testbed/ports", r#"{"ports":"x"}"#, now).0,
+            400
+        );
+        // PUT /testbed/port goes back to one port; an empty list to none.
+        call(&g, "PUT", "/testbed/port", r#"{"port": 40003}"#, now);
+        assert_eq!(get(&g, "/v1/portforward", now).1, r#"{"port":40003}"#);
+        call(&g, "PUT", "/testbed/ports", r#"{"ports": []}"#, now);
+        assert_eq!(get(&g, "/v1/portforward", now).1, r#"{"port":0}"#);
     }
 }

@@ -86,8 +86,34 @@ impl Actor for FakeSupervisor {
             SupervisorMsg::Inspect { reply, .. } => {
                 let _ = reply.send(None);
             }
+            // The fake world knows no container by id and has no connected VPN: the answers of
+            // the real Supervisor for that world.
+            SupervisorMsg::ByLabel { reply, .. } => {
+                let _ = reply.send(Vec::new());
+            }
+            SupervisorMsg::Delete { reply, .. } => {
+                let _ = reply.send(acevisor::actors::messages::DeleteOutcome::NotFound);
+            }
+            SupervisorMsg::Scale { demand, reply } => {
+                let _ = reply.send(acevisor::actors::messages::ScaleOutcome {
+                    target: demand,
+                    engines: world.snapshot.engines.len() as u32,
+                });
+            }
+            SupervisorMsg::Gc(reply) => {
+                let _ = reply.send(Vec::new());
+            }
+            SupervisorMsg::ResetBreaker(reply) => {
+                let _ = reply.send("closed");
+            }
+            SupervisorMsg::PublicIp(reply) => {
+                let _ = reply.send(Err("no VPN is connected".into()));
+            }
             SupervisorMsg::StreamCounts(counts) => {
                 let _ = st.counts.send(counts);
+            }
+            SupervisorMsg::PortHook { vpn, reply } => {
+                let _ = reply.send(vpn == "gluetun");
             }
             _ => {}
         }
@@ -319,7 +345,7 @@ pub fn started_body(host: &str, port: u16, stream_id: &str, stat_url: &str) -> V
     })
 }
 
-/// Waits until the Streams actor has told the Supervisor these counts.
+/// Waits until the Streams actor has told the Supervisor these counts (by container ID).
 pub async fn counts_become(
     rx: &mut watch::Receiver<BTreeMap<String, u32>>,
     want: BTreeMap<String, u32>,

@@ -30,6 +30,7 @@ pub(super) async fn spawn_monitor(
             force_restart_after: v.force_restart_after,
         },
         poll_interval: v.poll_interval,
+        fast_poll_interval: v.fast_poll_interval,
         runtime: st.deps.runtime.clone(),
         control: st.deps.control.clone(),
         supervisor: myself.clone(),

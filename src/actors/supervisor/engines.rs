@@ -1,7 +1,12 @@
-//! The Supervisor's engine book-keeping: reports from Engine actors, stream counts, restart
-//! intensity of engine deaths, and spawning or respawning Engine actors.
+//! The Supervisor's engine book-keeping: reports from Engine actors (renames included), Docker
+//! events routed to them, stream counts, restart intensity of engine deaths, and spawning or
+//! respawning Engine actors.
+//!
+//! An engine is known by its current name, which a rename changes; its container ID never
+//! changes, so events, listings and stream counts find it by ID first.
 
 use super::*;
+use crate::runtime::ContainerEvent;
 
 pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport) {
     let Some(entry) = st.engines.get_mut(&name) else {
@@ -11,6 +16,11 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
     let n = entry.fact.ordinal;
     let removing = entry.fact.phase == EnginePhase::Removing;
     match report {
+        // The creation slot is free once the container runs (see `reconcile`); the creation is
+        // confirmed, or failed, when its start-settle check ends.
+        EngineReport::Started { container_id } if entry.container_id.is_none() => {
+            entry.container_id = Some(container_id);
+        }
         EngineReport::Created { container_id, host } => {
             entry.container_id = Some(container_id);
             entry.host = host.or(entry.host.take());
@@ -55,8 +65,30 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
             entry.fact.phase = EnginePhase::Unhealthy { since }
         }
         EngineReport::Healthy if !removing => entry.fact.phase = EnginePhase::Ready,
+        EngineReport::Renamed { to } => on_renamed(st, &name, to),
+        EngineReport::RenameFailed {
+            to,
+            conflict,
+            error,
+        } => {
+            entry.renaming = None;
+            let Some(m) = parse_ordinal(&st.cfg.engines.prefix, &to) else {
+                return;
+            };
+            if conflict {
+                // A container acevisor does not know holds that name; the next listing tells
+                // the registry (and adopts it if it is an engine).
+                entry.rename_after = Some(Instant::now() + RENAME_RETRY);
+            }
+            names_cast(st, NameMsg::Release(m));
+            debug!(engine = %name, to = %to, error = %error, "rename not done; the name stays");
+        }
         EngineReport::Gone { cause } => {
             let gone = st.engines.remove(&name);
+            // A rename under way will never report: its number is free again.
+            if let Some(m) = gone.as_ref().and_then(|e| e.renaming) {
+                names_cast(st, NameMsg::Release(m));
+            }
             let container_id = gone.as_ref().and_then(|e| e.container_id.clone());
             if let Some(id) = &container_id {
                 let now = Instant::now();
@@ -90,12 +122,85 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
     }
 }
 
+/// The engine now has the name `to`: its entry, its actor and the provisioning requests follow
+/// the name; the old number is free at once (Docker renames atomically), the new one is held.
+fn on_renamed(st: &mut SupervisorState, from: &str, to: String) {
+    let Some(mut entry) = st.engines.remove(from) else {
+        return;
+    };
+    let old = entry.fact.ordinal;
+    let Some(new) = parse_ordinal(&st.cfg.engines.prefix, &to) else {
+        st.engines.insert(from.to_string(), entry);
+        return;
+    };
+    info!(engine = %to, from = %from, ordinal = new, "engine renamed to close a gap in the names");
+    st.proxy.reserved.rename(from, &to);
+    entry.renaming = None;
+    entry.fact.name = to.clone();
+    entry.fact.ordinal = new;
+    if let Some(actor) = &entry.actor {
+        st.actor_names.insert(actor.get_id(), to.clone());
+    }
+    let removing = entry.fact.phase == EnginePhase::Removing;
+    st.engines.insert(to.clone(), entry);
+    for p in &mut st.provisions {
+        for known in p.known.iter_mut().filter(|k| *k == from) {
+            *known = to.clone();
+        }
+    }
+    names_cast(st, NameMsg::Gone(old));
+    names_cast(
+        st,
+        if removing {
+            NameMsg::Removing(new)
+        } else {
+            NameMsg::Confirm(new)
+        },
+    );
+}
+
+/// The engine a Docker event is about: by container ID (the name may have changed since the
+/// event), else by name.
+fn engine_of_event<'a>(st: &'a SupervisorState, ev: &ContainerEvent) -> Option<&'a EngineEntry> {
+    st.engines
+        .values()
+        .find(|e| e.container_id.as_deref() == Some(ev.id.as_str()))
+        .or_else(|| st.engines.get(&ev.name))
+}
+
+/// Routes a Docker event that is not about a VPN to its engine's actor (which ignores events of
+/// other containers of the same name).
+pub(super) fn on_engine_event(st: &SupervisorState, ev: ContainerEvent) {
+    if let Some(entry) = engine_of_event(st, &ev) {
+        if let Some(actor) = &entry.actor {
+            let _ = actor.cast(EngineMsg::Docker {
+                id: ev.id,
+                kind: ev.kind,
+            });
+        }
+    } else if ev.kind == crate::runtime::EventKind::Destroy
+        && let Some(n) = parse_ordinal(&st.cfg.engines.prefix, &ev.name)
+        // A late event about a name a rename is taking right now says nothing of it.
+        && !st.engines.values().any(|e| e.renaming == Some(n))
+    {
+        // A container holding one of our names (not ours) is gone: the number is free.
+        names_cast(st, NameMsg::Gone(n));
+    }
+}
+
+/// Active streams per engine, keyed by container ID (a rename keeps them), else by name.
 pub(super) fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String, u32>) {
     let now = Instant::now();
     st.proxy.external = counts.clone();
     for (name, entry) in st.engines.iter_mut() {
+        let key = entry.container_id.as_deref().unwrap_or(name);
+        let streams = counts
+            .get(key)
+            .or_else(|| counts.get(name))
+            .copied()
+            .unwrap_or(0);
         // The proxy's own streams count too: an engine it plays on is busy, never idle.
-        let streams = counts.get(name).copied().unwrap_or(0) + st.proxy.reserved.count(name) as u32;
+        let streams = streams + st.proxy.reserved.count(name) as u32;
         if streams == entry.fact.streams {
             continue;
         }
@@ -147,6 +252,7 @@ pub(super) async fn spawn_engine(
         supervisor: myself.clone(),
         health: st.cfg.engines.health.clone(),
         ready_timeout: st.cfg.engines.ready_timeout,
+        stop_timeout: st.cfg.docker.stop_timeout,
         span,
     };
     match Actor::spawn_linked(None, Engine, args, myself.get_cell()).await {
@@ -170,6 +276,9 @@ pub(super) async fn spawn_engine(
 /// How long a container confirmed gone is remembered against stale listings (a listing takes
 /// at most a Docker call timeout).
 const GONE_MEMORY: Duration = Duration::from_secs(600);
+
+/// How long an engine whose rename hit a name held by an unknown container waits to try again.
+const RENAME_RETRY: Duration = Duration::from_secs(10);
 
 /// How soon a respawn whose inspect failed asks Docker again.
 const RESPAWN_RETRY: Duration = Duration::from_secs(2);

@@ -41,7 +41,7 @@ use crate::core::naming::{engine_name, parse_ordinal};
 use crate::core::plan::{self, Action, PlanInput};
 use crate::core::template::{EngineTemplate, template_for};
 use crate::core::vpn_watch::{VpnEvent, WatchTimings};
-use crate::runtime::{ContainerInfo, ContainerRuntime, ListQuery, RuntimeResult};
+use crate::runtime::{ContainerBrief, ContainerRuntime, ListQuery, RuntimeResult};
 
 /// The effects the tree works through.
 #[derive(Clone)]
@@ -67,6 +67,11 @@ struct EngineEntry {
     known_since: Instant,
     /// Its container's labels, as created or adopted.
     labels: BTreeMap<String, String>,
+    /// A rename to this (reserved) number is under way.
+    renaming: Option<u32>,
+    /// A rename failed on a name held by a container acevisor does not know yet (the next
+    /// listing finds it): no new rename of this engine before then.
+    rename_after: Option<Instant>,
 }
 
 pub struct SupervisorState {
@@ -248,21 +253,8 @@ impl Actor for Supervisor {
                     .filter(|_| st.cfg.vpn.gluetun.iter().any(|g| g.container == ev.name))
                 {
                     let _ = m.cast(MonitorMsg::Docker(ev));
-                } else if let Some(entry) = st.engines.get(&ev.name) {
-                    // The Engine actor ignores events of other containers of the same name.
-                    if let Some(actor) = &entry.actor {
-                        let _ = actor.cast(EngineMsg::Docker {
-                            id: ev.id,
-                            kind: ev.kind,
-                        });
-                    }
-                } else if ev.kind == crate::runtime::EventKind::Destroy {
-                    // A container holding one of our names (not ours) is gone: the number is free.
-                    if let (Some(n), Some(names)) =
-                        (parse_ordinal(&st.cfg.engines.prefix, &ev.name), &st.names)
-                    {
-                        let _ = names.cast(NameMsg::Gone(n));
-                    }
+                } else {
+                    on_engine_event(st, ev);
                 }
                 return Ok(());
             }
@@ -364,6 +356,14 @@ impl Actor for Supervisor {
                 return Ok(());
             }
             SupervisorMsg::ReleaseEngine { content } => on_release(st, &content),
+            SupervisorMsg::PortHook { vpn, reply } => {
+                let known = st.cfg.vpn.gluetun.iter().any(|g| g.container == vpn);
+                if known && let Some(m) = &st.monitor {
+                    let _ = m.cast(MonitorMsg::PortHook(vpn));
+                }
+                let _ = reply.send(known);
+                return Ok(());
+            }
             SupervisorMsg::CrashEngine { name } => {
                 if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(EngineMsg::Crash);

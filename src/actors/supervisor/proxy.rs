@@ -44,7 +44,13 @@ pub(super) fn on_reserve(
             ready: e.fact.phase == EnginePhase::Ready,
             vpn_healthy: lane_healthy(st, e.fact.vpn.as_deref()),
             forwarded: e.fact.forwarded,
-            external_streams: st.proxy.external.get(&e.fact.name).copied().unwrap_or(0),
+            external_streams: e
+                .container_id
+                .as_deref()
+                .and_then(|id| st.proxy.external.get(id))
+                .or_else(|| st.proxy.external.get(&e.fact.name))
+                .copied()
+                .unwrap_or(0),
         })
         .collect();
     let Choice::Engine(name) =

@@ -1,6 +1,8 @@
-//! Running the plan over the facts and performing it; the snapshot the API and tests read.
+//! Running the plan over the facts and performing it, then closing gaps in the names by
+//! renaming engines; the snapshot the API and tests read.
 
 use super::*;
+use crate::core::naming::{Mobility, renames};
 
 /// Runs the plan over the current facts and performs it.
 pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
@@ -32,9 +34,12 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
     } else {
         info_span!("reconcile", actions = actions.len())
     };
-    let mut creating = facts
-        .iter()
-        .filter(|f| f.phase == EnginePhase::Creating)
+    // A creation holds its slot until Docker reports its container started (it then has an ID),
+    // not through the start-settle check that follows.
+    let mut creating = st
+        .engines
+        .values()
+        .filter(|e| e.fact.phase == EnginePhase::Creating && e.container_id.is_none())
         .count() as u32;
     // Set when the name registry cannot hand out names: the remaining creations wait for the
     // next pass, the removals still happen.
@@ -72,11 +77,13 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                 // creation that could not start.
                 st.breaker.allow(now);
                 let name = engine_name(&st.cfg.engines.prefix, n);
-                if n as usize > st.engines.len() + 1 {
+                // An engine being renamed holds two numbers until the rename is done.
+                let held =
+                    st.engines.len() + st.engines.values().filter(|e| e.renaming.is_some()).count();
+                if n as usize > held + 1 {
                     error!(
                         ordinal = n,
-                        held = st.engines.len(),
-                        "name registry handed out a name above live+1"
+                        held, "name registry handed out a name above live+1"
                     );
                     st.counters.names_above_bound += 1;
                 }
@@ -124,6 +131,7 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                     phase: EnginePhase::Creating,
                     streams: 0,
                     idle_since: None,
+                    outdated: false,
                 };
                 let host = lane_host(st, vpn.as_deref());
                 st.engines.insert(
@@ -135,6 +143,8 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                         actor: None,
                         known_since: now,
                         labels: spec.labels.clone(),
+                        renaming: None,
+                        rename_after: None,
                     },
                 );
                 if spawn_engine(myself, st, &name, EngineMode::Create(spec), create_span).await {
@@ -174,10 +184,77 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
             }
         }
     }
+    if !names_unavailable {
+        close_name_gaps(st, &span).await;
+    }
     st.counters.reconcile_duration.observe(started.elapsed());
     if !st.ready {
         st.ready = true;
         info!(engines = st.engines.len(), "first reconcile done");
+    }
+}
+
+/// Renames ready engines down to the lowest free numbers (`naming::renames`), so that at rest
+/// the names are exactly 1..N; not during an emergency or outage (the failed VPN's engines come
+/// back into the gaps). The Engine actor renames its container; its report moves the
+/// entry to the new name.
+async fn close_name_gaps(st: &mut SupervisorState, parent: &Span) {
+    // Not while a VPN is down: its engines come back into the gaps its failure left.
+    if st.lanes.iter().any(|l| l.failed) {
+        return;
+    }
+    let engines: Vec<(&str, u32, Mobility)> = st
+        .engines
+        .values()
+        .map(|e| {
+            let now = Instant::now();
+            let mobility = if e.renaming.is_some()
+                || e.rename_after.is_some_and(|t| t > now)
+                || e.actor.is_none()
+                || e.fact.phase == EnginePhase::Removing
+            {
+                Mobility::Stays
+            } else if e.fact.phase == EnginePhase::Ready && e.container_id.is_some() {
+                Mobility::Now
+            } else {
+                Mobility::Later
+            };
+            (e.fact.name.as_str(), e.fact.ordinal, mobility)
+        })
+        .collect();
+    let reserved: Vec<u32> = st.engines.values().filter_map(|e| e.renaming).collect();
+    let moves = renames(&engines, &reserved);
+    let Some(names) = st.names.clone() else {
+        return;
+    };
+    for (name, _gap) in moves {
+        let Some(ordinal) = st.engines.get(&name).map(|e| e.fact.ordinal) else {
+            continue;
+        };
+        // The registry knows every holder of a name (containers acevisor does not manage too):
+        // it hands out the actual number, or none.
+        let n = match ractor::call_t!(names, NameMsg::ReserveBelow, 5_000, ordinal) {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %e, "name registry did not answer; renames deferred to the next pass");
+                break;
+            }
+        };
+        let to = engine_name(&st.cfg.engines.prefix, n);
+        let Some(entry) = st.engines.get_mut(&name) else {
+            names_cast(st, NameMsg::Release(n));
+            continue;
+        };
+        let Some(actor) = &entry.actor else {
+            names_cast(st, NameMsg::Release(n));
+            continue;
+        };
+        parent.in_scope(
+            || info!(engine = %name, to = %to, "renaming engine to close a gap in the names"),
+        );
+        entry.renaming = Some(n);
+        let _ = actor.cast(EngineMsg::Rename { to });
     }
 }
 

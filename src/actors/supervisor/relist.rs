@@ -1,9 +1,13 @@
-//! Rebuilding the Supervisor's facts from Docker: labels are the state.
+//! Rebuilding the Supervisor's facts from Docker: labels are the state, except the ordinal, which
+//! is the current name's (a rename changes the name, and Docker cannot change labels). An engine
+//! whose `config_hash` label differs from the current template's is adopted as outdated, to be
+//! rolled.
 
 use super::*;
 
 /// Lists Docker in a task (the Supervisor keeps answering meanwhile); the result comes back as
-/// `SupervisorMsg::Listed`.
+/// `SupervisorMsg::Listed`. A brief listing: names, IDs, labels and running state are all the
+/// facts need, so Docker is not asked for an inspect per engine.
 pub(super) fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
     if !st.vpn_seen || st.listing {
         return; // adoption needs the VPNs' current container IDs; done on the first VPN update
@@ -18,7 +22,7 @@ pub(super) fn relist(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState)
     let sup = myself.clone();
     tokio::spawn(async move {
         let at = Instant::now();
-        let result = runtime.list(&query).await;
+        let result = runtime.list_brief(&query).await;
         let _ = sup.cast(SupervisorMsg::Listed { at, result });
     });
 }
@@ -29,7 +33,7 @@ pub(super) async fn on_listed(
     myself: &ActorRef<SupervisorMsg>,
     st: &mut SupervisorState,
     at: Instant,
-    result: RuntimeResult<Vec<ContainerInfo>>,
+    result: RuntimeResult<Vec<ContainerBrief>>,
 ) {
     st.listing = false;
     let prefix = st.cfg.engines.prefix.clone();
@@ -45,18 +49,26 @@ pub(super) async fn on_listed(
         }
     };
     st.docker_error = None;
+    // A container known by ID holds the number of the name acevisor knows it by now (the
+    // listing may predate a rename); one confirmed gone since holds nothing.
     let ordinals: Vec<u32> = all
         .iter()
-        .filter_map(|c| parse_ordinal(&prefix, &c.name))
+        .filter(|c| !st.gone_ids.contains_key(&c.id))
+        .filter_map(|c| match engine_with_id(st, &c.id) {
+            Some(e) => Some(e.fact.ordinal),
+            None => parse_ordinal(&prefix, &c.name),
+        })
         .collect();
     names_cast(st, NameMsg::Seed(ordinals));
 
-    let known: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
     let vanished: Vec<String> = st
         .engines
         .iter()
         .filter(|(name, e)| {
-            e.fact.phase != EnginePhase::Creating && e.known_since < at && !known.contains(name)
+            let listed = all
+                .iter()
+                .any(|c| &c.name == *name || e.container_id.as_deref() == Some(c.id.as_str()));
+            e.fact.phase != EnginePhase::Creating && e.known_since < at && !listed
         })
         .map(|(name, _)| name.clone())
         .collect();
@@ -71,20 +83,31 @@ pub(super) async fn on_listed(
         on_engine_report(st, name, EngineReport::Gone { cause });
     }
 
+    let template_hash = crate::core::template::config_hash(&st.template);
     for c in all {
-        // Known already, or confirmed gone since (the listing is older than that fact).
-        if st.engines.contains_key(&c.name) || st.gone_ids.contains_key(&c.id) {
+        // Known already (by name, or by ID under the name a rename gave it since the listing),
+        // or confirmed gone since (the listing is older than that fact).
+        if st.engines.contains_key(&c.name)
+            || engine_with_id(st, &c.id).is_some()
+            || st.gone_ids.contains_key(&c.id)
+        {
             continue;
         }
         let Some(l) = st.keys.decode(&st.cfg.instance, &c.labels) else {
             continue;
         };
-        if parse_ordinal(&prefix, &c.name) != Some(l.ordinal) {
+        // The ordinal is the name's: a renamed engine's label keeps the number it was created
+        // with.
+        let Some(ordinal) = parse_ordinal(&prefix, &c.name) else {
             continue;
+        };
+        let outdated = !l.config_hash.is_empty() && l.config_hash != template_hash;
+        if outdated {
+            info!(engine = %c.name, "engine made from an earlier template: it will be rolled");
         }
         let fact = EngineFact {
             name: c.name.clone(),
-            ordinal: l.ordinal,
+            ordinal,
             vpn: l.vpn,
             vpn_id: l.vpn_id,
             vpn_started_at: l.vpn_started_at,
@@ -98,6 +121,7 @@ pub(super) async fn on_listed(
             },
             streams: 0,
             idle_since: None,
+            outdated,
         };
         info!(engine = %c.name, running = c.running, forwarded = fact.forwarded, "adopting engine");
         let host = lane_host(st, fact.vpn.as_deref());
@@ -110,6 +134,8 @@ pub(super) async fn on_listed(
                 actor: None,
                 known_since: Instant::now(),
                 labels: c.labels.clone(),
+                renaming: None,
+                rename_after: None,
             },
         );
         if spawn_engine(
@@ -139,4 +165,11 @@ pub(super) async fn on_listed(
     if std::mem::take(&mut st.relist_after_listing) {
         relist(myself, st);
     }
+}
+
+/// The engine whose container has this ID, whatever its name now.
+fn engine_with_id<'a>(st: &'a SupervisorState, id: &str) -> Option<&'a EngineEntry> {
+    st.engines
+        .values()
+        .find(|e| e.container_id.as_deref() == Some(id))
 }

@@ -2,7 +2,7 @@
 //! argument the image's Docker HEALTHCHECK (exit 0 when `/testbed/healthz` answers 200). Bad
 //! settings exit 2; a role file the played version rejects exits 1 with Gluetun's own message.
 
-use acevisor_testbed::gluetun::{self, Config, Gluetun};
+use acevisor_testbed::gluetun::{self, Config, Gluetun, port_hook};
 use acevisor_testbed::http::{self, Request};
 use std::net::TcpListener;
 use std::process::exit;
@@ -61,6 +61,25 @@ fn main() {
         eprintln!("fake-gluetun: ERROR {e}");
         exit(1)
     });
+    let server = std::sync::Arc::new(server);
+    if let Some(url) = std::env::var("FAKE_PORT_HOOK_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let url = port_hook::parse_url(&url).unwrap_or_else(|e| {
+            eprintln!("fake-gluetun: {e}");
+            exit(2)
+        });
+        let key = std::env::var("FAKE_PORT_HOOK_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        let watched = server.clone();
+        std::thread::spawn(move || {
+            port_hook::run(url, key, Duration::from_millis(50), || {
+                watched.forwarded_ports(Instant::now())
+            })
+        });
+    }
     let listener = TcpListener::bind(gluetun::LISTEN).unwrap_or_else(|e| {
         eprintln!("fake-gluetun: cannot bind {}: {e}", gluetun::LISTEN);
         exit(1)

@@ -1,0 +1,100 @@
+//! Forwarded-port changes against the real Docker engine: the fake Gluetun calls acevisor's port
+//! hook route (its stand-in for `VPN_PORT_FORWARDING_UP_COMMAND`) when its port changes, and the
+//! change reaches the forwarded engine with the control-server poll an hour apart.
+
+mod docker_world;
+mod support;
+mod tree;
+
+use std::time::Duration;
+
+use docker_world::{World, fake_engines_confirm};
+use support::GluetunOptions;
+use tree::full;
+
+const SEC: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const KEY: &str = "hook-s3cret";
+
+/// The host's address on Docker's default bridge (where a container reaches the test process):
+/// the first address of the bridge's subnet.
+fn bridge_gateway() -> String {
+    let subnet = support::docker_ok(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}}",
+    ]);
+    let net = subnet.trim().split('/').next().unwrap_or_default();
+    let mut octets: Vec<&str> = net.split('.').collect();
+    assert_eq!(octets.len(), 4, "bridge subnet {subnet:?}");
+    octets[3] = "1";
+    octets.join(".")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_change_reaches_the_forwarded_engine_through_the_hook() {
+    let Some(mut w) = World::with_options(&[], GluetunOptions::default()).await else {
+        return;
+    };
+    // acevisor's API on a host port the fake can reach; the fake's hook points at it.
+    let api_port = support::free_host_port();
+    let vpn = w.run.name("vpn1");
+    let hook_url = format!(
+        "http://{}:{api_port}/hooks/gluetun/{vpn}/ports",
+        bridge_gateway()
+    );
+    support::start_fake_gluetun(
+        &w.run,
+        "vpn1",
+        &GluetunOptions {
+            forwarded_port: Some(31001),
+            health_interval: Some(Duration::from_millis(500)),
+            env: vec![
+                ("FAKE_PORT_HOOK_URL".into(), hook_url),
+                ("FAKE_PORT_HOOK_KEY".into(), KEY.into()),
+            ],
+            ..GluetunOptions::default()
+        },
+    );
+    w.vpns.push(vpn.clone());
+
+    let mut cfg = w.config("single", 3, "", "");
+    // Only Docker events and the hook can explain a quick reaction: the slow poll is an hour
+    // apart (fast polls still confirm a port once the hook made acevisor look).
+    cfg.vpn.poll_interval = 60 * MINUTE;
+    cfg.vpn.fast_poll_interval = Duration::from_millis(200);
+    cfg.api.listen = format!("0.0.0.0:{api_port}");
+    let tree = w.acevisor(cfg.clone(), vec![None]).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = acevisor::api::launch_with_key(&cfg, tree.sup.clone(), Some(KEY.into()), async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("the API starts");
+
+    tree.wait("3 engines on port 31001", MINUTE, |s| {
+        full(s, &vpn, 3, 31001)
+    })
+    .await;
+    // Past the fast-poll window of the start: from here on nothing polls the VPN by itself.
+    tree.hold(
+        3 * SEC,
+        |s| full(s, &vpn, 3, 31001),
+        "steady on the first port",
+    )
+    .await;
+    w.set_port(0, 31002).await;
+    let s = tree
+        .wait("the forwarded engine on the new port", MINUTE, |s| {
+            full(s, &vpn, 3, 31002)
+        })
+        .await;
+    assert_eq!(s.counters.port_changed, 1);
+    fake_engines_confirm(&s, &vpn, 31002).await;
+
+    let _ = stop.send(());
+    let _ = api.server.await;
+    tree.stop().await;
+}
