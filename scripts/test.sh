@@ -19,4 +19,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "test images"
 testbed/build-images.sh
 step "cargo test (unit, property, in-memory actor tree, real Docker)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast

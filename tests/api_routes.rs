@@ -205,7 +205,26 @@ async fn provision_answers_the_engine_or_the_upstream_503_detail() {
             json!(90),
             false,
         ),
-        (ProvisionError::MaxCapacity, "max_capacity", json!(30), true),
+        (
+            ProvisionError::MaxCapacity,
+            "max_capacity",
+            json!(null),
+            true,
+        ),
+        (
+            ProvisionError::VpnDisconnected {
+                recovery_eta_seconds: None,
+            },
+            "vpn_disconnected",
+            json!(null),
+            true,
+        ),
+        (
+            ProvisionError::TimedOut { waited_seconds: 25 },
+            "provisioning_timeout",
+            json!(null),
+            true,
+        ),
     ];
     for (err, code, eta, can_retry) in cases {
         h.set_provision(Err(err));

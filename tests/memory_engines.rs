@@ -338,3 +338,16 @@ async fn a_reused_name_never_has_two_actors_and_the_stale_one_is_stopped() {
         "a stale engine actor is still alive"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_provision_no_engine_answers_in_time_is_a_timeout_not_a_breaker() {
+    let tree = single(1, "").await;
+    // Docker takes an hour to create anything: no new container runs in time.
+    tree.mem.set_delay(Duration::from_secs(3600));
+    let answer = provision(&tree).await;
+    assert!(
+        matches!(answer, Err(ProvisionError::TimedOut { waited_seconds }) if waited_seconds >= 25),
+        "{answer:?}"
+    );
+    assert_eq!(tree.snap().await.breaker, BreakerState::Closed);
+}

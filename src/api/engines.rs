@@ -209,7 +209,7 @@ pub fn blocked_detail(e: &ProvisionError) -> BlockedDetail {
             recovery_eta_seconds,
         } => (
             "no VPN can take engines now; waiting for a VPN to come back".to_string(),
-            Some(recovery_eta_seconds.unwrap_or(60)),
+            *recovery_eta_seconds,
             true,
         ),
         ProvisionError::CircuitBreaker {
@@ -221,7 +221,12 @@ pub fn blocked_detail(e: &ProvisionError) -> BlockedDetail {
         ),
         ProvisionError::MaxCapacity => (
             "max_replicas reached; wait for a stream to end".to_string(),
-            Some(30),
+            None,
+            true,
+        ),
+        ProvisionError::TimedOut { waited_seconds } => (
+            format!("no new engine was ready to answer within {waited_seconds} s; try again"),
+            None,
             true,
         ),
     };
@@ -272,7 +277,7 @@ async fn provision_engine(ctx: &ApiContext, wait: ProvisionWait) -> ApiResult<En
             error: "provisioning_unavailable".into(),
             code: "general_error".into(),
             message,
-            recovery_eta_seconds: Some(10),
+            recovery_eta_seconds: None,
             can_retry: true,
             should_wait: true,
         }),

@@ -135,8 +135,17 @@ impl ApiContext {
             mode: cfg.vpn.mode,
             started_at: SystemTime::now(),
             call_timeout: Duration::from_secs(5),
-            create_timeout: cfg.docker.call_timeout * 2 + Duration::from_secs(5),
-            provision_timeout: cfg.engines.ready_timeout + Duration::from_secs(30),
+            // A little longer than the Supervisor's own bound, so its answer always comes first.
+            create_timeout: crate::core::provisioning::answer_within(
+                false,
+                cfg.docker.call_timeout,
+                cfg.engines.ready_timeout,
+            ) + Duration::from_secs(2),
+            provision_timeout: crate::core::provisioning::answer_within(
+                true,
+                cfg.docker.call_timeout,
+                cfg.engines.ready_timeout,
+            ) + Duration::from_secs(2),
             label_prefix: cfg.docker.label_prefix.trim_end_matches('.').to_string(),
             min_replicas: cfg.engines.min_replicas,
             max_replicas: cfg.engines.max_replicas,

@@ -254,6 +254,8 @@ pub struct BlockedDetail {
     pub error: String,
     pub code: String,
     pub message: String,
+    /// An estimate only when acevisor has one (the breaker's cool-down); `null` otherwise (the
+    /// field stays: the earlier orchestrator's clients decode it).
     pub recovery_eta_seconds: Option<u64>,
     pub can_retry: bool,
     pub should_wait: bool,

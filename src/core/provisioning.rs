@@ -2,6 +2,8 @@
 //! `POST /provision/acestream` (which answers it) and `/orchestrator/status` (which predicts it as
 //! `can_provision`), so the two can never disagree.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use crate::core::breaker::BreakerState;
@@ -31,6 +33,8 @@ pub enum Refusal {
     CircuitBreaker { retry_after_seconds: u64 },
     /// `max_replicas` reached (counting engines other requests already asked for).
     MaxCapacity,
+    /// Taken, but no new engine reached the asked stage within `answer_within`.
+    TimedOut { waited_seconds: u64 },
 }
 
 impl Refusal {
@@ -39,7 +43,25 @@ impl Refusal {
             Refusal::VpnDisconnected { .. } => "vpn_disconnected",
             Refusal::CircuitBreaker { .. } => "circuit_breaker",
             Refusal::MaxCapacity => "max_capacity",
+            Refusal::TimedOut { .. } => "provisioning_timeout",
         }
+    }
+}
+
+/// How long a taken request may wait for its engine before the Supervisor answers it
+/// `TimedOut`: a container start (a Docker create and start, each within `call_timeout`, with
+/// room for one retry), plus the engine's own start-up when the client asked to wait for its API.
+/// The API waits a little longer than this, so the Supervisor's answer always comes first.
+pub fn answer_within(
+    wait_ready: bool,
+    call_timeout: Duration,
+    ready_timeout: Duration,
+) -> Duration {
+    let started = call_timeout * 2 + Duration::from_secs(5);
+    if wait_ready {
+        started + ready_timeout
+    } else {
+        started
     }
 }
 

@@ -697,7 +697,7 @@ impl StreamBook {
     pub fn counts(&self) -> BTreeMap<String, u32> {
         let mut out: BTreeMap<String, u32> = BTreeMap::new();
         for s in self.active_records() {
-            *out.entry(s.container_name.clone()).or_default() += 1;
+            *out.entry(s.container_id.clone()).or_default() += 1;
         }
         out
     }

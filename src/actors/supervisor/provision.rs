@@ -65,18 +65,23 @@ pub(super) fn answer_provision(st: &mut SupervisorState, name: &str, stage: Prov
     }
 }
 
-/// Requests not served within twice the ready timeout are answered with a retry hint.
+/// Requests not served within `provisioning::answer_within` are answered `TimedOut` (never as a
+/// breaker they did not meet).
 pub(super) fn expire_provisions(st: &mut SupervisorState) {
     let now = Instant::now();
-    let limit = st.cfg.engines.ready_timeout * 2;
+    let (call, ready) = (st.cfg.docker.call_timeout, st.cfg.engines.ready_timeout);
     let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.provisions)
         .into_iter()
-        .partition(|p| now.saturating_duration_since(p.since) >= limit || p.reply.is_closed());
+        .partition(|p| {
+            let limit = provisioning::answer_within(p.wait == ProvisionWait::Ready, call, ready);
+            now.saturating_duration_since(p.since) >= limit || p.reply.is_closed()
+        });
     st.provisions = kept;
     for p in expired {
-        let retry = st.breaker.retry_after(now).max(5);
-        let _ = p.reply.send(Err(ProvisionError::CircuitBreaker {
-            retry_after_seconds: retry,
+        let waited = now.saturating_duration_since(p.since).as_secs();
+        info!(waited_s = waited, wait = ?p.wait, "provisioning timed out");
+        let _ = p.reply.send(Err(ProvisionError::TimedOut {
+            waited_seconds: waited,
         }));
     }
 }
