@@ -29,6 +29,44 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The built-in stream proxy (`GET /ace/getstream`).
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+/// `[proxy]`: the built-in stream proxy.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// How long a session with no viewer keeps its engine playback before stopping it.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Contents the proxy plays on one engine at most.
+    pub max_streams_per_engine: u32,
+    /// How long a first viewer waits for an engine (a new one is provisioned if none is free).
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// No bytes from the engine for this long: the session moves to another engine.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// How long a session looks for another engine before its viewers' responses end.
+    #[serde(with = "humantime_serde")]
+    pub failover_timeout: Duration,
+    /// Chunks buffered per viewer; a viewer this far behind is dropped.
+    pub viewer_buffer: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            linger: Duration::from_secs(10),
+            max_streams_per_engine: 1,
+            start_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(5),
+            failover_timeout: Duration::from_secs(60),
+            viewer_buffer: 256,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

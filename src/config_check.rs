@@ -441,6 +441,19 @@ fn check_vpn(config: &Config, p: &mut Problems) {
     }
 }
 
+fn check_proxy(config: &Config, p: &mut Problems) {
+    let x = &config.proxy;
+    p.nonzero("proxy.start_timeout", x.start_timeout);
+    p.nonzero("proxy.stall_timeout", x.stall_timeout);
+    p.nonzero("proxy.failover_timeout", x.failover_timeout);
+    if x.max_streams_per_engine == 0 {
+        p.push("proxy.max_streams_per_engine", "must be at least 1");
+    }
+    if x.viewer_buffer == 0 {
+        p.push("proxy.viewer_buffer", "must be at least 1");
+    }
+}
+
 fn check_api(config: &Config, p: &mut Problems) {
     p.nonzero("api.stats_interval", config.api.stats_interval);
     p.nonzero("api.header_read_timeout", config.api.header_read_timeout);
@@ -451,6 +464,7 @@ fn check_api(config: &Config, p: &mut Problems) {
     if config.api.max_streams_per_engine == 0 {
         p.push("api.max_streams_per_engine", "must be at least 1");
     }
+    check_proxy(config, p);
     let a = &config.api;
     match a.listen.parse::<SocketAddr>() {
         Err(_) => p.push(

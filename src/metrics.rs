@@ -187,7 +187,19 @@ fn family() -> Family<Labels, Gauge> {
 
 /// The Prometheus text for this snapshot plus the live metrics.
 pub fn render(metrics: &Metrics, snap: &SupervisorSnapshot) -> String {
+    render_with_proxy(metrics, snap, None)
+}
+
+/// `render`, plus the built-in stream proxy's figures when it runs.
+pub fn render_with_proxy(
+    metrics: &Metrics,
+    snap: &SupervisorSnapshot,
+    proxy: Option<&crate::actors::proxy::ProxyTotals>,
+) -> String {
     let mut r = Registry::default();
+    if let Some(p) = proxy {
+        proxy_metrics(&mut r, p);
+    }
     upstream(&mut r, snap);
     engines(&mut r, snap);
     vpns(&mut r, snap);
@@ -233,6 +245,46 @@ pub fn render(metrics: &Metrics, snap: &SupervisorSnapshot) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &r);
     text
+}
+
+/// The built-in stream proxy's sessions, viewers, bytes, failovers and failover gaps.
+fn proxy_metrics(r: &mut Registry, p: &crate::actors::proxy::ProxyTotals) {
+    r.register(
+        "acevisor_proxy_sessions",
+        "Contents the built-in stream proxy plays now",
+        gauge(p.sessions as i64),
+    );
+    r.register(
+        "acevisor_proxy_viewers",
+        "Viewers connected to the built-in stream proxy",
+        gauge(p.viewers as i64),
+    );
+    r.register_with_unit(
+        "acevisor_proxy_delivered",
+        "Bytes the stream proxy read from engines and fanned out, since start",
+        Unit::Bytes,
+        counter(p.bytes),
+    );
+    r.register(
+        "acevisor_proxy_failovers",
+        "Times a proxy session moved to another engine, since start",
+        counter(p.failovers),
+    );
+    r.register(
+        "acevisor_proxy_failover_gaps",
+        "Failovers whose gap (last byte of the old engine to the first of the new) was measured",
+        counter(p.gaps),
+    );
+    r.register_with_unit(
+        "acevisor_proxy_failover_gap",
+        "Sum of the measured failover gaps, since start",
+        Unit::Seconds,
+        {
+            let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            g.set(p.gap_ms_sum as f64 / 1000.0);
+            g
+        },
+    );
 }
 
 /// The upstream orchestrator's gauges, same names and meaning.

@@ -160,6 +160,18 @@ pub enum SupervisorMsg {
     Gc(RpcReplyPort<Vec<String>>),
     /// `GET /vpn/publicip`: `(vpn, ip)` of the first connected VPN, or why not.
     PublicIp(RpcReplyPort<PublicIpResult>),
+    /// The stream proxy takes an engine for `content` (not one of `exclude`), atomically:
+    /// `None` when no ready engine has room (`proxy.max_streams_per_engine`).
+    ReserveEngine {
+        content: String,
+        exclude: Vec<String>,
+        max_per_engine: usize,
+        reply: RpcReplyPort<Option<EngineView>>,
+    },
+    /// The stream proxy no longer plays `content`: its engine is free again.
+    ReleaseEngine {
+        content: String,
+    },
     /// The port hook of the VPN container `vpn` fired; answers whether `vpn` is a configured VPN
     /// (then the VpnMonitor looks at it now).
     PortHook {
@@ -297,6 +309,8 @@ pub struct EngineView {
     pub streams: u32,
     /// The container's labels as created or adopted (empty until known).
     pub labels: BTreeMap<String, String>,
+    /// Contents the built-in stream proxy plays on it (never offered as free while > 0).
+    pub reserved: u32,
 }
 
 impl EngineView {

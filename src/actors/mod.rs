@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod messages;
 pub mod name_registry;
+pub mod proxy;
 pub mod streams;
 pub mod supervisor;
 pub mod vpn_monitor;

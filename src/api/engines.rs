@@ -144,7 +144,12 @@ pub async fn list(
         }
     };
     let snap = ctx.snapshot().await?;
-    let listed: Vec<&EngineView> = snap.engines.iter().filter(|e| is_listed(e)).collect();
+    // An engine the built-in stream proxy plays on is not free for external proxies.
+    let listed: Vec<&EngineView> = snap
+        .engines
+        .iter()
+        .filter(|e| is_listed(e) && !(prefer_free && e.reserved > 0))
+        .collect();
     let usage = usage_of(&ctx, &listed).await?;
     let now = SystemTime::now();
     let mut out: Vec<EngineState> = listed

@@ -11,6 +11,18 @@ use super::error::ApiResult;
 /// `GET /metrics`; 503 (JSON) when the Supervisor does not answer.
 pub async fn metrics(State(ctx): State<ApiContext>) -> ApiResult<Response> {
     let snapshot = ctx.snapshot().await?;
-    let body = crate::metrics::render(&ctx.metrics, &snapshot);
+    let proxy = match &ctx.proxy {
+        Some(p) => Some(
+            super::ask(
+                p,
+                ctx.call_timeout,
+                "stream proxy",
+                crate::actors::proxy::ProxyMsg::Totals,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let body = crate::metrics::render_with_proxy(&ctx.metrics, &snapshot, proxy.as_ref());
     Ok(([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod hooks;
 pub mod metrics;
+pub mod proxy;
 pub mod status;
 pub mod streams;
 pub mod types;
@@ -115,6 +116,8 @@ pub struct ApiContext {
     pub timeouts: ClientTimeouts,
     /// `telemetry.trace_ui_url`: the dashboard links incidents to their traces with it.
     pub trace_ui_url: Option<String>,
+    /// The built-in stream proxy (`GET /ace/getstream`); `None`: not running.
+    pub proxy: Option<ActorRef<crate::actors::proxy::ProxyMsg>>,
 }
 
 impl ApiContext {
@@ -149,6 +152,7 @@ impl ApiContext {
             metrics: Arc::default(),
             timeouts: ClientTimeouts::from_config(cfg),
             trace_ui_url: cfg.telemetry.trace_ui_url.clone(),
+            proxy: None,
         }
     }
 
@@ -248,6 +252,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/livez", get(status::livez))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/ace/getstream", get(proxy::getstream))
         .merge(mutating)
         .merge(by_label)
         .fallback(not_found)
@@ -382,8 +387,20 @@ async fn launch_inner(
         .await
         .with_context(|| format!("cannot listen on api.listen = {}", cfg.api.listen))?;
     let local_addr = listener.local_addr()?;
+    let (proxy, _) = Actor::spawn(
+        None,
+        crate::actors::proxy::Proxy,
+        crate::actors::proxy::ProxyArgs {
+            supervisor: supervisor.clone(),
+            streams: Some(streams.clone()),
+            config: cfg.proxy.clone(),
+        },
+    )
+    .await
+    .context("cannot start the stream proxy")?;
     let mut ctx = ApiContext::from_config(cfg, supervisor, streams.clone(), api_key);
     ctx.metrics = metrics;
+    ctx.proxy = Some(proxy);
     let server = tokio::spawn(serve(listener, ctx, shutdown));
     Ok(RunningApi {
         streams,

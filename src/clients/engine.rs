@@ -78,7 +78,18 @@ pub struct StreamStats {
     pub livepos: Option<Value>,
 }
 
+/// A playback session the engine opened (`/ace/getstream?...&format=json`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaybackStart {
+    pub playback_url: String,
+    pub command_url: Option<String>,
+    pub stat_url: Option<String>,
+    pub session_id: String,
+    pub is_live: bool,
+}
+
 /// Client of engine HTTP APIs; one instance serves every engine.
+#[derive(Clone)]
 pub struct EngineClient {
     http: reqwest::Client,
 }
@@ -137,6 +148,37 @@ impl EngineClient {
                 "GET {stat_url}: stats do not parse ({e}): {}",
                 snippet(&response.to_string())
             )))
+        })
+    }
+
+    /// Starts (or joins) the engine's playback of a content:
+    /// `GET /ace/getstream?<param>=<key>&format=json`.
+    pub async fn start_playback(
+        &self,
+        host: &str,
+        port: u16,
+        param: &str,
+        key: &str,
+    ) -> Result<PlaybackStart, StatError> {
+        let url = format!(
+            "{}/ace/getstream?{param}={key}&format=json",
+            base(host, port)
+        );
+        let response = self.get_response(&url).await?;
+        let field = |k: &str| response.get(k).and_then(Value::as_str).map(str::to_string);
+        let playback_url = field("playback_url").ok_or_else(|| {
+            StatError::Other(EngineError::Protocol(format!(
+                "GET {url}: no playback_url in {response}"
+            )))
+        })?;
+        Ok(PlaybackStart {
+            playback_url,
+            command_url: field("command_url"),
+            stat_url: field("stat_url"),
+            session_id: field("playback_session_id").unwrap_or_default(),
+            is_live: response
+                .get("is_live")
+                .is_some_and(|v| v.as_bool() == Some(true) || v.as_i64() == Some(1)),
         })
     }
 

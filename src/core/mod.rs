@@ -15,6 +15,7 @@ pub mod plan;
 pub mod port_tracker;
 pub mod ports;
 pub mod provisioning;
+pub mod proxy;
 pub mod readiness;
 pub mod streams;
 pub mod template;

@@ -145,6 +145,7 @@ pub fn engine(
             ("acevisor.role".to_string(), "engine".to_string()),
             ("acevisor.ordinal".to_string(), n.to_string()),
         ]),
+        reserved: 0,
     }
 }
 
@@ -260,6 +261,7 @@ impl Harness {
             metrics: Default::default(),
             timeouts: Default::default(),
             trace_ui_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
+            proxy: None,
         };
         Harness {
             app: router(ctx.clone()),

@@ -34,6 +34,7 @@ pub(super) fn notify_removed(st: &mut SupervisorState, name: &str, container_id:
         container_id,
     };
     st.removal_watchers.retain(|w| (w.0)(removed.clone()));
+    forget_reservations(st, name);
 }
 
 /// `DELETE /containers/{id}`: the engine is removed like any other removal (its number and ports

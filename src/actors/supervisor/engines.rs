@@ -134,6 +134,7 @@ fn on_renamed(st: &mut SupervisorState, from: &str, to: String) {
         return;
     };
     info!(engine = %to, from = %from, ordinal = new, "engine renamed to close a gap in the names");
+    st.proxy.reserved.rename(from, &to);
     entry.renaming = None;
     entry.fact.name = to.clone();
     entry.fact.ordinal = new;
@@ -190,6 +191,7 @@ pub(super) fn on_engine_event(st: &SupervisorState, ev: ContainerEvent) {
 /// Active streams per engine, keyed by container ID (a rename keeps them), else by name.
 pub(super) fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String, u32>) {
     let now = Instant::now();
+    st.proxy.external = counts.clone();
     for (name, entry) in st.engines.iter_mut() {
         let key = entry.container_id.as_deref().unwrap_or(name);
         let streams = counts
@@ -197,6 +199,8 @@ pub(super) fn on_stream_counts(st: &mut SupervisorState, counts: BTreeMap<String
             .or_else(|| counts.get(name))
             .copied()
             .unwrap_or(0);
+        // The proxy's own streams count too: an engine it plays on is busy, never idle.
+        let streams = streams + st.proxy.reserved.count(name) as u32;
         if streams == entry.fact.streams {
             continue;
         }

@@ -112,6 +112,8 @@ pub struct SupervisorState {
     removal_watchers: Vec<RemovalWatcher>,
     /// The last VPN events and emergency transitions (the dashboard's incidents).
     incidents: crate::core::incidents::IncidentLog,
+    /// Engines the built-in stream proxy plays contents on, and the external stream counts.
+    proxy: ProxyBook,
 }
 
 struct PendingProvision {
@@ -178,6 +180,7 @@ impl Actor for Supervisor {
             scale_target: None,
             removal_watchers: Vec::new(),
             incidents: Default::default(),
+            proxy: ProxyBook::default(),
             cfg,
         })
     }
@@ -343,6 +346,16 @@ impl Actor for Supervisor {
                 }
                 return Ok(());
             }
+            SupervisorMsg::ReserveEngine {
+                content,
+                exclude,
+                max_per_engine,
+                reply,
+            } => {
+                let _ = reply.send(on_reserve(st, &content, &exclude, max_per_engine));
+                return Ok(());
+            }
+            SupervisorMsg::ReleaseEngine { content } => on_release(st, &content),
             SupervisorMsg::PortHook { vpn, reply } => {
                 let known = st.cfg.vpn.gluetun.iter().any(|g| g.container == vpn);
                 if known && let Some(m) = &st.monitor {
@@ -425,6 +438,7 @@ mod api;
 mod children;
 mod engines;
 mod provision;
+mod proxy;
 mod reconcile;
 mod relist;
 mod vpn;
@@ -434,6 +448,7 @@ use children::*;
 pub use engines::death_slot;
 use engines::*;
 use provision::*;
+use proxy::*;
 use reconcile::*;
 use relist::*;
 use vpn::*;

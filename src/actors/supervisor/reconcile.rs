@@ -272,12 +272,13 @@ pub(super) fn engine_view(e: &EngineEntry) -> EngineView {
         host: e.host.clone(),
         streams: e.fact.streams,
         labels: e.labels.clone(),
+        reserved: 0,
     }
 }
 
 pub(super) fn snapshot(st: &SupervisorState) -> SupervisorSnapshot {
     SupervisorSnapshot {
-        engines: st.engines.values().map(engine_view).collect(),
+        engines: st.engines.values().map(|e| proxy_view(st, e)).collect(),
         lanes: st.lanes.clone(),
         vpns: st.vpns.clone(),
         emergency: st.emergency.clone(),

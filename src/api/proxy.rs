@@ -1,0 +1,97 @@
+//! `GET /ace/getstream?id=<content id>` (or `infohash=`): the built-in stream proxy's viewer
+//! route. The viewer joins the content's StreamSession and gets `200 video/mp2t`, chunked, once
+//! the first bytes arrive; or a JSON 4xx/502/503 (with `Retry-After`) when there will be none.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiContext;
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use crate::actors::proxy::{Piece, ProxyMsg};
+use crate::core::proxy::parse_content;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GetStreamQuery {
+    id: Option<String>,
+    infohash: Option<String>,
+    /// Players add these; the proxy always answers MPEG-TS.
+    #[serde(flatten)]
+    _rest: std::collections::HashMap<String, String>,
+}
+
+/// `GET /ace/getstream`.
+pub async fn getstream(
+    State(ctx): State<ApiContext>,
+    ApiQuery(q): ApiQuery<GetStreamQuery>,
+) -> Response {
+    let content = match parse_content(q.id.as_deref(), q.infohash.as_deref()) {
+        Ok(c) => c,
+        Err(m) => return ApiError::Unprocessable(m).into_response(),
+    };
+    let Some(proxy) = ctx.proxy.clone() else {
+        return ApiError::Unavailable("the stream proxy is not running".into()).into_response();
+    };
+    let mut rx = match super::ask(&proxy, ctx.call_timeout, "stream proxy", |reply| {
+        ProxyMsg::Join {
+            content: content.clone(),
+            reply,
+        }
+    })
+    .await
+    {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
+    // The session answers the first piece within its start timeout (bytes or why not).
+    let first: Option<Piece> = rx.recv().await;
+    match first {
+        Some(Ok(bytes)) => {
+            let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+                match rx.recv().await {
+                    Some(Ok(b)) => Some((Ok::<_, std::io::Error>(b), rx)),
+                    _ => None,
+                }
+            });
+            let head = futures_util::stream::once(async move { Ok(bytes) });
+            let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+            response
+        }
+        Some(Err(refusal)) => {
+            let status =
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = (
+                status,
+                axum::Json(json!({
+                    "detail": {"code": refusal.code, "message": refusal.message}
+                })),
+            )
+                .into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            response
+        }
+        None => {
+            let mut response = ApiError::Unavailable(format!(
+                "the stream session of {} ended before its first byte; try again",
+                content.label()
+            ))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            response
+        }
+    }
+}
