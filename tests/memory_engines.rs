@@ -351,3 +351,52 @@ async fn a_provision_no_engine_answers_in_time_is_a_timeout_not_a_breaker() {
     );
     assert_eq!(tree.snap().await.breaker, BreakerState::Closed);
 }
+
+/// Issue 16's hang: many requests at once while the pool is also replacing an engine. Every
+/// request gets its answer (none waits past its bound), and the free capacity goes to requests:
+/// exactly as many engines as fit under `max_replicas`, the rest `max_capacity`.
+#[tokio::test(start_paused = true)]
+async fn concurrent_provisioning_while_the_pool_replaces_an_engine_answers_every_request() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    let mut cfg = config("single", 2, "");
+    cfg.engines.max_replicas = 4;
+    cfg.engines.idle_grace = Duration::from_secs(1);
+    let tree = Tree::start(&m, cfg).await;
+    let s = tree
+        .wait("pool", 20 * SEC, |s| full(s, VPN1, 2, 30001))
+        .await;
+    let victim = s
+        .engines
+        .iter()
+        .find(|e| !e.forwarded)
+        .unwrap()
+        .name
+        .clone();
+    m.exit(&victim, 137);
+    let asked = tokio::time::Instant::now();
+    let requests = (0..20).map(|_| provision(&tree));
+    let answers = futures_util::future::join_all(requests).await;
+    // Virtual time (the paused clock): every answer came within the Supervisor's own bound, so
+    // no request waited for the API's timeout.
+    let bound = acevisor::core::provisioning::answer_within(
+        false,
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    );
+    assert!(
+        asked.elapsed() < bound,
+        "{:?} >= {bound:?}",
+        asked.elapsed()
+    );
+    let served = answers.iter().filter(|a| a.is_ok()).count();
+    let refused: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert_eq!(
+        served, 2,
+        "the two free places went to requests: {answers:?}"
+    );
+    assert!(
+        refused.iter().all(|e| **e == ProvisionError::MaxCapacity),
+        "{refused:?}"
+    );
+}
