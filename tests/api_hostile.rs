@@ -96,30 +96,34 @@ async fn provision_refuses_bodies_that_are_not_one_json_object() {
     }
     // A body that says it is not JSON.
     let upstream = br#"{"labels":{},"env":{},"host_port":null}"#.to_vec();
-    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(t) = content_type {
+            headers.push(("content-type", t));
+        }
         let (status, _, answer) = send_raw(
             &h.app,
             "POST",
             "/provision/acestream",
-            &[
-                ("authorization", auth.as_str()),
-                ("content-type", content_type),
-            ],
+            &headers,
             upstream.clone(),
         )
         .await;
         assert_eq!(
             status,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "{content_type}: {answer}"
+            "{content_type:?}: {answer}"
         );
     }
-    // Still provisioned: the upstream body as JSON, with a charset, with no Content-Type, and an
-    // empty body whatever its type.
+    // Still provisioned: the upstream body as JSON, with a charset, and an empty body whatever
+    // its type (or none).
     for (content_type, body) in [
         (Some("application/json"), upstream.clone()),
         (Some("application/json; charset=utf-8"), upstream.clone()),
-        (None, upstream.clone()),
         (Some("text/plain"), Vec::new()),
         (None, Vec::new()),
     ] {
@@ -199,7 +203,11 @@ async fn several_different_keys_in_one_request_are_a_bad_request() {
         &h.app,
         "POST",
         "/events/stream_ended",
-        &[("authorization", auth.as_str()), ("x-api-key", KEY)],
+        &[
+            ("authorization", auth.as_str()),
+            ("x-api-key", KEY),
+            ("content-type", "application/json"),
+        ],
         b"{}".to_vec(),
     )
     .await;

@@ -1,7 +1,7 @@
 //! Request extractors whose rejections are the API's JSON errors: a body that is not JSON is
 //! 400 (malformed, not UTF-8, a lone surrogate escape, nested deeper than 128), a JSON body that
-//! is not an object or has the wrong shape or a duplicate key 422, a non-JSON Content-Type 415
-//! (an absent one is accepted: some clients omit it), a body above the limit 413 (at once when
+//! is not an object or has the wrong shape or a duplicate key 422, a non-empty body whose
+//! Content-Type is absent or not JSON 415 (an empty body needs none), a body above the limit 413 (at once when
 //! its declared length is already above), a body that does not arrive in time 408; a malformed
 //! query string 400, wrong query values 422.
 
@@ -53,7 +53,9 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 fn check_content_type(content_type: Option<&HeaderValue>) -> Result<(), ApiError> {
     match content_type {
-        None => Ok(()),
+        None => Err(ApiError::Unsupported(
+            "a request body needs Content-Type: application/json".into(),
+        )),
         Some(v) if v.to_str().is_ok_and(is_json_content_type) => Ok(()),
         Some(v) => Err(ApiError::Unsupported(format!(
             "Content-Type {:?} is not JSON; send application/json",
