@@ -871,6 +871,7 @@ async fn serve_over_tcp_and_shut_down_gracefully() {
     let r = http
         .post(format!("{base}/events/stream_started"))
         .header("X-API-Key", KEY)
+        .header("content-type", "application/json")
         .body("{oops")
         .send()
         .await
@@ -926,6 +927,7 @@ async fn launch_reads_the_key_env_and_serves_on_api_listen() {
     let r = http
         .post(format!("{base}/events/stream_ended"))
         .header("x-api-key", KEY)
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
