@@ -778,6 +778,7 @@ async fn provision_answer(reps: usize) -> Row {
             let t0 = Instant::now();
             let r = http
                 .post(&url)
+                .header("content-type", "application/json")
                 .body(r#"{"labels":{},"env":{},"host_port":null}"#)
                 .send()
                 .await
