@@ -3,10 +3,15 @@
 
 use super::*;
 use crate::core::naming::{Mobility, renames};
+use crate::core::plan::RemoveReason;
 
 /// Runs the plan over the current facts and performs it.
 pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
-    if !(st.listed && st.vpn_seen) {
+    // Before the first listing nothing is known. During a re-list (after the events stream was
+    // re-subscribed) only the removals a failed or replaced VPN forces are made: its engines are
+    // dead whatever the listing will say, and they must not outlive the failure.
+    let relisting = !st.listed;
+    if !st.vpn_seen || (relisting && !st.ready) {
         return;
     }
     let started = std::time::Instant::now();
@@ -26,6 +31,22 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
         engines: &facts,
         demand_floor: demand_floor(st),
     });
+    let actions: Vec<Action> = if relisting {
+        actions
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Remove {
+                        reason: RemoveReason::VpnFailed | RemoveReason::Stale,
+                        ..
+                    }
+                )
+            })
+            .collect()
+    } else {
+        actions
+    };
     st.counters.reconciles += 1;
     // A child of whatever caused this reconcile (a VPN event, an engine's report), or a root when
     // a timer found something to do; nothing at all when there is nothing to do.
