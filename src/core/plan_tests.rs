@@ -6,7 +6,6 @@ use super::*;
 use crate::config::PortRange;
 use crate::core::model::Readiness;
 use proptest::prelude::*;
-use std::collections::BTreeSet;
 
 fn lane(name: &str, id: &str, readiness: Readiness, range: (u16, u16)) -> VpnView {
     VpnView {
@@ -51,14 +50,12 @@ fn input<'a>(
 /// A pool of engines that plans are applied to.
 struct World {
     engines: Vec<EngineFact>,
-    next_names: BTreeSet<u32>,
 }
 
 impl World {
     fn new() -> Self {
         World {
             engines: Vec::new(),
-            next_names: BTreeSet::new(),
         }
     }
 
@@ -108,7 +105,6 @@ impl World {
             match a {
                 Action::Create { .. } => {
                     let e = self.created(a, EnginePhase::Ready, Some(now));
-                    self.next_names.insert(e.ordinal);
                     self.engines.push(e);
                 }
                 Action::Remove { name, .. } => self.engines.retain(|e| &e.name != name),
