@@ -88,6 +88,23 @@ fn exactly_desired(w: &World, engines: &[DockerEngine], n: u32, ports: &[u16]) -
     })
 }
 
+/// Whether acevisor's `/engines` lists exactly the containers of `engines`, each ready.
+async fn daemon_has_ready(api_port: u16, engines: &[DockerEngine]) -> bool {
+    let Some(body) = support::http_get("127.0.0.1", api_port, "/engines").await else {
+        return false;
+    };
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&body).expect("/engines is JSON");
+    let mut ready: Vec<&str> = listed
+        .iter()
+        .filter(|e| e["state"] == "ready")
+        .filter_map(|e| e["container_id"].as_str())
+        .collect();
+    ready.sort_unstable();
+    let mut ids: Vec<&str> = engines.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    listed.len() == engines.len() && ready == ids
+}
+
 /// The real `acevisor run` as a child process, its log in the run's temp dir.
 struct Daemon {
     child: Child,
@@ -145,8 +162,10 @@ async fn sigkill_while_creating_ten_engines_then_restart_converges_exactly() {
     let mut cfg = w.config("redundant", 10, "", "");
     // One creation at a time, so the kill lands in the middle of the pool's creation.
     cfg.engines.create_concurrency = 1;
-    // The daemon's API on loopback (an open API beyond it is refused at start), on a free port.
-    cfg.api.listen = "127.0.0.1:0".into();
+    // The daemon's API on loopback (an open API beyond it is refused at start), on a port the
+    // test knows, to ask the daemon whether it is done.
+    let api_port = support::free_host_port();
+    cfg.api.listen = format!("127.0.0.1:{api_port}");
     let dir = std::env::temp_dir().join(format!("acevisor-{}", w.run));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("acevisor.toml");
@@ -167,10 +186,16 @@ async fn sigkill_while_creating_ten_engines_then_restart_converges_exactly() {
 
     let mut second = Daemon::start(&path, &dir, 2);
     let ports = [31101u16, 32101];
+    // Converged: Docker holds exactly the desired set and acevisor itself has every one of those
+    // containers ready (Docker alone can match for a moment while acevisor is still replacing
+    // one, e.g. a container left created by the kill that Docker started late).
     let converged = support::wait_for(2 * MINUTE, "exactly the desired 10 engines", || {
         let engines = managed(&w);
         let ok = exactly_desired(&w, &engines, 10, &ports);
-        async move { ok.then_some(engines) }
+        async move {
+            let ready = ok && daemon_has_ready(api_port, &engines).await;
+            ready.then_some(engines)
+        }
     })
     .await;
     // Stays that way: no late duplicate, no late removal.
