@@ -182,6 +182,8 @@ instance = "otlp-test"
 min_replicas = 10
 max_replicas = 20
 min_free = 0
+# Two at a time: the start and the recovery each need creations that follow others' reports.
+create_concurrency = 2
 variant = "custom"
 image = "acevisor-testbed/engine:dev"
 command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--port", "{{p2p_port}}"]
@@ -290,6 +292,13 @@ pub fn check_incident_traces(spans: &[Got], instance: &str) {
         out
     };
     let named = |name: &'static str| spans.iter().filter(move |s| s.name == name);
+
+    // A creation decided once another engine reported is traced beside it, under what caused
+    // them both, never under the other's creation (a chain as deep as the pool).
+    for c in named("engine.create") {
+        let up = ancestors(c);
+        assert!(!up.iter().any(|n| n == "engine.create"), "{up:?}");
+    }
 
     for s in spans {
         assert_eq!(

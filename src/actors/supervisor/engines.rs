@@ -8,6 +8,19 @@
 use super::*;
 use crate::runtime::ContainerEvent;
 
+/// The span an engine's report is followed up in: its creation's cause while it is being created
+/// (let go once the creation is over, so that span can end), else the report's own.
+pub(super) fn creation_cause(st: &mut SupervisorState, name: &str, report: &EngineReport) -> Span {
+    let Some(entry) = st.engines.get_mut(name) else {
+        return Span::current();
+    };
+    let cause = match report {
+        EngineReport::Started { .. } | EngineReport::Created { .. } => entry.cause.clone(),
+        _ => entry.cause.take(),
+    };
+    cause.unwrap_or_else(Span::current)
+}
+
 pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: EngineReport) {
     let Some(entry) = st.engines.get_mut(&name) else {
         return;

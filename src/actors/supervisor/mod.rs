@@ -72,6 +72,11 @@ struct EngineEntry {
     /// A rename failed on a name held by a container acevisor does not know yet (the next
     /// listing finds it): no new rename of this engine before then.
     rename_after: Option<Instant>,
+    /// While it is being created, the span its creation was decided in (an incident's, or none):
+    /// what its creation reports lead to (the next creations) is traced there, beside it, not
+    /// under its own `engine.create` (which would chain a cold start's creations into one deep
+    /// trace). Later reports are followed up in their own span (an `engine.died`, say).
+    cause: Option<Span>,
 }
 
 pub struct SupervisorState {
@@ -226,7 +231,13 @@ impl Actor for Supervisor {
         match msg {
             SupervisorMsg::Vpn(update) => {
                 let transition = on_vpn_update(&myself, st, update).await;
-                reconcile(&myself, st).instrument(transition).await;
+                // Decided under the emergency transition when there is one, else under the event.
+                let cause = if transition.is_none() {
+                    Span::current()
+                } else {
+                    transition.clone()
+                };
+                reconcile(&myself, st, &cause).instrument(transition).await;
                 return Ok(());
             }
             SupervisorMsg::Engine {
@@ -244,7 +255,10 @@ impl Actor for Supervisor {
                 if matches!(report, EngineReport::CreateFailed { .. }) {
                     myself.send_after(Duration::from_secs(2), || SupervisorMsg::Relist);
                 }
-                on_engine_report(st, name, report)
+                let cause = creation_cause(st, &name, &report);
+                on_engine_report(st, name, report);
+                reconcile(&myself, st, &cause).await;
+                return Ok(());
             }
             SupervisorMsg::Docker(ev) => {
                 if let Some(m) = st
@@ -302,7 +316,7 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Gc(reply) => {
                 let before: Vec<String> = removing_names(st);
-                reconcile(&myself, st).await;
+                reconcile(&myself, st, &Span::current()).await;
                 let after = removing_names(st);
                 let _ = reply.send(after.into_iter().filter(|n| !before.contains(n)).collect());
                 return Ok(());
@@ -371,7 +385,7 @@ impl Actor for Supervisor {
                 return Ok(());
             }
         }
-        reconcile(&myself, st).await;
+        reconcile(&myself, st, &Span::current()).await;
         Ok(())
     }
 

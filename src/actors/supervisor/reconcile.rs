@@ -5,8 +5,13 @@ use super::*;
 use crate::core::naming::{Mobility, renames};
 use crate::core::plan::RemoveReason;
 
-/// Runs the plan over the current facts and performs it.
-pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
+/// Runs the plan over the current facts and performs it; what it decides is traced under `cause`
+/// (a root trace when that is none).
+pub(super) async fn reconcile(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    cause: &Span,
+) {
     // Before the first listing nothing is known. During a re-list (after the events stream was
     // re-subscribed) only the removals a failed or replaced VPN forces are made: its engines are
     // dead whatever the listing will say, and they must not outlive the failure.
@@ -48,12 +53,13 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
         actions
     };
     st.counters.reconciles += 1;
-    // A child of whatever caused this reconcile (a VPN event, an engine's report), or a root when
-    // a timer found something to do; nothing at all when there is nothing to do.
+    // A child of whatever caused this reconcile (a VPN event, the incident an engine was created
+    // for), or a root when a timer or a cold start's creations found something to do; nothing at
+    // all when there is nothing to do.
     let span = if actions.is_empty() {
         Span::none()
     } else {
-        info_span!("reconcile", actions = actions.len())
+        info_span!(parent: cause, "reconcile", actions = actions.len())
     };
     // A creation holds its slot until Docker reports its container started (it then has an ID),
     // not through the start-settle check that follows.
@@ -166,6 +172,7 @@ pub(super) async fn reconcile(myself: &ActorRef<SupervisorMsg>, st: &mut Supervi
                         labels: spec.labels.clone(),
                         renaming: None,
                         rename_after: None,
+                        cause: Some(cause.clone()),
                     },
                 );
                 if spawn_engine(myself, st, &name, EngineMode::Create(spec), create_span).await {

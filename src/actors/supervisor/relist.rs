@@ -136,6 +136,7 @@ pub(super) async fn on_listed(
                 labels: c.labels.clone(),
                 renaming: None,
                 rename_after: None,
+                cause: None,
             },
         );
         if spawn_engine(
