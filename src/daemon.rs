@@ -136,14 +136,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Ok(Err(e)) = api.server.await {
             warn!(error = %e, "API server stopped with an error");
         }
-        api.streams.stop(None);
         telemetry.shutdown().await;
         anyhow::bail!("the supervisor stopped unexpectedly");
     }
     if let Ok(Err(e)) = api.server.await {
         warn!(error = %e, "API server stopped with an error");
     }
-    api.streams.stop(None);
+    // Stops its children too, the Streams actor among them.
     sup.stop(Some("shutdown".into()));
     let _ = handle.await;
     match on_shutdown {
