@@ -82,6 +82,10 @@ async fn a_crashed_name_registry_is_reseeded_and_names_stay_lowest_free() {
         s.counters.actor_restarts == 1
     })
     .await;
+    // Seeded by the Supervisor at its restart, before any re-listing of Docker could.
+    let registry = ractor::ActorRef::<NameMsg>::from(tree.child::<NameMsg>());
+    let held = ractor::call_t!(registry, NameMsg::Held, 1_000).expect("the new registry answers");
+    assert_eq!(held, 3, "the new registry holds the three live numbers");
     m.remove_out_of_band("acestream-2");
     let s = tree
         .wait("replaced", 30 * SEC, |s| full(s, VPN1, 3, 30001))
@@ -89,6 +93,15 @@ async fn a_crashed_name_registry_is_reseeded_and_names_stay_lowest_free() {
     let mut names: Vec<String> = s.engines.iter().map(|e| e.name.clone()).collect();
     names.sort();
     assert_eq!(names, ["acestream-1", "acestream-2", "acestream-3"]);
+    // The new registry knew the held numbers: the replacement got the free one at the first try
+    // (an empty registry hands out a held name, which Docker refuses as a conflict).
+    assert_eq!(
+        (s.counters.create_failures, s.counters.names_above_bound),
+        (0, 0),
+        "{:?}",
+        s.counters
+    );
+    assert_eq!(m.calls("create"), 4, "three engines, then one replacement");
 }
 
 #[tokio::test(start_paused = true)]
