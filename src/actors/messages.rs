@@ -119,10 +119,6 @@ pub enum SupervisorMsg {
         granted: bool,
     },
     Snapshot(RpcReplyPort<SupervisorSnapshot>),
-    /// Fault injection for tests: make the Engine actor of `name` panic.
-    CrashEngine {
-        name: String,
-    },
     /// Active streams per engine name (from the streams owner); engines not listed have none.
     StreamCounts(BTreeMap<String, u32>),
     /// One more engine within `max_replicas`; answered at `wait`, or why not.
@@ -284,8 +280,6 @@ pub enum EngineMsg {
     Rename {
         to: String,
     },
-    /// Fault injection for tests.
-    Crash,
 }
 
 #[derive(Debug)]

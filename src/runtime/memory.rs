@@ -59,6 +59,8 @@ struct World {
     /// The next this-many creates make and start their container, then panic in the caller (an
     /// actor that dies before it learns its container's ID).
     panic_after_create: u32,
+    /// Status probes of these engines (by container name) that panic in the prober.
+    crashing_probes: HashMap<String, u32>,
     /// Inspects of these names (or IDs) that fail before the world is looked at.
     failing_inspects: HashMap<String, u32>,
     delay: Duration,
@@ -366,6 +368,12 @@ impl MemoryRuntime {
     /// caller (an Engine actor) dies without learning the container's ID.
     pub fn panic_after_create(&self, n: u32) {
         self.lock().panic_after_create = n;
+    }
+
+    /// The next `n` status probes of the engine named `name` panic in the caller: its Engine
+    /// actor crashes (the actor-restart tests).
+    pub fn crash_probes_of(&self, name: &str, n: u32) {
+        self.lock().crashing_probes.insert(name.to_string(), n);
     }
 
     /// The next `n` inspects of exactly `id_or_name` fail as if Docker were unreachable.
@@ -841,7 +849,24 @@ impl VpnControl for MemoryRuntime {
 #[async_trait]
 impl EngineApi for MemoryRuntime {
     async fn status(&self, host: &str, port: u16) -> Result<(), String> {
-        let w = self.lock();
+        let mut w = self.lock();
+        let World {
+            crashing_probes,
+            containers,
+            ..
+        } = &mut *w;
+        let crash = crashing_probes.iter_mut().find(|(name, n)| {
+            **n > 0
+                && containers
+                    .values()
+                    .any(|c| &c.info.name == *name && c.http_port == Some(port))
+        });
+        if let Some((name, n)) = crash {
+            *n -= 1;
+            let name = name.clone();
+            drop(w);
+            panic!("injected fault: the prober of engine {name} crashed");
+        }
         // Behind a VPN the engine is reached at the VPN's address; in mode none at its own.
         let found = w.containers.values().find(|c| {
             c.http_port == Some(port)

@@ -376,12 +376,6 @@ impl Actor for Supervisor {
                 let _ = reply.send(known);
                 return Ok(());
             }
-            SupervisorMsg::CrashEngine { name } => {
-                if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
-                    let _ = actor.cast(EngineMsg::Crash);
-                }
-                return Ok(());
-            }
         }
         reconcile(&myself, st).await;
         Ok(())
