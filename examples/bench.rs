@@ -803,7 +803,6 @@ async fn provision_answer(reps: usize) -> Row {
     }
     let _ = stop.send(());
     let _ = api.server.await;
-    api.streams.stop(None);
     tree.stop().await;
     run.remove_engines();
     let mut r = ready.clone();

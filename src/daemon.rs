@@ -4,8 +4,10 @@
 //! effects, for tests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::future::join_all;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -116,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_config = config.clone();
     info!(mode = ?config.vpn.mode, vpns = config.vpn.gluetun.len(), min_replicas = config.engines.min_replicas, "acevisor starting");
     let on_shutdown = config.engines.on_shutdown;
+    let stop_timeout = config.docker.stop_timeout;
     let managed = LabelKeys::new(&config.docker.label_prefix);
     let instance = config.instance.clone();
     let (sup, handle) = start(config, deps, keys).await?;
@@ -136,30 +139,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Ok(Err(e)) = api.server.await {
             warn!(error = %e, "API server stopped with an error");
         }
-        api.streams.stop(None);
         telemetry.shutdown().await;
         anyhow::bail!("the supervisor stopped unexpectedly");
     }
     if let Ok(Err(e)) = api.server.await {
         warn!(error = %e, "API server stopped with an error");
     }
-    api.streams.stop(None);
+    // Stops its children too, the Streams actor among them.
     sup.stop(Some("shutdown".into()));
     let _ = handle.await;
     match on_shutdown {
         OnShutdown::Keep => info!("shut down; engines keep running (on_shutdown = \"keep\")"),
-        OnShutdown::Remove => remove_managed_engines(&*runtime, &managed, &instance).await,
+        OnShutdown::Remove => {
+            remove_managed_engines(&*runtime, &managed, &instance, stop_timeout).await
+        }
     }
     telemetry.shutdown().await;
     Ok(())
 }
 
-/// `on_shutdown = "remove"`: removes every engine of this instance, found by its labels. Runs
-/// after the actor tree stopped, so nothing recreates them.
+/// `on_shutdown = "remove"`: removes every engine of this instance, found by its labels, as an
+/// ordinary removal does: stopped gracefully first (SIGTERM, SIGKILL after `stop_timeout`), all at
+/// once, then removed. Runs after the actor tree stopped, so nothing recreates them.
 pub async fn remove_managed_engines(
     runtime: &dyn ContainerRuntime,
     keys: &LabelKeys,
     instance: &str,
+    stop_timeout: Duration,
 ) {
     let query = ListQuery {
         labels: vec![
@@ -178,16 +184,22 @@ pub async fn remove_managed_engines(
     };
     info!(
         engines = engines.len(),
-        "on_shutdown = \"remove\": removing engines"
+        ?stop_timeout,
+        "on_shutdown = \"remove\": stopping and removing engines"
     );
-    for engine in engines {
+    join_all(engines.iter().map(|engine| async move {
+        // A failed stop is no reason to keep the engine: the removal forces it.
+        if let Err(e) = runtime.stop(&engine.id, stop_timeout).await {
+            warn!(engine = %engine.name, container_id = %engine.id, error = %e, "engine did not stop gracefully; removing it by force");
+        }
         match runtime.remove(&engine.id).await {
             Ok(()) => info!(engine = %engine.name, container_id = %engine.id, "engine removed"),
             Err(e) => {
                 warn!(engine = %engine.name, container_id = %engine.id, error = %e, "cannot remove engine")
             }
         }
-    }
+    }))
+    .await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1044,3 +1044,67 @@ async fn engines_show_the_containers_real_labels() {
         assert_eq!(e["labels"]["acevisor.managed"], "test-instance", "{e}");
     }
 }
+
+/// With an API key set, the engine URLs of a stream (`command_url` stops its playback) are shown
+/// only to readers with the key, on every open route that lists streams; without a key set,
+/// everyone sees them. Before this, `GET /streams` handed `command_url` to anyone.
+#[tokio::test]
+async fn stream_engine_urls_only_for_readers_with_the_key() {
+    let stat = "http://172.18.0.2:19004/ace/stat/s-1";
+    let cmd = "http://172.18.0.2:19004/ace/cmd/s-1";
+    for key in [Some(KEY), None] {
+        let h = Harness::with(pool(), key, Duration::ZERO).await;
+        let (status, s) = h
+            .post(
+                "/events/stream_started",
+                &started_body("172.18.0.2", 19004, "s-1", stat),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        assert_eq!(
+            (s["stat_url"].as_str(), s["command_url"].as_str()),
+            (Some(stat), Some(cmd))
+        );
+        let bearer = format!("Bearer {KEY}");
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(&str, Headers, bool); 5] = [
+            ("/streams", &[], key.is_none()),
+            ("/streams", &[("x-api-key", "wrong")], key.is_none()),
+            ("/streams", &[("authorization", &bearer)], true),
+            (&format!("/streams?status=started&key={KEY}"), &[], true),
+            ("/engines/acestream-3", &[], key.is_none()),
+        ];
+        for (path, headers, shown) in cases {
+            let (status, body) = send(&h.app, "GET", path, headers, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            let stream = if path.starts_with("/engines") {
+                &body["streams"][0]
+            } else {
+                &body[0]
+            };
+            assert_eq!(stream["id"], "s-1", "{path}: {body}");
+            let want = |url: &'static str| if shown { url } else { "" };
+            assert_eq!(
+                (stream["stat_url"].as_str(), stream["command_url"].as_str()),
+                (Some(want(stat)), Some(want(cmd))),
+                "{path} with {headers:?}, key set: {}",
+                key.is_some()
+            );
+        }
+        let engine = &pool().engines[0];
+        let (_, with_key) = send(
+            &h.app,
+            "GET",
+            &format!("/engines/{}", engine.container_id.as_deref().unwrap()),
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+        assert_eq!(with_key["streams"][0]["command_url"], cmd);
+        // The dashboard takes no key: it never shows them while a key is set.
+        let (_, state) = h.get("/ui/state").await;
+        let shown = &state["streams"]["active"][0];
+        assert_eq!(shown["id"], "s-1", "{state}");
+        assert_eq!(shown["command_url"], if key.is_some() { "" } else { cmd });
+    }
+}

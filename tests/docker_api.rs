@@ -176,7 +176,6 @@ async fn proxy_round_trip_with_autoscaling() {
 
     let _ = stop.send(true);
     let _ = running.server.await;
-    running.streams.stop(None);
     tree.stop().await;
 }
 
@@ -245,7 +244,6 @@ async fn provisioning_answers_before_a_slow_engine_is_ready() {
 
     let _ = stop.send(true);
     let _ = running.server.await;
-    running.streams.stop(None);
     tree.stop().await;
 }
 
@@ -338,6 +336,5 @@ async fn hung_engine_replaced_and_crashing_engine_backs_off_visibly() {
 
     let _ = stop.send(true);
     let _ = running.server.await;
-    running.streams.stop(None);
     tree.stop().await;
 }

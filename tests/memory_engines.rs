@@ -400,3 +400,56 @@ async fn concurrent_provisioning_while_the_pool_replaces_an_engine_answers_every
         "{refused:?}"
     );
 }
+
+/// An Engine actor that dies before it learns its container's ID is respawned by looking the
+/// container up by name; while that inspect fails (Docker trouble, not an answer), the engine is
+/// kept and the inspect retried: a Docker error is never evidence that the container is gone.
+/// The container Docker made is adopted, nothing is created again. Seen failing when a failed
+/// inspect was taken for "gone" (the engine vanished from the Supervisor's view).
+#[tokio::test(start_paused = true)]
+async fn an_engine_actor_respawn_retries_a_failed_inspect() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    m.panic_after_create(1);
+    m.fail_inspects_of("acestream-1", 3);
+    let tree = Tree::start(&m, config("single", 1, "")).await;
+    tree.wait("the crashed creation's engine is known", 10 * SEC, |s| {
+        s.engines.iter().any(|e| e.name == "acestream-1")
+    })
+    .await;
+    tree.hold(
+        10 * SEC,
+        |s| {
+            s.engines.len() == 1
+                && s.engines[0].name == "acestream-1"
+                && s.counters.create_failures == 0
+        },
+        "the engine kept while its inspect fails, no creation again",
+    )
+    .await;
+    let s = tree
+        .wait("adopted and ready", 30 * SEC, |s| full(s, VPN1, 1, 30001))
+        .await;
+    let containers: Vec<_> = m
+        .containers()
+        .into_iter()
+        .filter(|c| c.name.starts_with("acestream-"))
+        .collect();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(
+        s.engines[0].container_id.as_deref(),
+        Some(containers[0].id.as_str())
+    );
+    // Restarted once on its container; no other creation was made or attempted.
+    assert_eq!(
+        (
+            s.counters.actor_restarts,
+            s.counters.create_failures,
+            s.counters.engines_created
+        ),
+        (1, 0, 0),
+        "{:?}",
+        s.counters
+    );
+    assert!(m.removed_ids().is_empty(), "{:?}", m.removed_ids());
+}

@@ -5,7 +5,6 @@ mod tree;
 
 use std::time::Duration;
 
-use acevisor::actors::messages::SupervisorMsg;
 use acevisor::clients::TunnelStatus;
 use acevisor::core::emergency::EmergencyState;
 use acevisor::core::model::EnginePhase;
@@ -498,11 +497,7 @@ async fn panicking_engine_actor_is_restarted_within_intensity_then_backs_off() {
     let victim = s.engines[0].name.clone();
     let container = s.engines[0].container_id.clone();
     for n in 1..=3u64 {
-        tree.sup
-            .cast(SupervisorMsg::CrashEngine {
-                name: victim.clone(),
-            })
-            .unwrap();
+        m.crash_probes_of(&victim, 1);
         tree.wait("actor restarted", 5 * SEC, |s| {
             s.counters.actor_restarts == n
         })
@@ -514,11 +509,7 @@ async fn panicking_engine_actor_is_restarted_within_intensity_then_backs_off() {
         })
         .await;
     }
-    tree.sup
-        .cast(SupervisorMsg::CrashEngine {
-            name: victim.clone(),
-        })
-        .unwrap();
+    m.crash_probes_of(&victim, 1);
     let s = tree
         .wait("backing off", 5 * SEC, |s| {
             s.counters.restarts_suppressed == 1

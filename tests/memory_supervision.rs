@@ -1,16 +1,21 @@
 //! Supervision of the Supervisor's own children on the in-memory runtime (paused clock): a
-//! crashed VpnMonitor or NameRegistry is restarted within the restart intensity and resumes from
+//! crashed VpnMonitor, NameRegistry or Streams actor is restarted within the restart intensity and resumes from
 //! what was known (no emergency entered twice, no VPN failed twice, no name handed out twice);
 //! past the intensity the Supervisor stops, which ends the daemon.
 
 mod tree;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use acevisor::actors::messages::{MonitorMsg, NameMsg};
+use acevisor::actors::streams::{StreamsArgs, StreamsMsg, start_supervised};
+use acevisor::clients::engine::EngineClient;
 use acevisor::core::emergency::EmergencyState;
+use acevisor::core::streams::StreamStartedReq;
 use acevisor::runtime::DockerHealth;
 use acevisor::runtime::memory::MemoryRuntime;
+use ractor::rpc::CallResult;
 use tree::{Tree, VPN1, VPN2, config, full, two_vpns};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -77,6 +82,10 @@ async fn a_crashed_name_registry_is_reseeded_and_names_stay_lowest_free() {
         s.counters.actor_restarts == 1
     })
     .await;
+    // Seeded by the Supervisor at its restart, before any re-listing of Docker could.
+    let registry = ractor::ActorRef::<NameMsg>::from(tree.child::<NameMsg>());
+    let held = ractor::call_t!(registry, NameMsg::Held, 1_000).expect("the new registry answers");
+    assert_eq!(held, 3, "the new registry holds the three live numbers");
     m.remove_out_of_band("acestream-2");
     let s = tree
         .wait("replaced", 30 * SEC, |s| full(s, VPN1, 3, 30001))
@@ -84,6 +93,15 @@ async fn a_crashed_name_registry_is_reseeded_and_names_stay_lowest_free() {
     let mut names: Vec<String> = s.engines.iter().map(|e| e.name.clone()).collect();
     names.sort();
     assert_eq!(names, ["acestream-1", "acestream-2", "acestream-3"]);
+    // The new registry knew the held numbers: the replacement got the free one at the first try
+    // (an empty registry hands out a held name, which Docker refuses as a conflict).
+    assert_eq!(
+        (s.counters.create_failures, s.counters.names_above_bound),
+        (0, 0),
+        "{:?}",
+        s.counters
+    );
+    assert_eq!(m.calls("create"), 4, "three engines, then one replacement");
 }
 
 #[tokio::test(start_paused = true)]
@@ -105,5 +123,100 @@ async fn a_child_that_keeps_dying_stops_the_supervisor() {
     assert!(
         tree.stops_on_its_own(10 * SEC).await,
         "a fourth crash within the window escalates"
+    );
+}
+
+/// The Streams actor runs under the Supervisor: killed, it is respawned (its streams gone, so
+/// the Supervisor's per-engine counts are cleared, never kept from the dead actor), the handle
+/// the API holds reaches the new one, and past the intensity the Supervisor stops. Without the
+/// supervision the engine kept its stream count forever and the API answered 503.
+#[tokio::test(start_paused = true)]
+async fn a_crashed_streams_actor_is_restarted_with_no_stale_counts() {
+    let m = MemoryRuntime::new();
+    m.add_vpn(VPN1, 30001, Some(DockerHealth::Healthy));
+    let cfg = config("single", 1, "");
+    let mut tree = Tree::start(&m, cfg.clone()).await;
+    let s = tree
+        .wait("pool", 20 * SEC, |s| full(s, VPN1, 1, 30001))
+        .await;
+    let engine = s.engines[0].clone();
+    let streams = start_supervised(StreamsArgs {
+        supervisor: tree.sup.clone(),
+        engine_client: Arc::new(EngineClient::new(SEC).unwrap()),
+        collect_interval: Duration::ZERO,
+        call_timeout: 3 * SEC,
+        limits: acevisor::api::stream_limits(&cfg),
+    })
+    .await
+    .unwrap();
+    let start = |id: &str| {
+        serde_json::from_value::<StreamStartedReq>(serde_json::json!({
+            "container_id": engine.container_id,
+            "engine": {"host": engine.host, "port": engine.http_port},
+            "stream": {"key_type": "content_id", "key": "0123456789abcdef0123456789abcdef01234567"},
+            "session": {"playback_session_id": id, "stat_url": "", "command_url": ""},
+            "labels": {"stream_id": id}
+        }))
+        .unwrap()
+    };
+    let started = streams
+        .get()
+        .call(|r| StreamsMsg::Started(start("s1"), r), Some(3 * SEC))
+        .await
+        .unwrap();
+    assert!(matches!(started, CallResult::Success(Ok(_))), "{started:?}");
+    tree.wait("the stream counted", 10 * SEC, |s| {
+        s.engines.iter().any(|e| e.streams == 1)
+    })
+    .await;
+
+    let first = streams.get();
+    tree.child::<StreamsMsg>().kill();
+    tree.wait("streams restarted, counts cleared", 10 * SEC, |s| {
+        s.counters.actor_restarts == 1 && s.engines.iter().all(|e| e.streams == 0)
+    })
+    .await;
+    assert_ne!(streams.get().get_id(), first.get_id(), "the handle follows");
+    let listed = streams
+        .get()
+        .call(
+            |reply| StreamsMsg::List {
+                status: None,
+                container_id: None,
+                offset: 0,
+                limit: None,
+                reply,
+            },
+            Some(3 * SEC),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&listed, CallResult::Success((0, v)) if v.is_empty()),
+        "{listed:?}"
+    );
+    // The new actor records and publishes as the old one did.
+    let started = streams
+        .get()
+        .call(|r| StreamsMsg::Started(start("s2"), r), Some(3 * SEC))
+        .await
+        .unwrap();
+    assert!(matches!(started, CallResult::Success(Ok(_))), "{started:?}");
+    tree.wait("the new stream counted", 10 * SEC, |s| {
+        s.engines.iter().any(|e| e.streams == 1)
+    })
+    .await;
+
+    for n in 2..=3 {
+        tree.child::<StreamsMsg>().kill();
+        tree.wait("streams restarted", 10 * SEC, |s| {
+            s.counters.actor_restarts == n
+        })
+        .await;
+    }
+    tree.child::<StreamsMsg>().kill();
+    assert!(
+        tree.stops_on_its_own(10 * SEC).await,
+        "a fourth crash of the Streams actor within the window escalates"
     );
 }

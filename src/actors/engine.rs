@@ -146,7 +146,6 @@ impl Actor for Engine {
             }
             EngineMsg::Remove => remove(&myself, st, GoneCause::Removed).await,
             EngineMsg::Rename { to } => rename(st, to).await,
-            EngineMsg::Crash => panic!("injected fault: engine actor {} crashed", st.args.name),
             _ => {}
         }
         Ok(())

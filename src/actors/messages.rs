@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use ractor::RpcReplyPort;
+use futures_util::future::BoxFuture;
+use ractor::{ActorCell, RpcReplyPort};
 use tokio::time::Instant;
 
 use crate::core::emergency::{EmergencyState, Transition};
@@ -118,10 +119,6 @@ pub enum SupervisorMsg {
         granted: bool,
     },
     Snapshot(RpcReplyPort<SupervisorSnapshot>),
-    /// Fault injection for tests: make the Engine actor of `name` panic.
-    CrashEngine {
-        name: String,
-    },
     /// Active streams per engine name (from the streams owner); engines not listed have none.
     StreamCounts(BTreeMap<String, u32>),
     /// One more engine within `max_replicas`; answered at `wait`, or why not.
@@ -131,6 +128,12 @@ pub enum SupervisorMsg {
     },
     /// Register a callback for engines removed or lost (the Streams actor ends their streams).
     WatchRemovals(RemovalWatcher),
+    /// Spawn the Streams actor through `spawn` as a supervised child (respawned the same way,
+    /// within the restart intensity, when it dies); answers once it runs.
+    SuperviseStreams {
+        spawn: ChildSpawner,
+        reply: RpcReplyPort<Result<(), String>>,
+    },
     /// `POST /health/circuit-breaker/reset`: close the creation breaker and lift creation
     /// backoffs; answers the breaker state before the reset.
     ResetBreaker(RpcReplyPort<&'static str>),
@@ -207,6 +210,18 @@ pub struct EngineRemoved {
 /// it to itself). It returns false once its receiver is gone, and is then dropped.
 pub struct RemovalWatcher(pub Box<dyn Fn(EngineRemoved) -> bool + Send + 'static>);
 
+/// Spawns a child linked to the Supervisor cell it is given and answers the child's cell. The
+/// Supervisor calls it for the first start and for every restart.
+pub struct ChildSpawner(
+    pub Box<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, String>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for ChildSpawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChildSpawner")
+    }
+}
+
 impl std::fmt::Debug for RemovalWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RemovalWatcher")
@@ -265,8 +280,6 @@ pub enum EngineMsg {
     Rename {
         to: String,
     },
-    /// Fault injection for tests.
-    Crash,
 }
 
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::actors::messages::{EngineView, ProvisionWait, RemovalWatcher, SupervisorMsg};
-use crate::actors::streams::StreamsMsg;
+use crate::actors::streams::{StreamsHandle, StreamsMsg};
 use crate::clients::engine::{EngineClient, StatError};
 use crate::config::ProxyConfig;
 use crate::core::proxy::{AfterLoss, Content, FailoverCause, after_loss};
@@ -78,7 +78,7 @@ pub struct SessionView {
 pub struct ProxyArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// The owner of stream records: each session's engine playback is recorded there.
-    pub streams: Option<ActorRef<StreamsMsg>>,
+    pub streams: Option<StreamsHandle>,
     pub config: ProxyConfig,
 }
 
@@ -86,7 +86,7 @@ pub struct Proxy;
 
 pub struct ProxyState {
     supervisor: ActorRef<SupervisorMsg>,
-    streams: Option<ActorRef<StreamsMsg>>,
+    streams: Option<StreamsHandle>,
     config: ProxyConfig,
     http: reqwest::Client,
     engine: EngineClient,
@@ -283,7 +283,7 @@ pub enum SessionMsg {}
 pub struct SessionArgs {
     content: Content,
     supervisor: ActorRef<SupervisorMsg>,
-    streams: Option<ActorRef<StreamsMsg>>,
+    streams: Option<StreamsHandle>,
     config: ProxyConfig,
     http: reqwest::Client,
     engine: EngineClient,

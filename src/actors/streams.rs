@@ -4,21 +4,28 @@
 //! active stream's `stat_url` into a bounded history and ends streams whose engine says the
 //! session is gone or whose engine left the Supervisor's view.
 //!
+//! It runs under the Supervisor (`start_supervised`): when it dies it is respawned with its
+//! state reset, and the Supervisor clears the stream counts it had published; a `StreamsHandle`
+//! always reaches the current actor.
+//!
 //! The collector's reads run in a spawned task and come back as one `Collected` message, so a
 //! slow engine never delays the API's calls to this actor. The decisions are in
 //! `core::streams`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
 use futures_util::StreamExt;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::actors::messages::{EngineRemoved, RemovalWatcher, SupervisorMsg, SupervisorSnapshot};
+use crate::actors::messages::{
+    ChildSpawner, EngineRemoved, RemovalWatcher, SupervisorMsg, SupervisorSnapshot,
+};
 use crate::clients::engine::{EngineClient, StatError};
 use crate::core::streams::{
     CollectVerdict, EndOutcome, EngineRef, StartRefusal, StatReading, StatSample, StreamBook,
@@ -123,6 +130,7 @@ pub enum StreamsMsg {
     EngineRemoved(EngineRemoved),
 }
 
+#[derive(Clone)]
 pub struct StreamsArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub engine_client: Arc<EngineClient>,
@@ -133,6 +141,73 @@ pub struct StreamsArgs {
     pub call_timeout: Duration,
     /// What clients may make the actor hold.
     pub limits: StreamLimits,
+}
+
+/// The current Streams actor, for the API and the proxy: a respawned actor replaces the old one
+/// here.
+#[derive(Clone)]
+pub struct StreamsHandle(Arc<RwLock<ActorRef<StreamsMsg>>>);
+
+impl StreamsHandle {
+    /// The actor now (a dead one until its respawn is done).
+    pub fn get(&self) -> ActorRef<StreamsMsg> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends `msg` to the current actor; false when it is not running.
+    pub fn cast(&self, msg: StreamsMsg) -> bool {
+        self.get().cast(msg).is_ok()
+    }
+
+    fn set(&self, actor: ActorRef<StreamsMsg>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = actor;
+    }
+}
+
+impl From<ActorRef<StreamsMsg>> for StreamsHandle {
+    fn from(actor: ActorRef<StreamsMsg>) -> StreamsHandle {
+        StreamsHandle(Arc::new(RwLock::new(actor)))
+    }
+}
+
+/// Starts the Streams actor as a child of `args.supervisor`, which respawns it with `args` (its
+/// state reset) within the restart intensity when it dies, and stops it when it stops.
+pub async fn start_supervised(args: StreamsArgs) -> anyhow::Result<StreamsHandle> {
+    let supervisor = args.supervisor.clone();
+    let handle: Arc<RwLock<Option<StreamsHandle>>> = Arc::default();
+    let slot = handle.clone();
+    let spawn = ChildSpawner(Box::new(move |parent: ActorCell| {
+        let (args, slot) = (args.clone(), slot.clone());
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, Streams, args, parent)
+                .await
+                .map_err(|e| format!("cannot start the streams actor: {e}"))?;
+            let cell = actor.get_cell();
+            let mut slot = slot.write().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(h) => h.set(actor),
+                None => *slot = Some(actor.into()),
+            }
+            Ok(cell)
+        })
+    }));
+    let timeout = Duration::from_secs(10);
+    match supervisor
+        .call(
+            |reply| SupervisorMsg::SuperviseStreams { spawn, reply },
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(CallResult::Success(Ok(()))) => {}
+        Ok(CallResult::Success(Err(e))) => anyhow::bail!(e),
+        Ok(CallResult::Timeout) => {
+            anyhow::bail!("the supervisor did not start the streams actor within {timeout:?}")
+        }
+        Ok(CallResult::SenderError) | Err(_) => anyhow::bail!("the supervisor is not running"),
+    }
+    let started = handle.read().unwrap_or_else(|e| e.into_inner()).clone();
+    started.context("the supervisor answered without starting the streams actor")
 }
 
 pub struct StreamsState {

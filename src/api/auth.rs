@@ -3,8 +3,13 @@
 //! `?key=<key>` (except on `/by-label`, whose `key` parameter names a label). No key sent: 401; a
 //! wrong key: 403 (the upstream codes); several different keys in one request: 400. Keys are
 //! compared in constant time.
+//!
+//! Open reads are open to all, but what controls an engine (a stream's `command_url` and
+//! `stat_url`) is shown only to a reader with the key (`Reader`), or to everyone when no key is
+//! set.
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -74,6 +79,28 @@ pub fn check(headers: &HeaderMap, query_key: Option<&str>, key: &str) -> Result<
 pub fn query_key(uri: &Uri) -> Option<String> {
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
     params.into_iter().find(|(k, _)| k == "key").map(|(_, v)| v)
+}
+
+/// Who reads an open route: `trusted` when no API key is set or the request carries it (in a
+/// header or as `?key=`); anything else (no key, a wrong one) reads as the public.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reader {
+    pub trusted: bool,
+}
+
+impl FromRequestParts<ApiContext> for Reader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Reader, std::convert::Infallible> {
+        let trusted = ctx
+            .api_key
+            .as_deref()
+            .is_none_or(|key| check(&parts.headers, query_key(&parts.uri).as_deref(), key).is_ok());
+        Ok(Reader { trusted })
+    }
 }
 
 /// Middleware of the mutating routes: the key in a header or as `?key=`.

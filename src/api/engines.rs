@@ -12,6 +12,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use super::ApiContext;
+use super::auth::Reader;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery, OptionalJson};
 use super::types::{
@@ -173,9 +174,11 @@ pub async fn list(
     Ok(Json(out))
 }
 
-/// `GET /engines/{id}`: by container ID (full or short) or name, in any phase.
+/// `GET /engines/{id}`: by container ID (full or short) or name, in any phase; its streams'
+/// engine URLs only for a reader with the key.
 pub async fn detail(
     State(ctx): State<ApiContext>,
+    reader: Reader,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<EngineDetail>> {
     let snap = ctx.snapshot().await?;
@@ -198,7 +201,10 @@ pub async fn detail(
         .1;
     Ok(Json(EngineDetail {
         engine: engine_state(&ctx, engine, usage.get(&engine.name), SystemTime::now()),
-        streams: streams.iter().map(StreamState::from).collect(),
+        streams: streams
+            .iter()
+            .map(|s| StreamState::from(s).for_reader(reader))
+            .collect(),
     }))
 }
 

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::actors::messages::{SupervisorMsg, SupervisorSnapshot};
-use crate::actors::streams::{Streams, StreamsArgs, StreamsMsg};
+use crate::actors::streams::{StreamsArgs, StreamsHandle, StreamsMsg, start_supervised};
 use crate::clients::engine::EngineClient;
 use crate::config::{Config, VpnMode};
 use crate::core::streams::{HISTORY_LEN, StreamLimits};
@@ -95,7 +95,7 @@ pub fn stream_limits(cfg: &Config) -> StreamLimits {
 #[derive(Clone)]
 pub struct ApiContext {
     pub supervisor: ActorRef<SupervisorMsg>,
-    pub streams: ActorRef<StreamsMsg>,
+    pub streams: StreamsHandle,
     /// `None`: the API is open (warned at start).
     pub api_key: Option<String>,
     pub mode: VpnMode,
@@ -125,12 +125,12 @@ impl ApiContext {
     pub fn from_config(
         cfg: &Config,
         supervisor: ActorRef<SupervisorMsg>,
-        streams: ActorRef<StreamsMsg>,
+        streams: impl Into<StreamsHandle>,
         api_key: Option<String>,
     ) -> ApiContext {
         ApiContext {
             supervisor,
-            streams,
+            streams: streams.into(),
             api_key: api_key.filter(|k| !k.is_empty()),
             mode: cfg.vpn.mode,
             started_at: SystemTime::now(),
@@ -172,7 +172,13 @@ impl ApiContext {
         &self,
         build: impl FnOnce(RpcReplyPort<T>) -> StreamsMsg,
     ) -> ApiResult<T> {
-        ask(&self.streams, self.call_timeout, "streams owner", build).await
+        ask(
+            &self.streams.get(),
+            self.call_timeout,
+            "streams owner",
+            build,
+        )
+        .await
     }
 }
 
@@ -332,14 +338,14 @@ pub fn api_key_from_env(cfg: &Config) -> Option<String> {
     key
 }
 
-/// The running API: the Streams actor it owns and the server task.
+/// The running API: the Streams actor it started (under the Supervisor) and the server task.
 pub struct RunningApi {
-    pub streams: ActorRef<StreamsMsg>,
+    pub streams: StreamsHandle,
     pub local_addr: std::net::SocketAddr,
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts the Streams actor (collector included) and serves the API on `api.listen` until
+/// Starts the Streams actor (collector included) under the Supervisor and serves the API on `api.listen` until
 /// `shutdown` completes. The daemon calls this once the Supervisor runs; `metrics` are the live
 /// ones its runtime records into.
 pub async fn launch(
@@ -370,19 +376,14 @@ async fn launch_inner(
 ) -> anyhow::Result<RunningApi> {
     let engine_client =
         EngineClient::new(cfg.engines.health.timeout).context("cannot build the engine client")?;
-    let (streams, _) = Actor::spawn(
-        None,
-        Streams,
-        StreamsArgs {
-            supervisor: supervisor.clone(),
-            engine_client: Arc::new(engine_client),
-            collect_interval: cfg.api.stats_interval,
-            call_timeout: STREAMS_CALL_TIMEOUT,
-            limits: stream_limits(cfg),
-        },
-    )
-    .await
-    .context("cannot start the streams actor")?;
+    let streams = start_supervised(StreamsArgs {
+        supervisor: supervisor.clone(),
+        engine_client: Arc::new(engine_client),
+        collect_interval: cfg.api.stats_interval,
+        call_timeout: STREAMS_CALL_TIMEOUT,
+        limits: stream_limits(cfg),
+    })
+    .await?;
     let listener = TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("cannot listen on api.listen = {}", cfg.api.listen))?;

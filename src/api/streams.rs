@@ -7,6 +7,7 @@ use axum::http::HeaderName;
 use serde::Deserialize;
 
 use super::ApiContext;
+use super::auth::Reader;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::{EndedResponse, StatSnapshot, StreamState, parse_rfc3339};
@@ -66,9 +67,10 @@ pub struct StreamsQuery {
 
 /// `GET /streams?status=started|ended&container_id=&offset=&limit=`: oldest start first; the
 /// whole list unless `limit` asks for a page. `X-Total-Count` says how many matched; 404 when
-/// `container_id` names no engine.
+/// `container_id` names no engine. The engine URLs only for a reader with the key.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    reader: Reader,
     ApiQuery(q): ApiQuery<StreamsQuery>,
 ) -> ApiResult<([(HeaderName, String); 1], Json<Vec<StreamState>>)> {
     if q.limit == Some(0) {
@@ -114,7 +116,12 @@ pub async fn list(
         .await?;
     Ok((
         [(TOTAL_COUNT, total.to_string())],
-        Json(streams.iter().map(StreamState::from).collect()),
+        Json(
+            streams
+                .iter()
+                .map(|s| StreamState::from(s).for_reader(reader))
+                .collect(),
+        ),
     ))
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::auth::Reader;
 use crate::core::streams::{KeyType, StatSample, StreamRecord, StreamStatus};
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-27T03:00:04.123Z`.
@@ -122,6 +123,18 @@ pub struct StreamState {
     pub labels: BTreeMap<String, String>,
     /// Why it ended: the client's `reason`, `session_ended` or `engine_gone`.
     pub end_reason: Option<String>,
+}
+
+impl StreamState {
+    /// The stream as `reader` may see it: without the engine URLs (`command_url` can stop the
+    /// playback) for a reader without the API key.
+    pub fn for_reader(mut self, reader: Reader) -> StreamState {
+        if !reader.trusted {
+            self.command_url.clear();
+            self.stat_url.clear();
+        }
+        self
+    }
 }
 
 impl From<&StreamRecord> for StreamState {

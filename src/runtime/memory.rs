@@ -56,6 +56,13 @@ struct World {
     next_id: u64,
     clock: u64,
     failing: HashMap<&'static str, u32>,
+    /// The next this-many creates make and start their container, then panic in the caller (an
+    /// actor that dies before it learns its container's ID).
+    panic_after_create: u32,
+    /// Status probes of these engines (by container name) that panic in the prober.
+    crashing_probes: HashMap<String, u32>,
+    /// Inspects of these names (or IDs) that fail before the world is looked at.
+    failing_inspects: HashMap<String, u32>,
     delay: Duration,
     drop_events: bool,
     calls: HashMap<&'static str, u32>,
@@ -357,6 +364,25 @@ impl MemoryRuntime {
         self.lock().failing.insert(op, n);
     }
 
+    /// The next `n` creates make and start their container, then panic in the calling task: the
+    /// caller (an Engine actor) dies without learning the container's ID.
+    pub fn panic_after_create(&self, n: u32) {
+        self.lock().panic_after_create = n;
+    }
+
+    /// The next `n` status probes of the engine named `name` panic in the caller: its Engine
+    /// actor crashes (the actor-restart tests).
+    pub fn crash_probes_of(&self, name: &str, n: u32) {
+        self.lock().crashing_probes.insert(name.to_string(), n);
+    }
+
+    /// The next `n` inspects of exactly `id_or_name` fail as if Docker were unreachable.
+    pub fn fail_inspects_of(&self, id_or_name: &str, n: u32) {
+        self.lock()
+            .failing_inspects
+            .insert(id_or_name.to_string(), n);
+    }
+
     /// Every call waits this long first.
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
@@ -501,7 +527,14 @@ impl ContainerRuntime for MemoryRuntime {
 
     async fn inspect(&self, id_or_name: &str) -> RuntimeResult<Option<ContainerInfo>> {
         self.enter("inspect").await?;
-        let w = self.lock();
+        let mut w = self.lock();
+        if let Some(n) = w.failing_inspects.get_mut(id_or_name).filter(|n| **n > 0) {
+            *n -= 1;
+            return Err(RuntimeError::Unreachable {
+                op: "inspect",
+                message: "injected fault".into(),
+            });
+        }
         Ok(Self::id_of(&w, id_or_name)
             .and_then(|id| w.containers.get(&id))
             .map(|c| c.info.clone()))
@@ -539,6 +572,11 @@ impl ContainerRuntime for MemoryRuntime {
             w.exiting.push(id.clone());
         }
         self.emit(&w, &id, EventKind::Start);
+        if w.panic_after_create > 0 {
+            w.panic_after_create -= 1;
+            drop(w);
+            panic!("injected fault: the caller of create {id} crashed before reading its reply");
+        }
         Ok(id)
     }
 
@@ -811,7 +849,24 @@ impl VpnControl for MemoryRuntime {
 #[async_trait]
 impl EngineApi for MemoryRuntime {
     async fn status(&self, host: &str, port: u16) -> Result<(), String> {
-        let w = self.lock();
+        let mut w = self.lock();
+        let World {
+            crashing_probes,
+            containers,
+            ..
+        } = &mut *w;
+        let crash = crashing_probes.iter_mut().find(|(name, n)| {
+            **n > 0
+                && containers
+                    .values()
+                    .any(|c| &c.info.name == *name && c.http_port == Some(port))
+        });
+        if let Some((name, n)) = crash {
+            *n -= 1;
+            let name = name.clone();
+            drop(w);
+            panic!("injected fault: the prober of engine {name} crashed");
+        }
         // Behind a VPN the engine is reached at the VPN's address; in mode none at its own.
         let found = w.containers.values().find(|c| {
             c.http_port == Some(port)

@@ -63,10 +63,15 @@ impl Actor for FakeSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        myself: ActorRef<SupervisorMsg>,
         msg: SupervisorMsg,
         st: &mut FakeArgs,
     ) -> Result<(), ActorProcessingErr> {
+        // `api::launch` starts its Streams actor through the Supervisor.
+        if let SupervisorMsg::SuperviseStreams { spawn, reply } = msg {
+            let _ = reply.send((spawn.0)(myself.get_cell()).await.map(|_| ()));
+            return Ok(());
+        }
         let mut world = st.world.lock().unwrap();
         match msg {
             SupervisorMsg::Snapshot(reply) => {
@@ -248,7 +253,7 @@ impl Harness {
         .unwrap();
         let ctx = ApiContext {
             supervisor: supervisor.clone(),
-            streams: streams.clone(),
+            streams: streams.clone().into(),
             api_key: key.map(str::to_string),
             mode: VpnMode::Single,
             started_at: SystemTime::now(),

@@ -1,5 +1,5 @@
 //! The Supervisor's children and its Docker events task: spawning the NameRegistry and the
-//! VpnMonitor, restarting them within the restart intensity (past it the Supervisor stops and the
+//! VpnMonitor, restarting them (and the Streams actor put under it) within the restart intensity (past it the Supervisor stops and the
 //! daemon exits, as OTP escalates), and turning the events stream into messages (resubscribing
 //! with backoff).
 
@@ -86,8 +86,8 @@ pub(super) async fn events_loop(runtime: Arc<dyn ContainerRuntime>, sup: ActorRe
     }
 }
 
-/// Restarts a crashed or stopped singleton child (`vpn_monitor`, `name_registry`) within the
-/// restart intensity. Past it, escalates: the Supervisor stops, the daemon exits non-zero and
+/// Restarts a crashed or stopped singleton child (`vpn_monitor`, `name_registry`, `streams`)
+/// within the restart intensity. Past it, escalates: the Supervisor stops, the daemon exits non-zero and
 /// its container's restart policy starts a fresh acevisor, which rebuilds everything from Docker.
 pub(super) async fn restart_singleton(
     myself: &ActorRef<SupervisorMsg>,
@@ -107,6 +107,16 @@ pub(super) async fn restart_singleton(
         "vpn_monitor" => {
             st.monitor = None;
             spawn_monitor(myself, st).await
+        }
+        "streams" => {
+            // The new Streams actor starts with no streams: no engine keeps a count of the
+            // streams that died with the old one (proxies report them again as they go on).
+            on_stream_counts(st, BTreeMap::new());
+            let Some((spawn, cell)) = st.streams.as_mut() else {
+                return Ok(());
+            };
+            *cell = (spawn.0)(myself.get_cell()).await?;
+            Ok(())
         }
         _ => {
             let seed = st.engines.values().map(|e| e.fact.ordinal).collect();

@@ -16,16 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 use crate::actors::engine::{Engine, EngineArgs, EngineMode};
 use crate::actors::messages::{
-    ContainerDetail, Counters, DeleteOutcome, EngineMsg, EngineRemoved, EngineReport, EngineView,
-    GoneCause, MonitorMsg, NameMsg, ProvisionError, ProvisionWait, RemovalWatcher, ScaleOutcome,
-    SupervisorMsg, SupervisorSnapshot, VpnStatus, VpnUpdate,
+    ChildSpawner, ContainerDetail, Counters, DeleteOutcome, EngineMsg, EngineRemoved, EngineReport,
+    EngineView, GoneCause, MonitorMsg, NameMsg, ProvisionError, ProvisionWait, RemovalWatcher,
+    ScaleOutcome, SupervisorMsg, SupervisorSnapshot, VpnStatus, VpnUpdate,
 };
 use crate::actors::name_registry::NameRegistry;
 use crate::actors::vpn_monitor::{MonitorArgs, VpnMonitor, emergency_lists};
@@ -115,6 +117,9 @@ pub struct SupervisorState {
     scale_target: Option<(u32, Instant)>,
     /// Told of every engine removed or lost (the Streams actor).
     removal_watchers: Vec<RemovalWatcher>,
+    /// The Streams actor, when one was put under this Supervisor: how it is spawned, and the
+    /// running one.
+    streams: Option<(ChildSpawner, ActorCell)>,
     /// The last VPN events and emergency transitions (the dashboard's incidents).
     incidents: crate::core::incidents::IncidentLog,
     /// Engines the built-in stream proxy plays contents on, and the external stream counts.
@@ -184,6 +189,7 @@ impl Actor for Supervisor {
             provisions: Vec::new(),
             scale_target: None,
             removal_watchers: Vec::new(),
+            streams: None,
             incidents: Default::default(),
             proxy: ProxyBook::default(),
             cfg,
@@ -348,6 +354,12 @@ impl Actor for Supervisor {
                 st.removal_watchers.push(watcher);
                 return Ok(());
             }
+            SupervisorMsg::SuperviseStreams { spawn, reply } => {
+                let started = (spawn.0)(myself.get_cell()).await;
+                let answer = started.map(|cell| st.streams = Some((spawn, cell)));
+                let _ = reply.send(answer);
+                return Ok(());
+            }
             SupervisorMsg::PublicIp(reply) => {
                 match &st.monitor {
                     Some(m) => {
@@ -378,12 +390,6 @@ impl Actor for Supervisor {
                 let _ = reply.send(known);
                 return Ok(());
             }
-            SupervisorMsg::CrashEngine { name } => {
-                if let Some(actor) = st.engines.get(&name).and_then(|e| e.actor.as_ref()) {
-                    let _ = actor.cast(EngineMsg::Crash);
-                }
-                return Ok(());
-            }
         }
         reconcile(&myself, st, &Span::current()).await;
         Ok(())
@@ -405,6 +411,8 @@ impl Actor for Supervisor {
             restart_singleton(&myself, st, "vpn_monitor", failure).await?;
         } else if st.names.as_ref().is_some_and(|n| n.get_id() == id) {
             restart_singleton(&myself, st, "name_registry", failure).await?;
+        } else if st.streams.as_ref().is_some_and(|(_, c)| c.get_id() == id) {
+            restart_singleton(&myself, st, "streams", failure).await?;
         } else if let Some(name) = st.actor_names.remove(&id) {
             let Some(err) = failure else { return Ok(()) };
             // Only the current actor of an engine is restarted: a stale one (its engine

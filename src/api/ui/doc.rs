@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::actors::messages::{EngineView, SupervisorSnapshot, VpnStatus};
 use crate::actors::streams::StreamsMsg;
 use crate::api::ApiContext;
+use crate::api::auth::Reader;
 use crate::api::engines::{engine_state, is_listed, usage_of};
 use crate::api::error::ApiResult;
 use crate::api::status::{overall, vpn_status_of};
@@ -156,7 +157,14 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
 
     let mut active: Vec<StreamState> = Vec::new();
     let mut ended: Vec<StreamState> = Vec::new();
-    for s in streams.iter().map(StreamState::from) {
+    // The page is open and takes no key: it never shows the engine URLs while a key is set.
+    let public = Reader {
+        trusted: ctx.api_key.is_none(),
+    };
+    for s in streams
+        .iter()
+        .map(|s| StreamState::from(s).for_reader(public))
+    {
         if s.ended_at.is_none() {
             active.push(s);
         } else {
