@@ -959,9 +959,7 @@ fn facts(n: usize, present: bool) -> (Vec<VpnView>, Vec<EngineFact>) {
             name: Some(name.clone()),
             container_id: Some(format!("id{l}")),
             started_at: Some("2026-01-01T00:00:00Z".into()),
-            readiness: Readiness::Up {
-                forwarded_port: Some(fwd_port),
-            },
+            readiness: Readiness::up(Some(fwd_port)),
             failed: false,
             forwarding: true,
             port_wait_expired: false,

@@ -23,7 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::actors::messages::SupervisorSnapshot;
 use crate::core::emergency::EmergencyState;
-use crate::core::model::{EnginePhase, Readiness};
+use crate::core::model::EnginePhase;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -372,14 +372,14 @@ fn vpns(r: &mut Registry, s: &SupervisorSnapshot) {
     let up = family();
     let readiness = family();
     let port = family();
+    let port_count = family();
+    let on_port = family();
     let holds = family();
     for lane in s.lanes.iter().filter(|l| l.name.is_some()) {
         let vpn = lane.key().to_string();
         let label = || vec![("vpn", vpn.clone())];
-        let lane_port = match lane.readiness {
-            Readiness::Up { forwarded_port } => forwarded_port,
-            _ => None,
-        };
+        let lane_ports = lane.readiness.ports();
+        let lane_port = lane_ports.first();
         let has = s
             .forwarded_on(&vpn)
             .iter()
@@ -394,14 +394,31 @@ fn vpns(r: &mut Registry, s: &SupervisorSnapshot) {
         }
         port.get_or_create(&label())
             .set(lane_port.map(i64::from).unwrap_or(0));
+        port_count
+            .get_or_create(&label())
+            .set(lane_ports.len() as i64);
+        for p in lane_ports.iter() {
+            let served = s
+                .forwarded_on(&vpn)
+                .iter()
+                .any(|e| e.phase == EnginePhase::Ready && e.p2p_port == p);
+            on_port
+                .get_or_create(&vec![("vpn", vpn.clone()), ("port", p.to_string())])
+                .set(served as i64);
+        }
         holds
             .get_or_create(&label())
             .set(s.holds.iter().any(|(v, _)| *v == vpn) as i64);
     }
     r.register(
         "acevisor_forwarded_engine_present",
-        "1 when the VPN has a ready forwarded engine on its current forwarded port",
+        "1 when the VPN has a ready forwarded engine on its (lowest) forwarded port",
         present,
+    );
+    r.register(
+        "acevisor_forwarded_engine_on_port",
+        "Per forwarded port of the VPN: 1 when a ready forwarded engine has it as its P2P port",
+        on_port,
     );
     r.register(
         "acevisor_vpn_up",
@@ -415,8 +432,13 @@ fn vpns(r: &mut Registry, s: &SupervisorSnapshot) {
     );
     r.register(
         "acevisor_vpn_forwarded_port",
-        "The VPN's forwarded port (0 while unknown)",
+        "The VPN's forwarded port, the lowest when it forwards several (0 while unknown)",
         port,
+    );
+    r.register(
+        "acevisor_vpn_forwarded_ports",
+        "How many ports the VPN forwards (0 while unknown)",
+        port_count,
     );
     r.register(
         "acevisor_creation_held",

@@ -288,7 +288,31 @@ async fn vpn_status_shape_in_normal_and_emergency_mode() {
     assert!(em["duration_seconds"].as_u64().unwrap() >= 76);
     assert!(is_rfc3339(&em["entered_at"]));
     assert_eq!(body["vpn2"]["forwarded_port"], 34817);
+    assert_eq!(body["vpn2"]["forwarded_ports"], json!([34817]));
     assert_eq!(body["vpn1"]["connected"], false);
+    assert_eq!(body["vpn1"]["forwarded_ports"], json!([]));
+
+    // A VPN forwarding several ports: every port, lowest first; the single-port fields keep the
+    // lowest.
+    h.set_snapshot(|s| {
+        let mut v = vpn("gluetun", true, None);
+        v.forwarded_ports = acevisor::core::port_set::PortSet::new([9876, 5678]);
+        s.vpns = vec![v];
+        s.emergency = EmergencyState::Normal;
+    });
+    let (_, body) = h.get("/vpn/status").await;
+    assert_eq!(body["vpn1"]["forwarded_port"], 5678);
+    assert_eq!(body["vpn1"]["forwarded_ports"], json!([5678, 9876]));
+    assert_eq!(body["forwarded_port"], 5678);
+    assert_eq!(body["forwarded_ports"], json!([5678, 9876]));
+    let (_, body) = h.get("/orchestrator/status").await;
+    assert_eq!(
+        body["vpn"]["vpns"][0]["forwarded_ports"],
+        json!([5678, 9876])
+    );
+    let (_, state) = h.get("/ui/state").await;
+    assert_eq!(state["vpns"][0]["forwarded_ports"], json!([5678, 9876]));
+    assert_eq!(state["vpns"][0]["forwarded_port"], 5678);
 }
 
 #[tokio::test]

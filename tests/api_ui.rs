@@ -189,6 +189,7 @@ async fn the_state_agrees_with_the_json_routes() {
     assert_eq!(card["name"], entry["container_name"]);
     assert_eq!(card["status"], entry["status"]);
     assert_eq!(card["forwarded_port"], entry["forwarded_port"]);
+    assert_eq!(card["forwarded_ports"], entry["forwarded_ports"]);
     assert_eq!(card["ip"], "172.18.0.2");
     assert_eq!(
         names(

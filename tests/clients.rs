@@ -185,7 +185,7 @@ async fn current_gluetun_reports_running_and_prefers_ports_list() {
     let answer = client.probe(&target).await.unwrap();
 
     assert_eq!(answer.status, TunnelStatus::Running);
-    assert_eq!(answer.forwarded_port, Some(40001));
+    assert_eq!(answer.forwarded_ports.first(), Some(40001));
     assert_eq!(
         client.known_port_route(&target.base_url),
         Some(PortRoute::Current)
@@ -246,7 +246,7 @@ async fn port_zero_and_null_list_mean_no_port_yet() {
     let answer = gluetun_client().probe(&target).await.unwrap();
 
     assert_eq!(answer.status, TunnelStatus::Running);
-    assert_eq!(answer.forwarded_port, None);
+    assert_eq!(answer.forwarded_ports.first(), None);
 }
 
 #[tokio::test]
@@ -261,7 +261,7 @@ async fn port_not_asked_while_tunnel_is_not_running() {
     let answer = gluetun_client().probe(&target).await.unwrap();
 
     assert_eq!(answer.status, TunnelStatus::Starting);
-    assert_eq!(answer.forwarded_port, None);
+    assert_eq!(answer.forwarded_ports.first(), None);
     assert_eq!(g.hits("/v1/portforward"), 0);
 }
 
@@ -274,8 +274,8 @@ async fn legacy_gluetun_falls_back_once_and_remembers() {
     let first = client.probe(&target).await.unwrap();
     let second = client.probe(&target).await.unwrap();
 
-    assert_eq!(first.forwarded_port, Some(51413));
-    assert_eq!(second.forwarded_port, Some(51413));
+    assert_eq!(first.forwarded_ports.first(), Some(51413));
+    assert_eq!(second.forwarded_ports.first(), Some(51413));
     assert_eq!(
         client.known_port_route(&target.base_url),
         Some(PortRoute::Legacy)
@@ -298,7 +298,7 @@ async fn legacy_gluetun_with_only_a_ports_list() {
 
     let answer = gluetun_client().probe(&target).await.unwrap();
 
-    assert_eq!(answer.forwarded_port, Some(61000));
+    assert_eq!(answer.forwarded_ports.first(), Some(61000));
 }
 
 #[tokio::test]
@@ -307,7 +307,7 @@ async fn legacy_route_redirect_after_upgrade_goes_to_current_route() {
         start_gluetun(Gluetun::new(Generation::Legacy, json!({ "port": 51413 }))).await;
     let client = gluetun_client();
     assert_eq!(
-        client.probe(&target).await.unwrap().forwarded_port,
+        client.probe(&target).await.unwrap().forwarded_ports.first(),
         Some(51413)
     );
 
@@ -316,7 +316,7 @@ async fn legacy_route_redirect_after_upgrade_goes_to_current_route() {
     *g.port_body.lock().unwrap() = json!({ "port": 52000, "ports": [52000] });
     let answer = client.probe(&target).await.unwrap();
 
-    assert_eq!(answer.forwarded_port, Some(52000));
+    assert_eq!(answer.forwarded_ports.first(), Some(52000));
     assert_eq!(
         client.known_port_route(&target.base_url),
         Some(PortRoute::Current)
@@ -332,7 +332,7 @@ async fn v340_unknown_route_401_falls_back_to_legacy_route() {
 
     let answer = client.probe(&target).await.unwrap();
 
-    assert_eq!(answer.forwarded_port, Some(43210));
+    assert_eq!(answer.forwarded_ports.first(), Some(43210));
     assert_eq!(
         client.known_port_route(&target.base_url),
         Some(PortRoute::Legacy)
@@ -348,8 +348,8 @@ async fn v338_400_on_current_route_falls_back_to_legacy_and_remembers() {
     let second = client.probe(&target).await.unwrap();
 
     assert_eq!(first.status, TunnelStatus::Running);
-    assert_eq!(first.forwarded_port, Some(45678));
-    assert_eq!(second.forwarded_port, Some(45678));
+    assert_eq!(first.forwarded_ports.first(), Some(45678));
+    assert_eq!(second.forwarded_ports.first(), Some(45678));
     assert_eq!(
         client.known_port_route(&target.base_url),
         Some(PortRoute::Legacy)
@@ -518,7 +518,7 @@ async fn probe_twice(target: &ControlTarget) -> (Option<u16>, Option<PortRoute>)
     assert_eq!(first, second);
     assert_eq!(first.status, TunnelStatus::Running);
     (
-        first.forwarded_port,
+        first.forwarded_ports.first(),
         client.known_port_route(&target.base_url),
     )
 }
@@ -646,7 +646,7 @@ async fn remembered_route_follows_a_downgrade_to_v3_38() {
     let target = target(addr, None);
     let client = gluetun_client();
     assert_eq!(
-        client.probe(&target).await.unwrap().forwarded_port,
+        client.probe(&target).await.unwrap().forwarded_ports.first(),
         Some(40126)
     );
     assert_eq!(
@@ -656,7 +656,7 @@ async fn remembered_route_follows_a_downgrade_to_v3_38() {
 
     *version.lock().unwrap() = Version::V3_38;
     assert_eq!(
-        client.probe(&target).await.unwrap().forwarded_port,
+        client.probe(&target).await.unwrap().forwarded_ports.first(),
         Some(40126)
     );
     assert_eq!(

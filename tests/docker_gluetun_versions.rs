@@ -97,7 +97,7 @@ async fn route_spoken(w: &World, i: usize) -> (Option<PortRoute>, Option<u16>) {
         .expect("the control server answers acevisor's key");
     (
         client.known_port_route(&target.base_url),
-        answer.forwarded_port,
+        answer.forwarded_ports.first(),
     )
 }
 

@@ -1,6 +1,7 @@
 //! Forwarded-port changes against the real Docker engine: the fake Gluetun calls acevisor's port
 //! hook route (its stand-in for `VPN_PORT_FORWARDING_UP_COMMAND`) when its port changes, and the
-//! change reaches the forwarded engine with the control-server poll an hour apart.
+//! change reaches the forwarded engine with the control-server poll an hour apart; a VPN that
+//! forwards two ports runs a forwarded engine on each, and loses the one whose port goes away.
 
 mod docker_world;
 mod support;
@@ -8,7 +9,9 @@ mod tree;
 
 use std::time::Duration;
 
-use docker_world::{World, fake_engines_confirm};
+use acevisor::actors::messages::SupervisorSnapshot;
+use acevisor::core::model::EnginePhase;
+use docker_world::{World, engine_p2p_port, fake_engines_confirm};
 use support::GluetunOptions;
 use tree::full;
 
@@ -96,5 +99,88 @@ async fn a_port_change_reaches_the_forwarded_engine_through_the_hook() {
 
     let _ = stop.send(());
     let _ = api.server.await;
+    tree.stop().await;
+}
+
+/// `n` ready engines on `vpn`, its forwarded ones exactly on `ports`, names `1..n`.
+fn forwarded_on_ports(s: &SupervisorSnapshot, vpn: &str, n: usize, ports: &[u16]) -> bool {
+    let mut fw: Vec<u16> = s.forwarded_on(vpn).iter().map(|e| e.p2p_port).collect();
+    fw.sort_unstable();
+    // The number of each name (`<prefix>-N`).
+    let mut names: Vec<u32> = s
+        .engines
+        .iter()
+        .filter_map(|e| e.name.rsplit('-').next()?.parse().ok())
+        .collect();
+    names.sort_unstable();
+    let want: Vec<u32> = (1..=n as u32).collect();
+    s.engines_on(vpn).len() == n
+        && s.engines.iter().all(|e| e.phase == EnginePhase::Ready)
+        && fw == ports
+        && names == want
+}
+
+/// Every engine on `vpn` runs with the P2P port acevisor planned (asked of the fake engine).
+async fn engines_run_their_ports(s: &SupervisorSnapshot, vpn: &str) {
+    for e in s.engines_on(vpn) {
+        let host = e.host.as_deref().expect("engine has an address");
+        assert_eq!(
+            engine_p2p_port(host, e.http_port).await,
+            Some(u64::from(e.p2p_port)),
+            "{} runs with its own P2P port",
+            e.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_forwarded_port_gets_an_engine_and_a_port_that_goes_away_loses_it() {
+    let options = GluetunOptions {
+        more_ports: vec![31102],
+        ..GluetunOptions::default()
+    };
+    let Some(w) = World::with_options(&[31101], options).await else {
+        return;
+    };
+    let vpn = w.vpns[0].clone();
+    let tree = w.acevisor(w.config("single", 3, "", ""), vec![None]).await;
+    let s = tree
+        .wait(
+            "a forwarded engine on each of 31101 and 31102",
+            MINUTE,
+            |s| forwarded_on_ports(s, &vpn, 3, &[31101, 31102]),
+        )
+        .await;
+    assert_eq!(s.vpns[0].forwarded_ports.to_vec(), vec![31101, 31102]);
+    engines_run_their_ports(&s, &vpn).await;
+    let kept = s
+        .forwarded_on(&vpn)
+        .into_iter()
+        .find(|e| e.p2p_port == 31101)
+        .and_then(|e| e.container_id.clone())
+        .expect("31101's engine has a container");
+
+    // The provider stops forwarding 31102.
+    w.set_ports(0, &[31101]).await;
+    let s = tree
+        .wait("31102's engine removed, names 1..3", MINUTE, |s| {
+            forwarded_on_ports(s, &vpn, 3, &[31101])
+        })
+        .await;
+    engines_run_their_ports(&s, &vpn).await;
+    let still = s
+        .forwarded_on(&vpn)
+        .into_iter()
+        .find_map(|e| e.container_id.clone());
+    assert_eq!(still, Some(kept), "31101's engine untouched");
+    assert_eq!(s.counters.port_changed, 1);
+    assert_eq!(s.counters.engines_removed.get("port_mismatch"), Some(&1));
+    assert_eq!(s.counters.removed_total(), 1, "only 31102's engine removed");
+    let on_docker = w.docker_engines_on(&vpn);
+    assert_eq!(
+        on_docker.len(),
+        3,
+        "Docker runs exactly the 3 engines: {on_docker:?}"
+    );
     tree.stop().await;
 }

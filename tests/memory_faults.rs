@@ -132,7 +132,7 @@ fn control_port(m: &MemoryRuntime, vpn: &str) -> Option<u16> {
         api_key: None,
     };
     let answer = futures_now(m.probe(&target))?.ok()?;
-    answer.forwarded_port
+    answer.forwarded_ports.first()
 }
 
 /// Polls a future that never waits (the in-memory control server answers at once).

@@ -36,7 +36,8 @@ pub struct VpnStatus {
     /// Docker health: `healthy` / `unhealthy` / `starting` / `none`.
     pub health: &'static str,
     pub connected: bool,
-    pub forwarded_port: Option<u16>,
+    /// The settled forwarded ports, lowest first (empty unless Up with known ports).
+    pub forwarded_ports: crate::core::port_set::PortSet,
     pub ip: Option<String>,
     pub failed: bool,
     pub last_check_at: Option<SystemTime>,

@@ -397,39 +397,37 @@ fn incident_span(st: &mut MonitorState, upd: &VpnUpdate, now: Instant) -> Span {
                 cause = cause.label(),
                 events = upd.events.len()
             ),
-            VpnEvent::Recovered { forwarded_port } => info_span!(
+            VpnEvent::Recovered { forwarded_ports } => info_span!(
                 parent: None,
                 "vpn.recovered",
                 vpn = %vpn,
-                forwarded_port = *forwarded_port,
+                forwarded_port = forwarded_ports.first(),
+                forwarded_ports = %forwarded_ports,
                 events = upd.events.len()
             ),
             VpnEvent::PortChanged(c) => info_span!(
                 parent: None,
                 "vpn.port_changed",
                 vpn = %vpn,
-                old = c.old,
-                new = c.new,
+                old = %c.old,
+                new = %c.new,
                 events = upd.events.len()
             ),
         };
         // A port that became known alongside another VPN's event ends that wait unattached.
         for w in st.vpns.iter_mut() {
-            if matches!(
-                w.watch.readiness(),
-                Readiness::Up {
-                    forwarded_port: Some(_)
-                }
-            ) {
+            if !w.watch.readiness().ports().is_empty() {
                 w.awaiting_port = None;
             }
         }
         for (vpn, ev) in &upd.events {
             if let Some(w) = st.vpns.iter_mut().find(|w| w.config.container == *vpn) {
                 w.awaiting_port = match ev {
-                    VpnEvent::Recovered {
-                        forwarded_port: None,
-                    } if w.config.forwarding => Some((span.clone(), now)),
+                    VpnEvent::Recovered { forwarded_ports }
+                        if forwarded_ports.is_empty() && w.config.forwarding =>
+                    {
+                        Some((span.clone(), now))
+                    }
                     _ => None,
                 };
             }
@@ -438,9 +436,8 @@ fn incident_span(st: &mut MonitorState, upd: &VpnUpdate, now: Instant) -> Span {
     }
     let mut span = Span::none();
     for w in st.vpns.iter_mut() {
-        if let Readiness::Up {
-            forwarded_port: Some(port),
-        } = w.watch.readiness()
+        let ports = w.watch.readiness().ports();
+        if let Some(port) = ports.first()
             && let Some((recovered, _)) = w.awaiting_port.take()
             && span.is_none()
         {
@@ -448,7 +445,8 @@ fn incident_span(st: &mut MonitorState, upd: &VpnUpdate, now: Instant) -> Span {
                 parent: &recovered,
                 "vpn.port_known",
                 vpn = %w.config.container,
-                forwarded_port = port
+                forwarded_port = port,
+                forwarded_ports = %ports
             );
         }
     }
@@ -491,8 +489,12 @@ fn without_time(s: &VpnStatus) -> VpnStatus {
 fn log_event(vpn: &str, ev: &VpnEvent) {
     match ev {
         VpnEvent::Failed { cause } => warn!(vpn, cause = cause.label(), "VPN failed"),
-        VpnEvent::Recovered { forwarded_port } => info!(vpn, ?forwarded_port, "VPN recovered"),
-        VpnEvent::PortChanged(c) => info!(vpn, old = c.old, new = c.new, "forwarded port changed"),
+        VpnEvent::Recovered { forwarded_ports } => {
+            info!(vpn, forwarded_ports = %forwarded_ports, "VPN recovered")
+        }
+        VpnEvent::PortChanged(c) => {
+            info!(vpn, old = %c.old, new = %c.new, "forwarded ports changed")
+        }
     }
 }
 
@@ -539,10 +541,7 @@ fn status_of(v: &Watched) -> VpnStatus {
             None => "none",
         },
         connected: r.is_up(),
-        forwarded_port: match r {
-            Readiness::Up { forwarded_port } => forwarded_port,
-            _ => None,
-        },
+        forwarded_ports: r.ports(),
         ip: v
             .info
             .as_ref()

@@ -34,7 +34,8 @@ fn vpn_entry(v: &VpnStatus) -> VpnEntry {
         status: v.status.into(),
         health: v.health.into(),
         connected: v.connected,
-        forwarded_port: v.forwarded_port,
+        forwarded_port: v.forwarded_ports.first(),
+        forwarded_ports: v.forwarded_ports.to_vec(),
         last_check_at: v.last_check_at.map(rfc3339),
         container_id: v.container_id.clone(),
         failed: v.failed,
@@ -106,6 +107,7 @@ pub fn vpn_status_of(ctx: &ApiContext, snap: &SupervisorSnapshot) -> VpnStatusRe
         enabled,
         connected,
         forwarded_port: first.and_then(|v| v.forwarded_port),
+        forwarded_ports: first.map(|v| v.forwarded_ports.clone()).unwrap_or_default(),
         vpns,
     }
 }
@@ -184,13 +186,14 @@ fn vpn_summary(ctx: &ApiContext, snap: &SupervisorSnapshot) -> Value {
         "mode": mode_label(ctx.mode),
         "connected": connected,
         "health": health,
-        "forwarded_port": snap.vpns.iter().find_map(|v| v.forwarded_port),
+        "forwarded_port": snap.vpns.iter().find_map(|v| v.forwarded_ports.first()),
         "emergency": snap.emergency.label(),
         "vpns": snap.vpns.iter().map(|v| json!({
             "container_name": v.container_name,
             "status": v.status,
             "connected": v.connected,
-            "forwarded_port": v.forwarded_port,
+            "forwarded_port": v.forwarded_ports.first(),
+            "forwarded_ports": v.forwarded_ports.to_vec(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -283,9 +283,13 @@ pub struct VpnEntry {
     /// Docker health: `healthy` / `unhealthy` / `starting` / `none`.
     pub health: String,
     pub connected: bool,
+    /// The forwarded port; the lowest when the VPN forwards several (upstream field).
     pub forwarded_port: Option<u16>,
     pub last_check_at: Option<String>,
     // acevisor's own fields
+    /// Every forwarded port, lowest first (`[]` while none is known).
+    #[serde(default)]
+    pub forwarded_ports: Vec<u16>,
     pub container_id: Option<String>,
     pub failed: bool,
     pub last_error: Option<String>,
@@ -330,7 +334,11 @@ pub struct VpnStatusResponse {
     // single-VPN summary, as the earlier orchestrator also answered at the top level
     pub enabled: bool,
     pub connected: bool,
+    /// The first VPN's forwarded port (its lowest when it forwards several).
     pub forwarded_port: Option<u16>,
+    /// Every forwarded port of the first VPN, lowest first.
+    #[serde(default)]
+    pub forwarded_ports: Vec<u16>,
 }
 
 #[cfg(test)]

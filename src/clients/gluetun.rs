@@ -1,7 +1,7 @@
 //! `GluetunClient`: the real Gluetun control server over HTTP (docs/protocols.md section 1).
 //!
-//! One probe is `GET /v1/vpn/status` and, when the tunnel is running, the forwarded port. The port
-//! lives at `/v1/portforward` since v3.41 and at `/v1/openvpn/portforwarded` before; the client
+//! One probe is `GET /v1/vpn/status` and, when the tunnel is running, the forwarded ports (some
+//! providers forward several: `{"ports":[...]}`; one: `{"port":N}`). The ports live at `/v1/portforward` since v3.41 and at `/v1/openvpn/portforwarded` before; the client
 //! tries the current route first, falls back to the legacy one when the current route is missing
 //! (404 on HEAD, 400 up to v3.38, 401 on v3.39 / v3.40 whose roles cannot list it) and remembers
 //! per control server (per `base_url`) which route answered, so a steady state costs two requests
@@ -26,6 +26,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::{ControlAnswer, ControlError, ControlTarget, TunnelStatus, VpnControl};
+use crate::core::port_set::PortSet;
 
 /// The v3.41+ port route.
 pub const PORT_ROUTE: &str = "/v1/portforward";
@@ -138,11 +139,9 @@ impl GluetunClient {
         Ok(TunnelStatus::parse(&body.status))
     }
 
-    /// The forwarded port (`None` = nothing forwarded yet), from whichever route the server speaks.
-    pub async fn forwarded_port(
-        &self,
-        target: &ControlTarget,
-    ) -> Result<Option<u16>, ControlError> {
+    /// The forwarded ports (empty = nothing forwarded yet), from whichever route the server
+    /// speaks.
+    pub async fn forwarded_ports(&self, target: &ControlTarget) -> Result<PortSet, ControlError> {
         let first = self
             .known_port_route(&target.base_url)
             .unwrap_or(PortRoute::Current);
@@ -174,19 +173,19 @@ impl GluetunClient {
         }
     }
 
-    /// Interprets one port answer: `Ok(Some(port))` = answered (and remembered), `Ok(None)` = try
+    /// Interprets one port answer: `Ok(Some(ports))` = answered (and remembered), `Ok(None)` = try
     /// the other route.
     fn port_outcome(
         &self,
         target: &ControlTarget,
         route: PortRoute,
         answer: &Answer,
-    ) -> Result<Option<Option<u16>>, ControlError> {
+    ) -> Result<Option<PortSet>, ControlError> {
         match (route, answer.status) {
             (_, StatusCode::OK) => {
                 let body: PortBody = parse_json(answer)?;
                 lock(&self.routes).insert(target.base_url.clone(), route);
-                Ok(Some(choose_port(body.port, body.ports)))
+                Ok(Some(choose_ports(body.port, body.ports)))
             }
             (_, StatusCode::NOT_FOUND) => Ok(None),
             // Up to v3.38 an unknown route is a bad request ("GET /portforward not found").
@@ -270,15 +269,15 @@ impl VpnControl for GluetunClient {
     async fn probe(&self, target: &ControlTarget) -> Result<ControlAnswer, ControlError> {
         let status = self.tunnel_status(target).await?;
         // Gluetun reports port 0 while the tunnel is not running; skip the second request.
-        let forwarded_port = if status == TunnelStatus::Running {
-            self.forwarded_port(target).await?
+        let forwarded_ports = if status == TunnelStatus::Running {
+            self.forwarded_ports(target).await?
         } else {
-            None
+            PortSet::EMPTY
         };
         self.note_authorized(target);
         Ok(ControlAnswer {
             status,
-            forwarded_port,
+            forwarded_ports,
         })
     }
 
@@ -287,12 +286,16 @@ impl VpnControl for GluetunClient {
     }
 }
 
-/// `ports[0]` if non-zero, else `port` if non-zero, else `None`.
-pub fn choose_port(port: Option<u16>, ports: Option<Vec<u16>>) -> Option<u16> {
-    ports
-        .and_then(|ports| ports.first().copied())
-        .filter(|p| *p != 0)
-        .or(port.filter(|p| *p != 0))
+/// The non-zero ports of `ports` if there is one, else `port` if non-zero, else none. (v3.41 and
+/// before answer `{"port":N}` for one port and `{"ports":[...]}` for several; HEAD sends both,
+/// `port` being `ports[0]`.)
+pub fn choose_ports(port: Option<u16>, ports: Option<Vec<u16>>) -> PortSet {
+    let list = PortSet::new(ports.unwrap_or_default());
+    if list.is_empty() {
+        PortSet::from(port)
+    } else {
+        list
+    }
 }
 
 /// 200 passes; 401 is `Unauthorized`; anything else is `Protocol`.
@@ -372,23 +375,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ports_list_wins_over_port() {
-        assert_eq!(choose_port(Some(1000), Some(vec![2000, 3000])), Some(2000));
+    fn ports_list_wins_over_port_and_keeps_every_port() {
+        assert_eq!(
+            choose_ports(Some(1000), Some(vec![3000, 2000])),
+            PortSet::new([2000, 3000])
+        );
+        assert_eq!(
+            choose_ports(None, Some(vec![5678, 9876])).to_vec(),
+            vec![5678, 9876]
+        );
     }
 
     #[test]
     fn zero_null_and_empty_mean_no_port() {
-        assert_eq!(choose_port(Some(0), None), None);
-        assert_eq!(choose_port(None, Some(vec![])), None);
-        assert_eq!(choose_port(None, None), None);
-        assert_eq!(choose_port(Some(0), Some(vec![0])), None);
+        assert!(choose_ports(Some(0), None).is_empty());
+        assert!(choose_ports(None, Some(vec![])).is_empty());
+        assert!(choose_ports(None, None).is_empty());
+        assert!(choose_ports(Some(0), Some(vec![0])).is_empty());
     }
 
     #[test]
     fn falls_back_to_port_when_list_is_empty_or_zero() {
-        assert_eq!(choose_port(Some(4242), Some(vec![])), Some(4242));
-        assert_eq!(choose_port(Some(4242), Some(vec![0])), Some(4242));
-        assert_eq!(choose_port(Some(4242), None), Some(4242));
+        assert_eq!(choose_ports(Some(4242), Some(vec![])), PortSet::one(4242));
+        assert_eq!(choose_ports(Some(4242), Some(vec![0])), PortSet::one(4242));
+        assert_eq!(choose_ports(Some(4242), None), PortSet::one(4242));
     }
 
     #[test]

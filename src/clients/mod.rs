@@ -46,11 +46,11 @@ impl TunnelStatus {
     }
 }
 
-/// One answer of the control server: tunnel status and forwarded port (`None` = not known yet).
+/// One answer of the control server: tunnel status and forwarded ports (empty = not known yet).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlAnswer {
     pub status: TunnelStatus,
-    pub forwarded_port: Option<u16>,
+    pub forwarded_ports: crate::core::port_set::PortSet,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -65,25 +65,13 @@ fn incident_a_through_watch_and_emergency() {
         &mut watches,
         0,
         0,
-        Some(obs(
-            "g1",
-            "s1",
-            Readiness::Up {
-                forwarded_port: Some(55747),
-            },
-        )),
+        Some(obs("g1", "s1", Readiness::up(Some(55747)))),
     );
     step(
         &mut watches,
         0,
         1,
-        Some(obs(
-            "g2",
-            "s1",
-            Readiness::Up {
-                forwarded_port: Some(40000),
-            },
-        )),
+        Some(obs("g2", "s1", Readiness::up(Some(40000)))),
     );
     step(&mut watches, 10, 0, Some(obs("g1", "s1", Readiness::Down)));
     for s in 11..86 {
@@ -100,26 +88,14 @@ fn incident_a_through_watch_and_emergency() {
         &mut watches,
         88,
         0,
-        Some(obs(
-            "g1",
-            "s2",
-            Readiness::Up {
-                forwarded_port: None,
-            },
-        )),
+        Some(obs("g1", "s2", Readiness::up(None))),
     );
     for s in 89..98 {
         step(
             &mut watches,
             s,
             0,
-            Some(obs(
-                "g1",
-                "s2",
-                Readiness::Up {
-                    forwarded_port: Some(0),
-                },
-            )),
+            Some(obs("g1", "s2", Readiness::up(Some(0)))),
         );
     }
     for s in 98..200 {
@@ -127,13 +103,7 @@ fn incident_a_through_watch_and_emergency() {
             &mut watches,
             s,
             0,
-            Some(obs(
-                "g1",
-                "s2",
-                Readiness::Up {
-                    forwarded_port: Some(34817),
-                },
-            )),
+            Some(obs("g1", "s2", Readiness::up(Some(34817)))),
         );
         step(&mut watches, s, 1, None);
     }
@@ -156,18 +126,8 @@ fn incident_a_through_watch_and_emergency() {
     );
     assert_eq!(transitions[1].from.label(), "emergency");
     assert!(!events.iter().any(|e| matches!(e, VpnEvent::PortChanged(_))));
-    assert_eq!(
-        watches[0].readiness(),
-        Readiness::Up {
-            forwarded_port: Some(34817)
-        }
-    );
-    assert_eq!(
-        watches[1].readiness(),
-        Readiness::Up {
-            forwarded_port: Some(40000)
-        }
-    );
+    assert_eq!(watches[0].readiness(), Readiness::up(Some(34817)));
+    assert_eq!(watches[1].readiness(), Readiness::up(Some(40000)));
 }
 
 #[derive(Clone, Debug)]
@@ -192,7 +152,7 @@ fn readiness_strategy() -> impl Strategy<Value = Readiness> {
         2 => Just(Readiness::Degraded),
         1 => Just(Readiness::Misconfigured),
         5 => prop_oneof![Just(None), (1u16..4).prop_map(Some)]
-            .prop_map(|forwarded_port| Readiness::Up { forwarded_port }),
+            .prop_map(Readiness::up),
     ]
 }
 

@@ -12,6 +12,7 @@ pub mod labels;
 pub mod model;
 pub mod naming;
 pub mod plan;
+pub mod port_set;
 pub mod port_tracker;
 pub mod ports;
 pub mod provisioning;

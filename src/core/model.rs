@@ -5,6 +5,7 @@
 use tokio::time::Instant;
 
 use crate::config::PortRange;
+use crate::core::port_set::PortSet;
 
 /// Readiness of one VPN, derived from Docker and the control server (docs/behavior.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,11 +18,26 @@ pub enum Readiness {
     Degraded,
     /// The control server refused our key (401): a configuration error.
     Misconfigured,
-    /// Running, healthy, tunnel up. `forwarded_port` is `None` until a non-zero port is known.
-    Up { forwarded_port: Option<u16> },
+    /// Running, healthy, tunnel up. `forwarded_ports` is empty until a non-zero port is known.
+    Up { forwarded_ports: PortSet },
 }
 
 impl Readiness {
+    /// `Up` with these forwarded ports (`None`, `Some(p)`, a `PortSet`, ...).
+    pub fn up(ports: impl Into<PortSet>) -> Readiness {
+        Readiness::Up {
+            forwarded_ports: ports.into(),
+        }
+    }
+
+    /// The forwarded ports when `Up` (empty otherwise).
+    pub fn ports(&self) -> PortSet {
+        match self {
+            Readiness::Up { forwarded_ports } => *forwarded_ports,
+            _ => PortSet::EMPTY,
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         matches!(self, Readiness::Up { .. })
     }
@@ -46,7 +62,7 @@ pub struct VpnView {
     pub container_id: Option<String>,
     /// `StartedAt` of that container (a restart in place strands every engine attached before).
     pub started_at: Option<String>,
-    /// Readiness; for `Up`, the port is the settled (debounced) forwarded port.
+    /// Readiness; for `Up`, the ports are the settled (debounced) forwarded ports.
     pub readiness: Readiness,
     /// A `Failed` was emitted and no `Recovered` yet: its engines are dead or stranded.
     pub failed: bool,
@@ -59,12 +75,14 @@ pub struct VpnView {
 }
 
 impl VpnView {
-    /// The settled forwarded port, when the VPN is Up and has one.
+    /// The lowest settled forwarded port, when the VPN is Up and has one.
     pub fn forwarded_port(&self) -> Option<u16> {
-        match self.readiness {
-            Readiness::Up { forwarded_port } => forwarded_port,
-            _ => None,
-        }
+        self.readiness.ports().first()
+    }
+
+    /// Every settled forwarded port (empty unless Up with known ports).
+    pub fn forwarded_ports(&self) -> PortSet {
+        self.readiness.ports()
     }
 
     pub fn key(&self) -> &str {

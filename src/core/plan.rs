@@ -1,10 +1,12 @@
 //! `reconcile`: from the desired state and the facts, the actions that move toward it.
 //!
-//! Owns the forwarded-engine invariant: for each Up VPN with known port P there is exactly one
-//! live forwarded engine whose recorded P2P port is P, and no live engine of that VPN holds P in
-//! any other role (such an engine is replaced on a free block, create first). Port events are only triggers;
-//! this function decides from the facts alone, so a stale "old port" can never delete a fresh
-//! forwarded engine.
+//! Owns the forwarded-engine invariant: for each Up VPN and each forwarded port P it serves there
+//! is exactly one live forwarded engine whose recorded P2P port is P, and no live engine of that
+//! VPN holds P in any other role (such an engine is replaced on a free block, create first). A VPN
+//! serves its lowest [`forwarded_cap`] ports (`max_replicas` split over the configured VPNs, at
+//! least one). A forwarded engine whose port the VPN no longer serves is removed once every
+//! served port has a forwarded engine that is not on its way (created or starting). Port events are only triggers; this function decides
+//! from the facts alone, so a stale "old port" can never delete a fresh forwarded engine.
 //!
 //! It also rolls a changed engine template over the pool: one outdated engine at a time (idle
 //! ones first, the forwarded engine last) stops counting toward capacity, so the deficit creates
@@ -21,6 +23,7 @@ use tokio::time::Instant;
 use crate::config::EmergencyCapacity;
 use crate::core::model::EnginePhase;
 use crate::core::model::{EngineFact, VpnView};
+use crate::core::port_set::PortSet;
 use crate::core::ports::{EnginePorts, FreeBlocks, block_containing, held_ports};
 
 /// Everything `reconcile` decides from.
@@ -48,7 +51,8 @@ pub enum RemoveReason {
     VpnFailed,
     /// Attached to a previous container of its VPN (recreated or restarted).
     Stale,
-    /// A forwarded engine whose P2P port is no longer the VPN's port (its replacement is ready).
+    /// A forwarded engine whose P2P port is no longer one the VPN serves (every served port has a
+    /// forwarded engine past its start).
     PortMismatch,
     /// Idle above the replica floors for longer than `idle_grace`.
     Surplus,
@@ -58,7 +62,7 @@ pub enum RemoveReason {
     UnknownVpn,
     /// A second forwarded engine holding the VPN's port (never planned; cleaned up if found).
     Duplicate,
-    /// Holds the VPN's new forwarded port as one of its own ports (its replacement is ready).
+    /// Holds one of the VPN's forwarded ports as one of its own ports (its replacement is ready).
     PortClash,
     /// Made from an earlier engine template (its replacement is ready): a rolling update.
     Outdated,
@@ -139,24 +143,25 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
     let no_engines: Vec<&EngineFact> = Vec::new();
     let live_on = |lane: &VpnView| live_by_lane.get(lane.key()).unwrap_or(&no_engines);
 
-    // Live engines that hold their lane's forwarded port in another role: they are replaced, so
-    // they no longer count toward capacity.
+    // Live engines that hold one of their lane's served forwarded ports in another role: they are
+    // replaced, so they no longer count toward capacity.
+    let cap = forwarded_cap(input);
     let clashing: Vec<Vec<&EngineFact>> = input
         .lanes
         .iter()
-        .map(|lane| match invariant_port(lane) {
-            Some(p) => live_on(lane)
+        .map(|lane| {
+            let ports = invariant_ports(lane, cap);
+            live_on(lane)
                 .iter()
                 .copied()
-                .filter(|e| clashes_with(e, p))
-                .collect(),
-            None => Vec::new(),
+                .filter(|e| ports.iter().any(|p| clashes_with(e, p)))
+                .collect()
         })
         .collect();
 
     let target = target_total(input);
     let shares = lane_shares(input, target);
-    let rolling = roll_target(input, &live_by_lane, &clashing);
+    let rolling = roll_target(input, &live_by_lane, &clashing, cap);
     let is_rolling = |e: &EngineFact| rolling.is_some_and(|r| r.name == e.name);
     let mut total_counted = live_by_lane
         .values()
@@ -176,7 +181,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             .copied()
             .filter(|e| !clashing.iter().any(|c| c.name == e.name))
             .collect();
-        let port = lane.forwarded_port();
+        let reported = lane.forwarded_ports();
         let mut free = FreeBlocks::new(
             &lane.engine_ports,
             all_by_lane
@@ -191,8 +196,12 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                         block_containing(&lane.engine_ports, e.p2p_port),
                     ]
                 })
-                // Never hand out a block containing the forwarded port.
-                .chain([port.and_then(|p| block_containing(&lane.engine_ports, p))])
+                // Never hand out a block containing a forwarded port (served or not).
+                .chain(
+                    reported
+                        .iter()
+                        .map(|p| block_containing(&lane.engine_ports, p)),
+                )
                 .flatten(),
         );
         let mut counted = on_lane
@@ -204,76 +213,109 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
         let mut forwarded_claimed = false;
         let mut created_here = 0;
 
-        // The forwarded-engine invariant.
-        if let Some(p) = invariant_port(lane) {
+        // The forwarded-engine invariant, for every served port.
+        let ports = invariant_ports(lane, cap);
+        if !ports.is_empty() {
             let forwarded: Vec<&EngineFact> = live_on(lane)
                 .iter()
                 .copied()
                 .filter(|e| e.forwarded)
                 .collect();
-            let mut holders: Vec<&EngineFact> = forwarded
+            // Forwarded engines on a port the lane does not serve (any more).
+            let old: Vec<&EngineFact> = forwarded
                 .iter()
                 .copied()
-                .filter(|e| e.p2p_port == p)
+                .filter(|e| !ports.contains(e.p2p_port))
                 .collect();
-            holders.sort_by_key(|e| (phase_rank(e.phase), e.ordinal));
-            let keeper = holders.first().copied();
-            for extra in holders.iter().skip(1) {
-                if extra.phase != EnginePhase::Creating {
-                    removals.push(remove(extra, RemoveReason::Duplicate));
-                    removed_here.push(&extra.name);
+            let mut all_ready = true;
+            let mut missing = 0u32;
+            for p in ports.iter() {
+                let mut holders: Vec<&EngineFact> = forwarded
+                    .iter()
+                    .copied()
+                    .filter(|e| e.p2p_port == p)
+                    .collect();
+                holders.sort_by_key(|e| (phase_rank(e.phase), e.ordinal));
+                let keeper = holders.first().copied();
+                for extra in holders.iter().skip(1) {
+                    if extra.phase != EnginePhase::Creating {
+                        removals.push(remove(extra, RemoveReason::Duplicate));
+                        removed_here.push(&extra.name);
+                    }
                 }
-            }
-            match keeper {
-                Some(k) if unhealthy_past_grace(k, input) => {
-                    // Its replacement needs the same P2P port: remove first, create next pass.
-                    removals.push(remove(k, RemoveReason::Unhealthy));
-                    removed_here.push(&k.name);
-                }
-                Some(k) => {
-                    if k.phase == EnginePhase::Ready {
-                        for old in forwarded.iter().filter(|e| e.p2p_port != p) {
-                            if old.phase != EnginePhase::Creating {
-                                removals.push(remove(old, RemoveReason::PortMismatch));
-                                removed_here.push(&old.name);
+                match keeper {
+                    Some(k) if unhealthy_past_grace(k, input) => {
+                        // Its replacement needs the same P2P port: remove first, create next pass.
+                        removals.push(remove(k, RemoveReason::Unhealthy));
+                        removed_here.push(&k.name);
+                        all_ready = false;
+                    }
+                    Some(k) if ports.iter().any(|q| q != p && clashes_with(k, q)) => {
+                        // Its block holds another served port; its successor needs the same P2P
+                        // port, so it goes first and both slots are recreated next pass.
+                        if k.phase != EnginePhase::Creating {
+                            removals.push(remove(k, RemoveReason::PortClash));
+                            removed_here.push(&k.name);
+                        }
+                        all_ready = false;
+                        missing += 1;
+                        forwarded_claimed = true;
+                    }
+                    // Still on its way: the old engines wait for it. (An unhealthy one is the
+                    // health rules' business.)
+                    Some(k) => {
+                        all_ready &=
+                            !matches!(k.phase, EnginePhase::Creating | EnginePhase::Starting)
+                    }
+                    None => {
+                        // The forwarded slot is claimed now even when the port is still held by a
+                        // container on its way out, so ordinary engines never take its place.
+                        all_ready = false;
+                        missing += 1;
+                        forwarded_claimed = true;
+                        // An old forwarded engine that holds the new port as its HTTP, HTTPS or
+                        // API port cannot wait for its successor: the successor needs that port.
+                        for o in old.iter().filter(|e| clashes_with(e, p)) {
+                            if o.phase != EnginePhase::Creating
+                                && !removed_here.contains(&o.name.as_str())
+                            {
+                                removals.push(remove(o, RemoveReason::PortMismatch));
+                                removed_here.push(&o.name);
                             }
                         }
-                    }
-                }
-                None => {
-                    // The forwarded slot is claimed now even when the port is still held by a
-                    // container on its way out, so ordinary engines never take its place. An old
-                    // forwarded engine that still counts holds that slot until its successor is
-                    // ready: counting both would make an idle engine look surplus.
-                    let old_counts = on_lane
-                        .iter()
-                        .any(|e| e.forwarded && e.p2p_port != p && e.counts());
-                    if !old_counts {
-                        counted += 1;
-                        total_counted += 1;
-                    }
-                    forwarded_claimed = true;
-                    // An old forwarded engine that holds the new port as its HTTP, HTTPS or API
-                    // port cannot wait for its successor: the successor needs that port.
-                    for old in forwarded.iter().filter(|e| e.p2p_port != p) {
-                        if clashes_with(old, p) && old.phase != EnginePhase::Creating {
-                            removals.push(remove(old, RemoveReason::PortMismatch));
-                            removed_here.push(&old.name);
+                        let port_held = all_by_lane
+                            .get(lane.key())
+                            .unwrap_or(&no_engines)
+                            .iter()
+                            .any(|e| held_ports(e.http_port, e.p2p_port).contains(&p));
+                        if !port_held && let Some(block) = free.take() {
+                            forwarded_creates.push(Action::Create {
+                                vpn: lane.name.clone(),
+                                vpn_id: lane.container_id.clone(),
+                                vpn_started_at: lane.started_at.clone(),
+                                forwarded: true,
+                                ports: EnginePorts { p2p: p, ..block },
+                            });
                         }
                     }
-                    let port_held = all_by_lane
-                        .get(lane.key())
-                        .unwrap_or(&no_engines)
-                        .iter()
-                        .any(|e| held_ports(e.http_port, e.p2p_port).contains(&p));
-                    if !port_held && let Some(block) = free.take() {
-                        forwarded_creates.push(Action::Create {
-                            vpn: lane.name.clone(),
-                            vpn_id: lane.container_id.clone(),
-                            vpn_started_at: lane.started_at.clone(),
-                            forwarded: true,
-                            ports: EnginePorts { p2p: p, ..block },
-                        });
+                }
+            }
+            // An old forwarded engine that still counts holds a claimed slot until a successor
+            // is ready: counting both would make an idle engine look surplus.
+            let old_counting = old
+                .iter()
+                .filter(|e| e.counts() && !clashing.iter().any(|c| c.name == e.name))
+                .count() as u32;
+            let claims = missing.saturating_sub(old_counting);
+            counted += claims;
+            total_counted += claims;
+            // Once every served port has its engine and none is on its way, the old ones go.
+            if all_ready {
+                for o in &old {
+                    if o.phase != EnginePhase::Creating && !removed_here.contains(&o.name.as_str())
+                    {
+                        removals.push(remove(o, RemoveReason::PortMismatch));
+                        removed_here.push(&o.name);
                     }
                 }
             }
@@ -389,6 +431,7 @@ fn roll_target<'a>(
     input: &PlanInput<'a>,
     live_by_lane: &HashMap<&str, Vec<&'a EngineFact>>,
     clashing: &[Vec<&EngineFact>],
+    cap: usize,
 ) -> Option<&'a EngineFact> {
     let finishing = input
         .engines
@@ -402,14 +445,13 @@ fn roll_target<'a>(
         .flatten()
         .copied()
         .filter(|e| {
-            // A forwarded engine on a port that is not its VPN's any more is replaced anyway.
+            // A forwarded engine on a port its VPN does not serve any more is replaced anyway.
             let superseded = e.forwarded
-                && input
+                && !input
                     .lanes
                     .iter()
                     .find(|l| l.key() == e.vpn_key())
-                    .and_then(invariant_port)
-                    != Some(e.p2p_port);
+                    .is_some_and(|l| invariant_ports(l, cap).contains(e.p2p_port));
             // An unhealthy engine is replaced by the health rules.
             let sick = matches!(e.phase, EnginePhase::Unhealthy { .. });
             e.outdated
@@ -427,10 +469,22 @@ pub fn rollable(lane: &VpnView) -> bool {
     placeable(lane) && !lane.failed && (!lane.forwarding || lane.forwarded_port().is_some())
 }
 
-/// The port the forwarded-engine invariant applies to: the lane forwards, is Up and knows it.
-fn invariant_port(lane: &VpnView) -> Option<u16> {
-    lane.forwarded_port()
-        .filter(|_| lane.forwarding && lane.readiness.is_up())
+/// The ports the forwarded-engine invariant applies to: the lane forwards and is Up; its lowest
+/// `cap` known ports (empty while none is known).
+pub fn invariant_ports(lane: &VpnView, cap: usize) -> PortSet {
+    if lane.forwarding && lane.readiness.is_up() {
+        lane.forwarded_ports().lowest(cap)
+    } else {
+        PortSet::EMPTY
+    }
+}
+
+/// How many forwarded ports each VPN serves at most: `max_replicas` split evenly over the
+/// configured lanes, at least one, so the forwarded engines of every VPN fit in `max_replicas`
+/// (when it is at least the number of VPNs). A VPN forwarding more ports serves its lowest ones.
+pub fn forwarded_cap(input: &PlanInput<'_>) -> usize {
+    let lanes = input.lanes.len().max(1) as u32;
+    (input.max_replicas / lanes).max(1) as usize
 }
 
 /// Holds `port` in some role other than the forwarded engine's P2P port.

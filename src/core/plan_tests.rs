@@ -5,6 +5,7 @@
 use super::*;
 use crate::config::PortRange;
 use crate::core::model::Readiness;
+use crate::core::port_set::PortSet;
 use proptest::prelude::*;
 
 fn lane(name: &str, id: &str, readiness: Readiness, range: (u16, u16)) -> VpnView {
@@ -23,8 +24,8 @@ fn lane(name: &str, id: &str, readiness: Readiness, range: (u16, u16)) -> VpnVie
     }
 }
 
-fn up(p: Option<u16>) -> Readiness {
-    Readiness::Up { forwarded_port: p }
+fn up(p: impl Into<PortSet>) -> Readiness {
+    Readiness::up(p)
 }
 
 fn input<'a>(
@@ -751,8 +752,9 @@ fn no_roll_while_a_vpn_cannot_take_engines() {
 #[derive(Clone, Debug)]
 enum Step {
     Fail(usize),
-    Recover(usize, Option<u16>),
-    Port(usize, Option<u16>),
+    Recover(usize, PortSet),
+    /// The control server reports these ports (empty: no reading, the settled set stays).
+    Port(usize, PortSet),
     Degrade(usize),
     Recreate(usize),
     RestartInPlace(usize),
@@ -765,22 +767,27 @@ enum Step {
     NewTemplate,
 }
 
-/// Forwarded ports, many of them inside the lanes' engine ranges, in every role of a block
-/// (HTTP, HTTPS, API, P2P) of either lane.
-fn forwarded_port() -> impl Strategy<Value = Option<u16>> {
-    proptest::option::of(prop_oneof![
-        Just(30001u16),
-        Just(30002),
-        19000u16..19012,
-        19500u16..19512,
-    ])
+/// Zero to three forwarded ports, many of them inside the lanes' engine ranges, in every role of
+/// a block (HTTP, HTTPS, API, P2P) of either lane; consecutive draws grow, shrink and move the set.
+fn forwarded_ports() -> impl Strategy<Value = PortSet> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just(30001u16),
+            Just(30002),
+            Just(30003),
+            19000u16..19012,
+            19500u16..19512,
+        ],
+        0..4,
+    )
+    .prop_map(PortSet::new)
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0..2usize).prop_map(Step::Fail),
-        (0..2usize, forwarded_port()).prop_map(|(v, p)| Step::Recover(v, p)),
-        (0..2usize, forwarded_port()).prop_map(|(v, p)| Step::Port(v, p)),
+        (0..2usize, forwarded_ports()).prop_map(|(v, p)| Step::Recover(v, p)),
+        (0..2usize, forwarded_ports()).prop_map(|(v, p)| Step::Port(v, p)),
         (0..2usize).prop_map(Step::Degrade),
         (0..2usize).prop_map(Step::Recreate),
         (0..2usize).prop_map(Step::RestartInPlace),
@@ -799,6 +806,7 @@ fn check_plan(
     lanes: &[VpnView],
     engines: &[EngineFact],
     min: u32,
+    cap: usize,
 ) -> Result<(), TestCaseError> {
     let rolled = actions
         .iter()
@@ -852,7 +860,12 @@ fn check_plan(
                     "create against the current container id"
                 );
                 if *forwarded {
-                    prop_assert_eq!(Some(ports.p2p), l.forwarded_port());
+                    prop_assert!(
+                        invariant_ports(l, cap).contains(ports.p2p),
+                        "forwarded engine on {} which {:?} does not serve",
+                        ports.p2p,
+                        l
+                    );
                 } else {
                     prop_assert!(
                         l.forwarded_port().is_some() || l.port_wait_expired,
@@ -864,10 +877,15 @@ fn check_plan(
                 let e = engines.iter().find(|e| &e.name == name).unwrap();
                 let l = lanes.iter().find(|l| l.name == e.vpn).unwrap();
                 let current = e.forwarded
-                    && Some(e.p2p_port) == l.forwarded_port()
+                    && invariant_ports(l, cap).contains(e.p2p_port)
                     && e.vpn_id == l.container_id
                     && e.vpn_started_at == l.started_at
                     && !l.failed;
+                // Its block may hold another port the VPN serves: then it must make way.
+                let holds_another = invariant_ports(l, cap).iter().any(|q| {
+                    q != e.p2p_port
+                        && crate::core::ports::held_ports(e.http_port, e.p2p_port).contains(&q)
+                });
                 prop_assert!(
                     !current
                         || matches!(
@@ -875,7 +893,8 @@ fn check_plan(
                             RemoveReason::Duplicate
                                 | RemoveReason::Unhealthy
                                 | RemoveReason::Outdated
-                        ),
+                        )
+                        || (*reason == RemoveReason::PortClash && holds_another),
                     "removed the forwarded engine holding the current port: {:?}",
                     reason
                 );
@@ -895,14 +914,19 @@ fn check_plan(
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+    /// `small`: `max_replicas` 3 over two VPNs, so each serves only its lowest forwarded port.
     #[test]
-    fn invariants_hold_over_random_event_sequences(steps in proptest::collection::vec(step(), 1..40), shift: bool) {
-        run_steps(steps, shift)?;
+    fn invariants_hold_over_random_event_sequences(
+        steps in proptest::collection::vec(step(), 1..40),
+        shift: bool,
+        small: bool,
+    ) {
+        run_steps(steps, shift, small)?;
     }
 }
 
 /// Drives `steps` through the plan and the staged world, checking the invariants at every step.
-fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
+fn run_steps(steps: Vec<Step>, shift: bool, small: bool) -> Result<(), TestCaseError> {
     {
         let mut now = Instant::now();
         let mut lanes = vec![
@@ -911,9 +935,13 @@ fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
         ];
         let mut generation = [0u32; 2];
         let mut w = World::new();
-        let min = 6;
+        // (A roll of a forwarded engine needs one engine of headroom under `max_replicas`.)
+        let (min, max) = if small { (2, 3) } else { (6, 20) };
+        let cap = if small { 1 } else { 10 };
         let plan = |lanes: &[VpnView], engines: &[EngineFact], now: Instant| {
             let mut inp = input(now, lanes, engines, min);
+            inp.max_replicas = max;
+            assert_eq!(forwarded_cap(&inp), cap);
             if shift {
                 inp.emergency_capacity = EmergencyCapacity::Shift;
             }
@@ -932,8 +960,8 @@ fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
                     lanes[v].port_wait_expired = false;
                 }
                 Step::Port(v, p) => {
-                    if lanes[v].readiness.is_up() {
-                        lanes[v].readiness = up(p.or(lanes[v].forwarded_port()));
+                    if lanes[v].readiness.is_up() && !p.is_empty() {
+                        lanes[v].readiness = up(p);
                     }
                 }
                 Step::Degrade(v) => {
@@ -982,7 +1010,7 @@ fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
                 if actions.is_empty() && !in_flight {
                     break;
                 }
-                check_plan(&actions, &lanes, &w.engines, min)?;
+                check_plan(&actions, &lanes, &w.engines, min, cap)?;
                 w.apply_staged(&actions).map_err(TestCaseError::fail)?;
                 if let Some(clash) = w.port_clash() {
                     prop_assert!(false, "port clash after {:?}: {}", actions, clash);
@@ -991,24 +1019,32 @@ fn run_steps(steps: Vec<Step>, shift: bool) -> Result<(), TestCaseError> {
             }
             for l in &lanes {
                 let on: Vec<_> = w.on(l.key());
-                if let (true, Some(p)) = (l.readiness.is_up() && !l.failed, l.forwarded_port()) {
-                    let fw: Vec<_> = on.iter().filter(|e| e.forwarded).collect();
+                let served = invariant_ports(l, cap);
+                if l.readiness.is_up() && !l.failed && !served.is_empty() {
+                    prop_assert_eq!(served.len(), l.forwarded_ports().len().min(cap));
+                    let mut fw: Vec<u16> = on
+                        .iter()
+                        .filter(|e| e.forwarded)
+                        .map(|e| e.p2p_port)
+                        .collect();
+                    fw.sort_unstable();
                     prop_assert_eq!(
-                        fw.len(),
-                        1,
-                        "exactly one forwarded engine on {:?}: {:?}",
+                        &fw[..],
+                        served.as_slice(),
+                        "exactly one forwarded engine per served port on {:?}: {:?}",
                         l.name,
                         on
                     );
-                    prop_assert_eq!(fw[0].p2p_port, p);
-                    prop_assert!(
-                        !on.iter().any(|e| !e.forwarded
-                            && crate::core::ports::held_ports(e.http_port, e.p2p_port)
-                                .contains(&p)),
-                        "an ordinary engine still holds the forwarded port {}: {:?}",
-                        p,
-                        on
-                    );
+                    for p in served.iter() {
+                        prop_assert!(
+                            !on.iter().any(|e| !(e.forwarded && e.p2p_port == p)
+                                && crate::core::ports::held_ports(e.http_port, e.p2p_port)
+                                    .contains(&p)),
+                            "another engine still holds the forwarded port {}: {:?}",
+                            p,
+                            on
+                        );
+                    }
                 }
                 if l.failed {
                     prop_assert!(on.is_empty(), "engines left on a failed VPN");
@@ -1056,4 +1092,157 @@ fn provisioning_demand_adds_engines_within_max_replicas() {
     inp.demand_floor = 100;
     let actions = reconcile(&inp);
     assert_eq!(actions.len(), 18, "capped at max_replicas 20");
+}
+
+fn forwarded_ports_on(w: &World, vpn: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = w
+        .on(vpn)
+        .iter()
+        .filter(|e| e.forwarded)
+        .map(|e| e.p2p_port)
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+#[test]
+fn every_forwarded_port_gets_its_own_engine_first() {
+    let now = Instant::now();
+    let lanes = [lane("g1", "id1", up([40002, 40001]), (19000, 19099))];
+    let mut w = World::new();
+    let rounds = converge(&mut w, &lanes, 3, now);
+    let first: Vec<(bool, u16)> = rounds[0]
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create {
+                forwarded, ports, ..
+            } => Some((*forwarded, ports.p2p)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        &first[..2],
+        &[(true, 40001), (true, 40002)],
+        "both forwarded engines before any ordinary one, lowest port first: {first:?}"
+    );
+    assert_eq!(forwarded_ports_on(&w, "g1"), vec![40001, 40002]);
+    assert_eq!(w.engines.len(), 3, "two forwarded and one ordinary");
+}
+
+#[test]
+fn a_port_that_goes_away_loses_its_engine_and_the_others_are_untouched() {
+    let now = Instant::now();
+    let two = [lane("g1", "id1", up([40001, 40002]), (19000, 19099))];
+    let mut w = World::new();
+    converge(&mut w, &two, 3, now);
+    let keep = w
+        .engines
+        .iter()
+        .find(|e| e.forwarded && e.p2p_port == 40001)
+        .unwrap()
+        .clone();
+    let one = [lane("g1", "id1", up(Some(40001)), (19000, 19099))];
+    let actions = reconcile(&input(now, &one, &w.engines, 3));
+    let gone = w
+        .engines
+        .iter()
+        .find(|e| e.p2p_port == 40002)
+        .unwrap()
+        .name
+        .clone();
+    assert_eq!(
+        actions,
+        vec![Action::Remove {
+            name: gone,
+            reason: RemoveReason::PortMismatch
+        }]
+    );
+    w.apply(&actions, now);
+    converge(&mut w, &one, 3, now);
+    assert_eq!(forwarded_ports_on(&w, "g1"), vec![40001]);
+    assert!(
+        w.engines.contains(&keep),
+        "the kept port's engine untouched"
+    );
+    assert_eq!(
+        w.engines.len(),
+        3,
+        "the pool refilled with an ordinary engine"
+    );
+}
+
+#[test]
+fn an_unchanged_set_in_another_order_is_no_change_and_a_new_port_adds_one_engine() {
+    let now = Instant::now();
+    let mut w = World::new();
+    converge(
+        &mut w,
+        &[lane("g1", "id1", up([40001, 40002]), (19000, 19099))],
+        2,
+        now,
+    );
+    let before = w.engines.clone();
+    let same = [lane("g1", "id1", up([40002, 40001]), (19000, 19099))];
+    assert!(reconcile(&input(now, &same, &w.engines, 2)).is_empty());
+    let three = [lane("g1", "id1", up([40001, 40002, 40003]), (19000, 19099))];
+    converge(&mut w, &three, 2, now);
+    assert_eq!(forwarded_ports_on(&w, "g1"), vec![40001, 40002, 40003]);
+    assert!(before.iter().all(|e| w.engines.contains(e)));
+}
+
+#[test]
+fn max_replicas_smaller_than_the_ports_serves_the_lowest_ports() {
+    let now = Instant::now();
+    let lanes = [
+        lane("g1", "id1", up([40003, 40001, 40002]), (19000, 19099)),
+        lane("g2", "id2", up([50002, 50001]), (19500, 19599)),
+    ];
+    let mut w = World::new();
+    for _ in 0..6 {
+        let mut inp = input(now, &lanes, &w.engines, 2);
+        inp.max_replicas = 4;
+        assert_eq!(forwarded_cap(&inp), 2);
+        let actions = reconcile(&inp);
+        if actions.is_empty() {
+            break;
+        }
+        w.apply(&actions, now);
+    }
+    assert_eq!(forwarded_ports_on(&w, "g1"), vec![40001, 40002]);
+    assert_eq!(forwarded_ports_on(&w, "g2"), vec![50001, 50002]);
+    assert_eq!(w.engines.len(), 4, "within max_replicas");
+}
+
+#[test]
+fn a_forwarded_engine_whose_block_holds_another_forwarded_port_makes_way() {
+    let now = Instant::now();
+    let mut w = World::new();
+    converge(
+        &mut w,
+        &[lane("g1", "id1", up(Some(40001)), (19000, 19099))],
+        1,
+        now,
+    );
+    let fw = w.engines[0].clone();
+    assert_eq!((fw.http_port, fw.p2p_port), (19000, 40001));
+    // The provider adds 19001: the forwarded engine's HTTPS port.
+    let lanes = [lane("g1", "id1", up([40001, 19001]), (19000, 19099))];
+    let actions = reconcile(&input(now, &lanes, &w.engines, 1));
+    assert!(
+        actions.contains(&Action::Remove {
+            name: fw.name.clone(),
+            reason: RemoveReason::PortClash
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Create { ports, .. } if ports.p2p == 40001 || ports.p2p == 19001)),
+        "nothing takes either port while the old engine holds both: {actions:?}"
+    );
+    w.apply(&actions, now);
+    converge(&mut w, &lanes, 1, now);
+    assert_eq!(forwarded_ports_on(&w, "g1"), vec![19001, 40001]);
+    assert!(w.port_clash().is_none());
 }

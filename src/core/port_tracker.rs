@@ -1,29 +1,46 @@
-//! Per-VPN forwarded-port tracking with debounce: turns raw port readings into settled changes.
+//! Per-VPN forwarded-ports tracking with debounce: turns raw readings of the set of forwarded
+//! ports into settled changes of that set.
 //!
-//! 0 / `None` means "not known yet", never "changed to 0". A new port must be seen for
-//! `port_settle` before it becomes a change, so `p -> 0 -> p` is nothing and `p -> 0 -> q` is one
-//! change. With no baseline (start, or after `reset` on `Failed`) the first port becomes the
+//! A reading is a [`PortSet`] (Gluetun may forward several ports); the empty set (0, `null`,
+//! `[]`) means "not known yet", never "changed to nothing". A new set must be seen for
+//! `port_settle` before it becomes a change, so `{p} -> {} -> {p}` is nothing and `{p} -> {} ->
+//! {q}` is one change; `{a,b} -> {a}` is a change too, once `{a}` has held for `port_settle`.
+//! With no baseline (start, or after `reset` on `Failed`) the first non-empty set becomes the
 //! baseline at once, without a change.
 //!
-//! "Seen for `port_settle`" means: the candidate has been the latest non-zero reading since it
-//! was first read. Readings of 0 in between neither confirm nor cancel it; a reading of the
-//! baseline cancels it; a reading of a third port replaces it (and restarts its clock).
+//! "Seen for `port_settle`" means: the candidate has been the latest non-empty reading since it
+//! was first read. Empty readings in between neither confirm nor cancel it; a reading of the
+//! baseline cancels it; a reading of a third set replaces it (and restarts its clock).
 
 use std::time::Duration;
 use tokio::time::Instant;
 
+use crate::core::port_set::PortSet;
+
+/// A settled change of the forwarded ports (both sets non-empty and different).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortChange {
-    pub old: u16,
-    pub new: u16,
+    pub old: PortSet,
+    pub new: PortSet,
+}
+
+impl PortChange {
+    /// A change of a single port (tests).
+    #[cfg(test)]
+    pub fn single(old: u16, new: u16) -> PortChange {
+        PortChange {
+            old: PortSet::one(old),
+            new: PortSet::one(new),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct PortTracker {
     settle: Duration,
-    baseline: Option<u16>,
-    /// A port different from the baseline, and when it was first read.
-    candidate: Option<(u16, Instant)>,
+    baseline: Option<PortSet>,
+    /// A set different from the baseline, and when it was first read.
+    candidate: Option<(PortSet, Instant)>,
 }
 
 impl PortTracker {
@@ -36,8 +53,8 @@ impl PortTracker {
     }
 
     /// Feeds one reading taken at `now`.
-    pub fn observe(&mut self, now: Instant, port: Option<u16>) -> Option<PortChange> {
-        match port.filter(|&p| p != 0) {
+    pub fn observe(&mut self, now: Instant, ports: impl Into<PortSet>) -> Option<PortChange> {
+        match ports.into().known() {
             None => {}
             Some(p) => match self.baseline {
                 None => {
@@ -68,9 +85,9 @@ impl PortTracker {
     }
 
     /// Starts from a baseline known before (a restarted owner resuming what it knew).
-    pub fn resume(settle: Duration, baseline: Option<u16>) -> Self {
+    pub fn resume(settle: Duration, baseline: PortSet) -> Self {
         PortTracker {
-            baseline: baseline.filter(|&p| p != 0),
+            baseline: baseline.known(),
             ..PortTracker::new(settle)
         }
     }
@@ -81,9 +98,9 @@ impl PortTracker {
         self.candidate = None;
     }
 
-    /// The settled port.
-    pub fn baseline(&self) -> Option<u16> {
-        self.baseline
+    /// The settled ports (empty while none is known).
+    pub fn baseline(&self) -> PortSet {
+        self.baseline.unwrap_or_default()
     }
 
     /// When the candidate settles if it keeps being read (its first sighting + `settle`).
@@ -91,8 +108,8 @@ impl PortTracker {
         self.candidate.map(|(_, since)| since + self.settle)
     }
 
-    /// A port read but not settled yet.
-    pub fn candidate(&self) -> Option<u16> {
+    /// A set read but not settled yet.
+    pub fn candidate(&self) -> Option<PortSet> {
         self.candidate.map(|(p, _)| p)
     }
 }
@@ -114,9 +131,9 @@ mod tests {
         let mut t = PortTracker::new(SETTLE);
         assert_eq!(t.observe(t0, None), None);
         assert_eq!(t.observe(t0, Some(0)), None);
-        assert_eq!(t.baseline(), None);
+        assert!(t.baseline().is_empty());
         assert_eq!(t.observe(t0 + secs(1), Some(34817)), None);
-        assert_eq!(t.baseline(), Some(34817));
+        assert_eq!(t.baseline(), PortSet::one(34817));
         assert_eq!(t.tick(t0 + secs(100)), None);
     }
 
@@ -129,7 +146,7 @@ mod tests {
             assert_eq!(t.observe(t0 + secs(k), Some(0)), None);
             assert_eq!(t.observe(t0 + secs(k), None), None);
         }
-        assert_eq!(t.baseline(), Some(1000));
+        assert_eq!(t.baseline(), PortSet::one(1000));
     }
 
     #[test]
@@ -138,18 +155,12 @@ mod tests {
         let mut t = PortTracker::new(SETTLE);
         t.observe(t0, Some(1000));
         assert_eq!(t.observe(t0 + secs(1), Some(2000)), None);
-        assert_eq!(t.candidate(), Some(2000));
+        assert_eq!(t.candidate(), Some(PortSet::one(2000)));
         assert_eq!(t.settles_at(), Some(t0 + secs(1) + SETTLE));
         assert_eq!(t.observe(t0 + secs(3), Some(2000)), None);
         assert_eq!(t.tick(t0 + secs(5)), None);
-        assert_eq!(
-            t.tick(t0 + secs(6)),
-            Some(PortChange {
-                old: 1000,
-                new: 2000
-            })
-        );
-        assert_eq!(t.baseline(), Some(2000));
+        assert_eq!(t.tick(t0 + secs(6)), Some(PortChange::single(1000, 2000)));
+        assert_eq!(t.baseline(), PortSet::one(2000));
         assert_eq!(t.tick(t0 + secs(60)), None);
         assert_eq!(t.observe(t0 + secs(61), Some(2000)), None);
     }
@@ -162,10 +173,7 @@ mod tests {
         t.observe(t0, Some(2000));
         assert_eq!(
             t.observe(t0 + SETTLE, Some(2000)),
-            Some(PortChange {
-                old: 1000,
-                new: 2000
-            })
+            Some(PortChange::single(1000, 2000))
         );
     }
 
@@ -188,13 +196,7 @@ mod tests {
         t.observe(t0 + secs(1), Some(2000));
         t.observe(t0 + secs(4), Some(3000));
         assert_eq!(t.tick(t0 + secs(8)), None);
-        assert_eq!(
-            t.tick(t0 + secs(9)),
-            Some(PortChange {
-                old: 1000,
-                new: 3000
-            })
-        );
+        assert_eq!(t.tick(t0 + secs(9)), Some(PortChange::single(1000, 3000)));
     }
 
     #[test]
@@ -208,10 +210,7 @@ mod tests {
         t.observe(t0 + secs(3), Some(0));
         assert_eq!(
             t.observe(t0 + secs(7), None),
-            Some(PortChange {
-                old: 1000,
-                new: 2000
-            })
+            Some(PortChange::single(1000, 2000))
         );
     }
 
@@ -222,12 +221,39 @@ mod tests {
         t.observe(t0, Some(55747));
         t.observe(t0, Some(1));
         t.reset();
-        assert_eq!(t.baseline(), None);
+        assert!(t.baseline().is_empty());
         assert_eq!(t.candidate(), None);
         assert_eq!(t.tick(t0 + secs(100)), None);
         // After a reset, the first port is the new baseline without a change.
         assert_eq!(t.observe(t0 + secs(101), Some(34817)), None);
-        assert_eq!(t.baseline(), Some(34817));
+        assert_eq!(t.baseline(), PortSet::one(34817));
+    }
+
+    #[test]
+    fn a_set_that_shrinks_or_grows_is_one_change_after_settle_and_order_is_no_change() {
+        let t0 = Instant::now();
+        let mut t = PortTracker::new(SETTLE);
+        t.observe(t0, PortSet::new([5678, 9876]));
+        assert_eq!(t.observe(t0, PortSet::new([9876, 5678])), None);
+        assert_eq!(t.candidate(), None, "the same set in another order");
+        assert_eq!(t.observe(t0 + secs(1), PortSet::one(5678)), None);
+        assert_eq!(t.observe(t0 + secs(2), PortSet::EMPTY), None);
+        assert_eq!(
+            t.tick(t0 + secs(6)),
+            Some(PortChange {
+                old: PortSet::new([5678, 9876]),
+                new: PortSet::one(5678)
+            })
+        );
+        t.observe(t0 + secs(7), PortSet::new([5678, 1111]));
+        assert_eq!(t.settles_at(), Some(t0 + secs(7) + SETTLE));
+        assert_eq!(
+            t.observe(t0 + secs(12), PortSet::new([1111, 5678])),
+            Some(PortChange {
+                old: PortSet::one(5678),
+                new: PortSet::new([1111, 5678])
+            })
+        );
     }
 
     #[test]
@@ -235,13 +261,13 @@ mod tests {
         let t0 = Instant::now();
         let mut t = PortTracker::new(Duration::ZERO);
         t.observe(t0, Some(1));
-        assert_eq!(t.observe(t0, Some(2)), Some(PortChange { old: 1, new: 2 }));
+        assert_eq!(t.observe(t0, Some(2)), Some(PortChange::single(1, 2)));
     }
 
     /// One step: time passes (ms), then a reading or a tick.
     #[derive(Clone, Debug)]
     enum Step {
-        Read(u64, Option<u16>),
+        Read(u64, PortSet),
         Tick(u64),
     }
 
@@ -249,7 +275,7 @@ mod tests {
         proptest::collection::vec(
             prop_oneof![
                 (0..max_gap_ms, prop_oneof![Just(None), Just(Some(0u16))])
-                    .prop_map(|(d, p)| Step::Read(d, p)),
+                    .prop_map(|(d, p)| Step::Read(d, PortSet::from(p))),
                 (0..max_gap_ms).prop_map(Step::Tick),
             ],
             0..20,
@@ -290,7 +316,7 @@ mod tests {
             changes.extend(t.observe(now, Some(p)));
             changes.extend(run(&mut t, &mut now, &after));
             prop_assert!(changes.is_empty(), "{changes:?}");
-            prop_assert_eq!(t.baseline(), Some(p));
+            prop_assert_eq!(t.baseline(), PortSet::one(p));
         }
 
         #[test]
@@ -310,18 +336,20 @@ mod tests {
             // Whatever the interleaving, once settle has passed the change is reported.
             now += SETTLE;
             changes.extend(t.tick(now));
-            prop_assert_eq!(changes, vec![PortChange { old: p, new: q }]);
-            prop_assert_eq!(t.baseline(), Some(q));
+            prop_assert_eq!(changes, vec![PortChange::single(p, q)]);
+            prop_assert_eq!(t.baseline(), PortSet::one(q));
         }
 
-        /// Random readings over a small port alphabet: every change is preceded by at least
-        /// `settle` of its port being the latest non-zero reading, and each change needs a new
-        /// value (never two changes to the same port in a row).
+        /// Random readings of sets over a small port alphabet (zero to three ports, zeros
+        /// included): every change is preceded by at least `settle` of its set being the latest
+        /// non-empty reading, and each change needs a new set (never two changes to the same set
+        /// in a row, the old set of one the new set of the previous).
         #[test]
         fn changes_respect_settle_and_need_a_new_value(
             steps in proptest::collection::vec(
                 prop_oneof![
-                    (0u64..4_000, proptest::option::of(0u16..4)).prop_map(|(d, p)| Step::Read(d, p)),
+                    (0u64..4_000, proptest::collection::vec(0u16..4, 0..4))
+                        .prop_map(|(d, p)| Step::Read(d, PortSet::new(p))),
                     (0u64..4_000).prop_map(Step::Tick),
                 ],
                 0..60,
@@ -329,16 +357,14 @@ mod tests {
         ) {
             let mut now = Instant::now();
             let mut t = PortTracker::new(SETTLE);
-            // (port, since) of the latest non-zero reading run.
-            let mut latest: Option<(u16, Instant)> = None;
-            let mut last_new: Option<u16> = None;
+            // (set, since) of the latest non-empty reading run.
+            let mut latest: Option<(PortSet, Instant)> = None;
+            let mut last_new: Option<PortSet> = None;
             for s in &steps {
                 let change = match *s {
                     Step::Read(d, p) => {
                         now += Duration::from_millis(d);
-                        if let Some(p) = p.filter(|&p| p != 0)
-                            && latest.map(|(l, _)| l) != Some(p)
-                        {
+                        if !p.is_empty() && latest.map(|(l, _)| l) != Some(p) {
                             latest = Some((p, now));
                         }
                         t.observe(now, p)
@@ -350,7 +376,7 @@ mod tests {
                 };
                 if let Some(c) = change {
                     prop_assert_ne!(c.old, c.new);
-                    prop_assert_ne!(c.new, 0);
+                    prop_assert!(!c.new.is_empty() && !c.old.is_empty());
                     let (l, since) = latest.unwrap();
                     prop_assert_eq!(l, c.new);
                     prop_assert!(now - since >= SETTLE, "reported before settle");
@@ -358,8 +384,8 @@ mod tests {
                     prop_assert_eq!(Some(c.old), last_new.or(Some(c.old)));
                     last_new = Some(c.new);
                 }
-                // The baseline is always the latest non-zero reading or an older one, never 0.
-                prop_assert_ne!(t.baseline(), Some(0));
+                // The baseline is always the latest non-empty reading or an older one.
+                prop_assert!(latest.is_none() || !t.baseline().is_empty());
             }
         }
     }

@@ -13,7 +13,7 @@ pub struct ContainerFacts {
 }
 
 /// Derives readiness. `container` None = no such container; `control` None = not asked yet.
-/// The port in `Up` is the raw reported port (0 already mapped to `None`).
+/// The ports in `Up` are the raw reported ports (zeros already dropped).
 ///
 /// The rules apply in this order, the first match wins:
 /// 1. no container, or not running -> `Down`;
@@ -43,7 +43,7 @@ pub fn readiness(
         None | Some(Err(_)) => Readiness::Starting,
         Some(Ok(answer)) if answer.status != TunnelStatus::Running => Readiness::Degraded,
         Some(Ok(answer)) => Readiness::Up {
-            forwarded_port: answer.forwarded_port.filter(|&p| p != 0),
+            forwarded_ports: answer.forwarded_ports,
         },
     }
 }
@@ -51,11 +51,12 @@ pub fn readiness(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::port_set::PortSet;
 
     fn ok(status: TunnelStatus, port: Option<u16>) -> Result<ControlAnswer, ControlError> {
         Ok(ControlAnswer {
             status,
-            forwarded_port: port,
+            forwarded_ports: PortSet::from(port),
         })
     }
 
@@ -138,10 +139,7 @@ mod tests {
             (_, Some(Err(ControlError::Protocol(_)))) => Readiness::Starting,
             (Some(Healthy) | None, Some(Ok(a))) => match a.status {
                 TunnelStatus::Running => Readiness::Up {
-                    forwarded_port: match a.forwarded_port {
-                        Some(0) | None => None,
-                        p => p,
-                    },
+                    forwarded_ports: PortSet::new(a.forwarded_ports.iter().filter(|&p| p != 0)),
                 },
                 _ => Readiness::Degraded,
             },
@@ -166,21 +164,27 @@ mod tests {
                 Some(&healthy),
                 Some(&ok(TunnelStatus::Running, Some(34817)))
             ),
-            Readiness::Up {
-                forwarded_port: Some(34817)
-            }
+            Readiness::up(Some(34817))
         );
         assert_eq!(
             readiness(Some(&healthy), Some(&ok(TunnelStatus::Running, Some(0)))),
-            Readiness::Up {
-                forwarded_port: None
-            }
+            Readiness::up(None)
         );
         assert_eq!(
             readiness(Some(&running(None)), Some(&ok(TunnelStatus::Running, None))),
-            Readiness::Up {
-                forwarded_port: None
-            }
+            Readiness::up(None)
+        );
+    }
+
+    #[test]
+    fn up_with_several_ports_keeps_them_all() {
+        let answer = Ok(ControlAnswer {
+            status: TunnelStatus::Running,
+            forwarded_ports: PortSet::new([9876, 5678]),
+        });
+        assert_eq!(
+            readiness(Some(&running(None)), Some(&answer)),
+            Readiness::up(PortSet::new([5678, 9876]))
         );
     }
 

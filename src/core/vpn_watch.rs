@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::core::model::{Readiness, VpnView};
+use crate::core::port_set::PortSet;
 use crate::core::port_tracker::{PortChange, PortTracker};
 
 /// How long a VPN stays on fast polls after an event or a hook, beyond `port_settle` (a
@@ -51,8 +52,13 @@ impl FailCause {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VpnEvent {
-    Failed { cause: FailCause },
-    Recovered { forwarded_port: Option<u16> },
+    Failed {
+        cause: FailCause,
+    },
+    /// Up again after a `Failed`; its ports (often still empty) are the new baseline.
+    Recovered {
+        forwarded_ports: PortSet,
+    },
     PortChanged(PortChange),
 }
 
@@ -126,7 +132,7 @@ impl VpnWatch {
             (false, _) => None,
         };
         VpnWatch {
-            tracker: PortTracker::resume(timings.port_settle, lane.forwarded_port()),
+            tracker: PortTracker::resume(timings.port_settle, lane.forwarded_ports()),
             container_id: lane.container_id.clone(),
             started_at: lane.started_at.clone(),
             last: lane.container_id.is_some().then_some(lane.readiness),
@@ -180,8 +186,8 @@ impl VpnWatch {
                 self.up_since = None;
                 self.settle(now, &mut events);
             }
-            Readiness::Up { forwarded_port } => {
-                let port = forwarded_port.filter(|&p| p != 0);
+            Readiness::Up { forwarded_ports } => {
+                let port = forwarded_ports;
                 self.degraded_since = None;
                 self.up_since.get_or_insert(now);
                 if failed_by_this_call {
@@ -195,7 +201,7 @@ impl VpnWatch {
                     let change = self.tracker.observe(now, port);
                     debug_assert!(change.is_none());
                     events.push(VpnEvent::Recovered {
-                        forwarded_port: port,
+                        forwarded_ports: port,
                     });
                 } else if let Some(change) = self.tracker.observe(now, port) {
                     events.push(VpnEvent::PortChanged(change));
@@ -224,7 +230,7 @@ impl VpnWatch {
         let waiting_for_port = forwarding
             && matches!(self.last, Some(Readiness::Up { .. }))
             && !self.failed
-            && self.tracker.baseline().is_none()
+            && self.tracker.baseline().is_empty()
             && !self.port_wait_expired(now);
         self.last.is_none()
             || matches!(self.last, Some(Readiness::Starting | Readiness::Degraded))
@@ -262,7 +268,7 @@ impl VpnWatch {
         match self.last {
             None => Readiness::Down,
             Some(Readiness::Up { .. }) => Readiness::Up {
-                forwarded_port: self.tracker.baseline(),
+                forwarded_ports: self.tracker.baseline(),
             },
             Some(r) => r,
         }
@@ -288,7 +294,7 @@ impl VpnWatch {
         }
         match (self.last, self.up_since) {
             (Some(Readiness::Up { .. }), Some(since)) => {
-                self.tracker.baseline().is_none() && now.saturating_duration_since(since) >= wait
+                self.tracker.baseline().is_empty() && now.saturating_duration_since(since) >= wait
             }
             _ => false,
         }
@@ -434,12 +440,7 @@ mod tests {
         }
 
         fn up(&mut self, s: f64, port: Option<u16>) -> Vec<VpnEvent> {
-            self.see(
-                s,
-                Readiness::Up {
-                    forwarded_port: port,
-                },
-            )
+            self.see(s, Readiness::up(port))
         }
 
         /// Ticks every 500 ms over `[from, to]`.
@@ -495,7 +496,7 @@ mod tests {
         assert_eq!(
             r.see(2.0, up(Some(34817))),
             vec![VpnEvent::Recovered {
-                forwarded_port: Some(34817)
+                forwarded_ports: PortSet::from(Some(34817))
             }]
         );
     }
@@ -511,10 +512,7 @@ mod tests {
         r.see(2.0, up(Some(34817)));
         assert_eq!(
             r.tick(8.0),
-            vec![VpnEvent::PortChanged(PortChange {
-                old: 55747,
-                new: 34817
-            })]
+            vec![VpnEvent::PortChanged(PortChange::single(55747, 34817))]
         );
         r.id = "c2".into();
         assert_eq!(
@@ -566,9 +564,7 @@ mod tests {
     }
 
     fn up(port: Option<u16>) -> Readiness {
-        Readiness::Up {
-            forwarded_port: port,
-        }
+        Readiness::up(port)
     }
 
     fn gone() -> VpnEvent {
@@ -578,7 +574,7 @@ mod tests {
     }
 
     fn changed(old: u16, new: u16) -> VpnEvent {
-        VpnEvent::PortChanged(PortChange { old, new })
+        VpnEvent::PortChanged(PortChange::single(old, new))
     }
 
     #[test]
@@ -634,7 +630,7 @@ mod tests {
         assert_eq!(
             r.up(110.0, None),
             vec![VpnEvent::Recovered {
-                forwarded_port: None
+                forwarded_ports: PortSet::from(None)
             }]
         );
         assert!(!r.watch.failed());
@@ -655,7 +651,7 @@ mod tests {
             vec![
                 gone(),
                 VpnEvent::Recovered {
-                    forwarded_port: None
+                    forwarded_ports: PortSet::from(None)
                 }
             ],
             "exactly one Failed and one Recovered"
@@ -698,7 +694,7 @@ mod tests {
         assert_eq!(
             r.up(86.0, None),
             vec![VpnEvent::Recovered {
-                forwarded_port: None
+                forwarded_ports: PortSet::from(None)
             }]
         );
         for s in 87..99 {
@@ -780,7 +776,7 @@ mod tests {
         assert_eq!(
             r.up(90.0, Some(42000)),
             vec![VpnEvent::Recovered {
-                forwarded_port: Some(42000)
+                forwarded_ports: PortSet::from(Some(42000))
             }]
         );
         r.ticks(90.0, 200.0);
@@ -831,7 +827,7 @@ mod tests {
         assert_eq!(
             r.up(12.0, Some(40000)),
             vec![VpnEvent::Recovered {
-                forwarded_port: Some(40000)
+                forwarded_ports: PortSet::from(Some(40000))
             }]
         );
         r.ticks(12.0, 60.0);
@@ -854,7 +850,7 @@ mod tests {
         assert_eq!(
             r.up(7.0, Some(41000)),
             vec![VpnEvent::Recovered {
-                forwarded_port: Some(41000)
+                forwarded_ports: PortSet::from(Some(41000))
             }]
         );
         assert_eq!(r.watch.readiness(), up(Some(41000)));
@@ -873,7 +869,7 @@ mod tests {
         assert_eq!(
             r.up(9.0, None),
             vec![VpnEvent::Recovered {
-                forwarded_port: None
+                forwarded_ports: PortSet::from(None)
             }]
         );
     }
@@ -894,7 +890,7 @@ mod tests {
             vec![
                 gone(),
                 VpnEvent::Recovered {
-                    forwarded_port: Some(43000)
+                    forwarded_ports: PortSet::from(Some(43000))
                 }
             ]
         );
@@ -935,7 +931,7 @@ mod tests {
         assert_eq!(
             ev,
             vec![VpnEvent::Recovered {
-                forwarded_port: Some(1)
+                forwarded_ports: PortSet::from(Some(1))
             }]
         );
         assert_eq!(
@@ -1016,7 +1012,7 @@ mod tests {
         assert_eq!(
             r.up(1.0, Some(0)),
             vec![VpnEvent::Recovered {
-                forwarded_port: None
+                forwarded_ports: PortSet::from(None)
             }]
         );
         assert_eq!(r.watch.readiness(), up(None));
@@ -1043,8 +1039,8 @@ mod tests {
             1 => Just(Readiness::Starting),
             2 => Just(Readiness::Degraded),
             1 => Just(Readiness::Misconfigured),
-            5 => prop_oneof![Just(None), Just(Some(0u16)), (1u16..4).prop_map(Some)]
-                .prop_map(|forwarded_port| Readiness::Up { forwarded_port }),
+            // Zero to three ports of a small alphabet (zeros included): sets that change.
+            5 => proptest::collection::vec(0u16..4, 0..4).prop_map(|p| Readiness::up(PortSet::new(p))),
         ]
     }
 
@@ -1068,8 +1064,8 @@ mod tests {
             let mut last_observation_failed = false;
             // A Recovered happened and no non-zero port was observed since.
             let mut awaiting_first_port = false;
-            // Non-zero ports observed since the last Failed (a PortChanged may only mention these).
-            let mut ports_since_failure: Vec<u16> = Vec::new();
+            // Non-empty sets observed since the last Failed (a PortChanged may only mention these).
+            let mut ports_since_failure: Vec<PortSet> = Vec::new();
             for step in steps {
                 let was_failed = w.failed();
                 let is_observation = matches!(step, Step::See { .. });
@@ -1082,10 +1078,7 @@ mod tests {
                             started_at: Some(format!("s{started}")),
                             readiness,
                         };
-                        let port = match readiness {
-                            Readiness::Up { forwarded_port } => forwarded_port.filter(|&p| p != 0),
-                            _ => None,
-                        };
+                        let port = readiness.ports().known();
                         (w.observe(now, obs), port)
                     }
                     Step::Tick { dt } => {
@@ -1112,7 +1105,7 @@ mod tests {
                             prop_assert!(!was_failed && !failed, "PortChanged while failed");
                             prop_assert!(!recovered_here && !failed_here);
                             prop_assert_ne!(c.old, c.new);
-                            prop_assert_ne!(c.new, 0);
+                            prop_assert!(!c.new.is_empty());
                             prop_assert!(ports_since_failure.contains(&c.old), "stale old port");
                             prop_assert!(
                                 ports_since_failure.contains(&c.new) || seen_port == Some(c.new)
@@ -1135,12 +1128,12 @@ mod tests {
                 }
                 prop_assert_eq!(w.failed(), failed);
                 match w.readiness() {
-                    Readiness::Up { forwarded_port } => {
-                        prop_assert_ne!(forwarded_port, Some(0));
+                    Readiness::Up { forwarded_ports } => {
+                        prop_assert!(!forwarded_ports.contains(0));
                         if w.failed() {
                             // Only right after a restart-in-place Failed, before any port.
                             prop_assert!(last_observation_failed);
-                            prop_assert_eq!(forwarded_port, None);
+                            prop_assert!(forwarded_ports.is_empty());
                         }
                     }
                     Readiness::Down => prop_assert!(w.failed() || !observed),
@@ -1148,7 +1141,7 @@ mod tests {
                 }
                 prop_assert!(!(failed_here && recovered_here), "Failed and Recovered in one call");
                 if w.port_wait_expired(now) {
-                    prop_assert_eq!(w.readiness(), Readiness::Up { forwarded_port: None });
+                    prop_assert_eq!(w.readiness(), Readiness::up(None));
                 }
             }
         }
@@ -1161,8 +1154,8 @@ mod tests {
             flap in proptest::collection::vec(
                 (0u64..5_000, prop_oneof![
                     Just(Some(Readiness::Degraded)),
-                    Just(Some(Readiness::Up { forwarded_port: None })),
-                    Just(Some(Readiness::Up { forwarded_port: Some(0) })),
+                    Just(Some(Readiness::up(None))),
+                    Just(Some(Readiness::up(Some(0)))),
                     Just(None),
                 ]),
                 0..20,
@@ -1176,7 +1169,7 @@ mod tests {
                 started_at: Some("s1".into()),
                 readiness: r,
             };
-            let mut events = w.observe(t0, see(Readiness::Up { forwarded_port: Some(p) }));
+            let mut events = w.observe(t0, see(Readiness::up(Some(p))));
             let mut now = t0;
             let flap_start = t0 + Duration::from_millis(1);
             for (dt, r) in flap {
@@ -1192,14 +1185,14 @@ mod tests {
                 }
             }
             now += Duration::from_millis(1);
-            events.extend(w.observe(now, see(Readiness::Up { forwarded_port: Some(p) })));
+            events.extend(w.observe(now, see(Readiness::up(Some(p)))));
             for dt in after {
                 now += Duration::from_millis(dt);
                 events.extend(w.tick(now));
-                events.extend(w.observe(now, see(Readiness::Up { forwarded_port: Some(p) })));
+                events.extend(w.observe(now, see(Readiness::up(Some(p)))));
             }
             prop_assert_eq!(events, vec![]);
-            prop_assert_eq!(w.readiness(), Readiness::Up { forwarded_port: Some(p) });
+            prop_assert_eq!(w.readiness(), Readiness::up(Some(p)));
         }
     }
 }

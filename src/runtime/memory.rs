@@ -31,8 +31,8 @@ use crate::runtime::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlState {
     pub status: TunnelStatus,
-    /// 0 = nothing forwarded yet.
-    pub port: u16,
+    /// The forwarded ports in the order Gluetun lists them; empty (or zeros) = nothing yet.
+    pub ports: Vec<u16>,
     /// When set, probes must carry this key (401 otherwise).
     pub api_key: Option<String>,
 }
@@ -182,7 +182,7 @@ impl MemoryRuntime {
         };
         let control = ControlState {
             status: TunnelStatus::Running,
-            port,
+            ports: vec![port],
             api_key: None,
         };
         w.containers.insert(
@@ -249,7 +249,7 @@ impl MemoryRuntime {
             c.info.started_at = started_at;
             c.info.health = c.info.health.map(|_| DockerHealth::Starting);
             if let Some(ctl) = &mut c.control {
-                ctl.port = 0;
+                ctl.ports.clear();
                 ctl.status = TunnelStatus::Running;
             }
         }
@@ -289,9 +289,14 @@ impl MemoryRuntime {
     }
 
     pub fn set_port(&self, vpn: &str, port: u16) {
+        self.set_ports(vpn, &[port]);
+    }
+
+    /// The VPN forwards several ports (some providers do); `[]` = none.
+    pub fn set_ports(&self, vpn: &str, ports: &[u16]) {
         self.with_container(vpn, |c| {
             if let Some(ctl) = &mut c.control {
-                ctl.port = port;
+                ctl.ports = ports.to_vec();
             }
         });
     }
@@ -835,7 +840,7 @@ impl VpnControl for MemoryRuntime {
         }
         Ok(ControlAnswer {
             status: ctl.status.clone(),
-            forwarded_port: (ctl.port != 0).then_some(ctl.port),
+            forwarded_ports: crate::core::port_set::PortSet::new(ctl.ports.iter().copied()),
         })
     }
 

@@ -32,8 +32,11 @@ pub struct Config {
     /// `FAKE_API_KEY`: adds a role `fake_api_key` (auth `apikey`) listing acevisor's routes the
     /// version knows; no effect on 3.38, which has no authentication.
     pub api_key: Option<String>,
-    /// `FAKE_FORWARDED_PORT`: port forwarded from the start (0 = none).
+    /// `FAKE_FORWARDED_PORT`: port forwarded from the start (0 = none); the first of a
+    /// comma-separated list (`40001,40002`: some providers forward several).
     pub forwarded_port: u16,
+    /// The rest of that list: more ports forwarded from the start.
+    pub more_ports: Vec<u16>,
     /// `FAKE_STARTUP_MS`: how long the status reads `starting`.
     pub startup: Duration,
     /// `FAKE_PORT_DELAY_MS`: how long the port reads 0 after the tunnel comes up (at start, after
@@ -51,6 +54,7 @@ impl Default for Config {
             version: Version::default(),
             api_key: None,
             forwarded_port: 0,
+            more_ports: Vec::new(),
             startup: Duration::ZERO,
             port_delay: Duration::ZERO,
             auth_file: roles::DEFAULT_PATH.to_string(),
@@ -67,12 +71,19 @@ impl Config {
             None => Version::default(),
             Some(v) => Version::parse(&v)?,
         };
-        let forwarded_port = match set("FAKE_FORWARDED_PORT").as_deref().map(str::trim) {
-            None => 0,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("FAKE_FORWARDED_PORT is not a port: {p:?}"))?,
+        let ports: Vec<u16> = match set("FAKE_FORWARDED_PORT") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .map(|p| {
+                    p.parse()
+                        .map_err(|_| format!("FAKE_FORWARDED_PORT is not a port list: {p:?}"))
+                })
+                .collect::<Result<_, _>>()?,
         };
+        let forwarded_port = ports.first().copied().unwrap_or(0);
+        let more_ports = ports.iter().skip(1).copied().collect();
         let ms = |k: &str| {
             crate::parse_ms(env(k))
                 .map_err(|e| format!("{k}: {e}"))
@@ -82,6 +93,7 @@ impl Config {
             version,
             api_key: env("FAKE_API_KEY").filter(|k| !k.is_empty()),
             forwarded_port,
+            more_ports,
             startup: ms("FAKE_STARTUP_MS")?,
             port_delay: ms("FAKE_PORT_DELAY_MS")?,
             auth_file: set(roles::PATH_ENV).unwrap_or_else(|| roles::DEFAULT_PATH.to_string()),
@@ -184,7 +196,7 @@ impl Gluetun {
             state: Mutex::new(State {
                 running: true,
                 port: config.forwarded_port,
-                more_ports: Vec::new(),
+                more_ports: config.more_ports.clone(),
                 healthy: true,
                 starting_until,
                 port_from,
@@ -465,6 +477,21 @@ mod tests {
         assert_eq!(c.version, Version::V3_40);
         assert_eq!(c.api_key.as_deref(), Some("s3cret"));
         assert_eq!(c.forwarded_port, 40001);
+        let several =
+            Config::from_env(|k| (k == "FAKE_FORWARDED_PORT").then(|| "40001, 40002".to_string()))
+                .unwrap();
+        assert_eq!(
+            (several.forwarded_port, several.more_ports),
+            (40001, vec![40002])
+        );
+        let now = Instant::now();
+        let g = fake(
+            Config::from_env(|k| (k == "FAKE_FORWARDED_PORT").then(|| "40001,40002".into()))
+                .unwrap(),
+            now,
+        );
+        assert_eq!(g.forwarded_ports(now), vec![40001, 40002]);
+        assert!(Config::from_env(|k| (k == "FAKE_FORWARDED_PORT").then(|| "1,x".into())).is_err());
         assert_eq!(c.startup, Duration::from_millis(250));
         assert_eq!(c.port_delay, Duration::from_millis(750));
         assert_eq!(c.auth_file, "/etc/roles.toml");

@@ -161,7 +161,7 @@ pub fn vpn(name: &str, connected: bool, port: Option<u16>) -> VpnStatus {
         status: if connected { "up" } else { "down" },
         health: if connected { "healthy" } else { "unhealthy" },
         connected,
-        forwarded_port: port,
+        forwarded_ports: acevisor::core::port_set::PortSet::from(port),
         ip: Some("172.18.0.2".into()),
         failed: !connected,
         last_check_at: Some(SystemTime::now()),

@@ -187,6 +187,17 @@ control_timeout = "1s"
         .await;
     }
 
+    /// VPN `i` forwards these ports from now on (`PUT /testbed/ports`; `[]` = none).
+    pub async fn set_ports(&self, i: usize, ports: &[u16]) {
+        self.script(
+            i,
+            reqwest::Method::PUT,
+            "/testbed/ports",
+            serde_json::json!({ "ports": ports }),
+        )
+        .await;
+    }
+
     /// An internal tunnel restart: stopped + port 0 now, running with `port` after `after_ms`.
     pub async fn reconnect(&self, i: usize, port: u16, after_ms: u64) {
         let body = serde_json::json!({ "port": port, "after_ms": after_ms });

@@ -359,6 +359,8 @@ pub fn docker_ok(args: &[&str]) -> String {
 pub struct GluetunOptions {
     /// `FAKE_FORWARDED_PORT` (0 or `None`: no port yet).
     pub forwarded_port: Option<u16>,
+    /// More ports forwarded with it from the start (appended to `FAKE_FORWARDED_PORT`).
+    pub more_ports: Vec<u16>,
     /// `FAKE_API_KEY`: when set, the control routes need `X-API-Key` (a role per version, see
     /// testbed/README.md).
     pub api_key: Option<String>,
@@ -393,8 +395,14 @@ pub fn start_fake_gluetun(run: &RunId, suffix: &str, options: &GluetunOptions) -
     for (k, v) in &options.labels {
         args.extend(["--label".into(), format!("{k}={v}")]);
     }
-    let port = options.forwarded_port.unwrap_or(0);
-    args.extend(["-e".into(), format!("FAKE_FORWARDED_PORT={port}")]);
+    let ports: Vec<String> = std::iter::once(options.forwarded_port.unwrap_or(0))
+        .chain(options.more_ports.iter().copied())
+        .map(|p| p.to_string())
+        .collect();
+    args.extend([
+        "-e".into(),
+        format!("FAKE_FORWARDED_PORT={}", ports.join(",")),
+    ]);
     if let Some(key) = &options.api_key {
         args.extend(["-e".into(), format!("FAKE_API_KEY={key}")]);
     }

@@ -446,9 +446,7 @@ fn direct_lane(cfg: &Config) -> VpnView {
         name: None,
         container_id: None,
         started_at: None,
-        readiness: Readiness::Up {
-            forwarded_port: None,
-        },
+        readiness: Readiness::up(None),
         failed: false,
         forwarding: false,
         port_wait_expired: false,

@@ -89,11 +89,12 @@ fn record_incidents(st: &mut SupervisorState, update: &VpnUpdate, transition: &S
     for (vpn, ev) in &update.events {
         let (kind, detail) = match ev {
             VpnEvent::Failed { cause } => ("vpn_failed", cause.label().replace('_', " ")),
-            VpnEvent::Recovered { forwarded_port } => (
+            VpnEvent::Recovered { forwarded_ports } => (
                 "vpn_recovered",
-                match forwarded_port {
-                    Some(p) => format!("forwarded port {p}"),
-                    None => "forwarded port not known yet".into(),
+                match forwarded_ports.len() {
+                    0 => "forwarded port not known yet".into(),
+                    1 => format!("forwarded port {forwarded_ports}"),
+                    _ => format!("forwarded ports {forwarded_ports}"),
                 },
             ),
             VpnEvent::PortChanged(c) => ("port_changed", format!("{} -> {}", c.old, c.new)),

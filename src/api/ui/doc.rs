@@ -109,7 +109,8 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
                 "status": v.status,
                 "health": v.health,
                 "connected": v.connected,
-                "forwarded_port": v.forwarded_port,
+                "forwarded_port": v.forwarded_ports.first(),
+                "forwarded_ports": v.forwarded_ports.to_vec(),
                 // The VPN container's IP on the Docker network (engines are reached at it).
                 "ip": v.ip,
                 "engines": engines,

@@ -82,9 +82,10 @@
     $('mode').textContent = '(' + d.mode + ')';
     const box = $('vpns');
     const want = d.vpns.map((v) => {
+      const ports = v.forwarded_ports || (v.forwarded_port == null ? [] : [v.forwarded_port]);
       const html = '<h3><span>' + esc(v.name) + '</span>' + pill(v.status) + '</h3><dl>' +
         '<dt>For</dt><dd>' + since(v.since) + '</dd>' +
-        '<dt>Forwarded port</dt><dd>' + esc(v.forwarded_port == null ? '—' : v.forwarded_port) + '</dd>' +
+        '<dt>Forwarded ' + (ports.length > 1 ? 'ports' : 'port') + '</dt><dd>' + esc(ports.length ? ports.join(', ') : '—') + '</dd>' +
         '<dt>Container IP</dt><dd>' + esc(v.ip || '—') + '</dd>' +
         '<dt>Engines</dt><dd>' + (v.engines.length ? esc(v.engines.join(', ')) : 'none') + '</dd>' +
         (v.last_error ? '<dt>Error</dt><dd>' + esc(v.last_error) + '</dd>' : '') + '</dl>';
@@ -104,6 +105,7 @@
       el.dataset.name = w.v.name;
       el.dataset.status = w.v.status;
       el.dataset.port = w.v.forwarded_port == null ? '' : w.v.forwarded_port;
+      el.dataset.ports = (w.v.forwarded_ports || []).join(',');
       if (box.children[i] !== el) box.insertBefore(el, box.children[i] || null);
     });
     for (const el of old.values()) el.remove();
