@@ -27,7 +27,8 @@ const rows = Array.from(document.querySelectorAll('[data-testid=engine-row]')).m
   name: r.dataset.name, vpn: r.dataset.vpn, state: r.dataset.state,
   forwarded: r.dataset.forwarded === 'true', p2p: Number(r.dataset.p2p) }));
 const cards = Array.from(document.querySelectorAll('[data-testid=vpn-card]')).map(c => ({
-  name: c.dataset.name, status: c.dataset.status, port: c.dataset.port }));
+  name: c.dataset.name, status: c.dataset.status, port: c.dataset.port,
+  public_ip: c.querySelector('[data-testid=public-ip]').textContent }));
 const banner = document.querySelector('[data-testid=emergency-banner]');
 return { rows, cards, banner: banner ? banner.textContent : null,
          generated: document.body.dataset.generatedAt || null };
@@ -83,21 +84,23 @@ async fn agrees_with_routes(s: &Session, http: &reqwest::Client, base: &str) -> 
     }
     let cards = set(&p["cards"], |c| {
         Some(format!(
-            "{} {} {}",
+            "{} {} {} {}",
             c["name"].as_str()?,
             c["status"].as_str()?,
-            c["port"].as_str()?
+            c["port"].as_str()?,
+            c["public_ip"].as_str()?
         ))
     });
     let vpns = set(&vpn["vpns"], |v| {
         Some(format!(
-            "{} {} {}",
+            "{} {} {} {}",
             v["container_name"].as_str()?,
             v["status"].as_str()?,
             v["forwarded_port"]
                 .as_u64()
                 .map(|p| p.to_string())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            v["public_ip"].as_str().unwrap_or("—")
         ))
     });
     let ok = listed == api && cards == vpns && !api.is_empty();
@@ -145,6 +148,15 @@ async fn dashboard_follows_a_vpn_failure_and_recovery_in_a_browser() {
         "the page lists both VPNs and every engine, as the routes do",
         || agrees_with_routes(&desk, &http, &base),
     )
+    .await;
+    // Each VPN card shows the tunnel's exit address the fake Gluetun reports, as /vpn/status does.
+    support::wait_until(20 * SEC, "both cards show the VPNs' public IP", || async {
+        let cards = page(&desk).await["cards"].clone();
+        let shown = cards
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["public_ip"] == "203.0.113.7"));
+        shown && agrees_with_routes(&desk, &http, &base).await
+    })
     .await;
     let p = page(&desk).await;
     assert_eq!(p["cards"].as_array().unwrap().len(), 2, "{p}");

@@ -584,3 +584,42 @@ async fn no_force_restart_by_default() {
         "Gluetun is never restarted unless asked"
     );
 }
+
+/// The public IP of each VPN: asked once it is up, forgotten while it is down, asked anew after
+/// the recovery (a reconnect usually exits elsewhere).
+#[tokio::test(start_paused = true)]
+async fn each_vpn_shows_its_public_ip_only_while_up() {
+    let tree = ten_engines_five_per_vpn().await;
+    let m = &tree.mem;
+    let public_ip = |s: &acevisor::actors::messages::SupervisorSnapshot, vpn: &str| {
+        s.vpns
+            .iter()
+            .find(|v| v.container_name == vpn)
+            .and_then(|v| v.public_ip.clone())
+    };
+    tree.wait("both public IPs known", 10 * SEC, |s| {
+        public_ip(s, VPN1).as_deref() == Some("203.0.113.7")
+            && public_ip(s, VPN2).as_deref() == Some("203.0.113.7")
+    })
+    .await;
+
+    m.set_public_ip(VPN1, "198.51.100.9");
+    m.kill(VPN1);
+    let s = tree
+        .wait("VPN1 failed", 10 * SEC, |s| s.engines_on(VPN1).is_empty())
+        .await;
+    assert_eq!(
+        public_ip(&s, VPN1),
+        None,
+        "a failed VPN has no exit address"
+    );
+    assert_eq!(public_ip(&s, VPN2).as_deref(), Some("203.0.113.7"));
+
+    m.start(VPN1);
+    m.set_health(VPN1, DockerHealth::Healthy);
+    tree.wait("VPN1's new public IP", 60 * SEC, |s| {
+        public_ip(s, VPN1).as_deref() == Some("198.51.100.9")
+    })
+    .await;
+    tree.stop().await;
+}

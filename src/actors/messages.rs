@@ -39,6 +39,8 @@ pub struct VpnStatus {
     /// The settled forwarded ports, lowest first (empty unless Up with known ports).
     pub forwarded_ports: crate::core::port_set::PortSet,
     pub ip: Option<String>,
+    /// The tunnel's exit address, as its control server last reported it while up.
+    pub public_ip: Option<String>,
     pub failed: bool,
     pub last_check_at: Option<SystemTime>,
     /// The control server's last error, if any (401, unreachable, ...).
@@ -292,6 +294,12 @@ pub enum MonitorMsg {
     Snapshot(RpcReplyPort<VpnUpdate>),
     /// The public IP of the first connected VPN, asked of its control server.
     PublicIp(RpcReplyPort<PublicIpResult>),
+    /// The answer to the VpnMonitor's own question for this VPN's public IP (asked in `epoch`).
+    PublicIpOf {
+        vpn: String,
+        epoch: u64,
+        ip: Option<String>,
+    },
 }
 
 #[derive(Debug)]

@@ -22,13 +22,14 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
-use tracing::{Span, error, info, info_span, warn};
+use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::actors::messages::{MonitorMsg, PublicIpResult, SupervisorMsg, VpnStatus, VpnUpdate};
 use crate::clients::{ControlAnswer, ControlError, ControlTarget, VpnControl};
 use crate::config::GluetunConfig;
 use crate::core::emergency::{Emergency, EmergencyState, VpnHealth};
 use crate::core::model::{Readiness, VpnView};
+use crate::core::public_ip::PublicIp;
 use crate::core::readiness::{ContainerFacts, readiness};
 use crate::core::vpn_watch::{Observation, VpnEvent, VpnWatch, WatchTimings};
 use crate::runtime::{
@@ -62,6 +63,7 @@ struct Watched {
     awaiting_port: Option<(Span, Instant)>,
     /// When this VPN was last looked at (by a poll, an event or a hook).
     looked_at: Option<Instant>,
+    public_ip: PublicIp,
 }
 
 pub struct MonitorState {
@@ -112,6 +114,7 @@ impl Actor for VpnMonitor {
                     last_check_at: None,
                     awaiting_port: None,
                     looked_at: None,
+                    public_ip: PublicIp::default(),
                 }
             })
             .collect();
@@ -171,6 +174,16 @@ impl Actor for VpnMonitor {
                     .map(|t| t.saturating_duration_since(now))
                     .fold(st.fast_poll, Duration::min);
                 myself.send_after(next, || MonitorMsg::Poll);
+                ask_public_ips(&myself, st, now);
+            }
+            MonitorMsg::PublicIpOf { vpn, epoch, ip } => {
+                let Some(v) = st.vpns.iter_mut().find(|v| v.config.container == vpn) else {
+                    return Ok(());
+                };
+                if v.public_ip.answered(epoch, ip) {
+                    info!(vpn = %vpn, public_ip = v.public_ip.get().unwrap_or(""), "VPN public IP");
+                    publish(st, Vec::new(), Instant::now());
+                }
             }
             MonitorMsg::PortHook(vpn) => {
                 if let Some(i) = st.vpns.iter().position(|v| v.config.container == vpn) {
@@ -196,6 +209,44 @@ impl Actor for VpnMonitor {
             MonitorMsg::PublicIp(reply) => public_ip_later(st, reply),
         }
         Ok(())
+    }
+}
+
+/// Asks the control server of every up VPN whose public IP is unknown (one question at a time,
+/// one per `poll_interval`), in tasks that answer with `PublicIpOf`.
+fn ask_public_ips(myself: &ActorRef<MonitorMsg>, st: &mut MonitorState, now: Instant) {
+    for v in st.vpns.iter_mut() {
+        let up = v.watch.readiness().is_up();
+        let Some(epoch) = v.public_ip.ask(up, now, st.args_poll) else {
+            continue;
+        };
+        let target = v.info.as_ref().and_then(|info| {
+            Some(ControlTarget {
+                vpn: v.config.container.clone(),
+                base_url: control_base_url(&v.config, info)?,
+                api_key: v.api_key.clone(),
+            })
+        });
+        let Some(target) = target else {
+            let _ = v.public_ip.answered(epoch, None);
+            continue;
+        };
+        let control = st.control.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let ip = match control.public_ip(&target).await {
+                Ok(ip) => ip,
+                Err(e) => {
+                    debug!(vpn = %target.vpn, error = %e, "VPN public IP not available");
+                    None
+                }
+            };
+            let _ = myself.cast(MonitorMsg::PublicIpOf {
+                vpn: target.vpn,
+                epoch,
+                ip,
+            });
+        });
     }
 }
 
@@ -340,6 +391,12 @@ fn container_gone(st: &mut MonitorState, i: usize, ev: &ContainerEvent) {
 /// Re-evaluates the emergency machine and, when anything changed, sends the Supervisor the
 /// events and the fresh view, inside the incident's span.
 fn publish(st: &mut MonitorState, events: Vec<(String, VpnEvent)>, now: Instant) {
+    // A failure, a recovery or a port change is a new tunnel: its exit address is asked anew.
+    for (vpn, _) in &events {
+        if let Some(v) = st.vpns.iter_mut().find(|v| &v.config.container == vpn) {
+            v.public_ip.forget();
+        }
+    }
     let health: Vec<VpnHealth> = st
         .vpns
         .iter()
@@ -546,6 +603,7 @@ fn status_of(v: &Watched) -> VpnStatus {
             .info
             .as_ref()
             .and_then(|c| c.ip_on(v.config.network.as_deref())),
+        public_ip: v.public_ip.get().map(str::to_string),
         failed: v.watch.failed(),
         last_check_at: v.last_check_at,
         last_error: v.last_error.clone(),

@@ -36,6 +36,7 @@ fn vpn_entry(v: &VpnStatus) -> VpnEntry {
         connected: v.connected,
         forwarded_port: v.forwarded_ports.first(),
         forwarded_ports: v.forwarded_ports.to_vec(),
+        public_ip: v.public_ip.clone(),
         last_check_at: v.last_check_at.map(rfc3339),
         container_id: v.container_id.clone(),
         failed: v.failed,

@@ -290,6 +290,10 @@ pub struct VpnEntry {
     /// Every forwarded port, lowest first (`[]` while none is known).
     #[serde(default)]
     pub forwarded_ports: Vec<u16>,
+    /// The tunnel's exit address (asked of its control server once the VPN is up; `null` until
+    /// known, and again after a failure or reconnect).
+    #[serde(default)]
+    pub public_ip: Option<String>,
     pub container_id: Option<String>,
     pub failed: bool,
     pub last_error: Option<String>,

@@ -17,6 +17,7 @@ pub mod port_tracker;
 pub mod ports;
 pub mod provisioning;
 pub mod proxy;
+pub mod public_ip;
 pub mod readiness;
 pub mod streams;
 pub mod template;

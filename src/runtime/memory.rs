@@ -35,6 +35,9 @@ pub struct ControlState {
     pub ports: Vec<u16>,
     /// When set, probes must carry this key (401 otherwise).
     pub api_key: Option<String>,
+    /// The tunnel's exit address while it runs (`203.0.113.7`, a documentation address, unless
+    /// set otherwise).
+    pub public_ip: String,
 }
 
 #[derive(Clone, Debug)]
@@ -184,6 +187,7 @@ impl MemoryRuntime {
             status: TunnelStatus::Running,
             ports: vec![port],
             api_key: None,
+            public_ip: "203.0.113.7".into(),
         };
         w.containers.insert(
             id.clone(),
@@ -297,6 +301,15 @@ impl MemoryRuntime {
         self.with_container(vpn, |c| {
             if let Some(ctl) = &mut c.control {
                 ctl.ports = ports.to_vec();
+            }
+        });
+    }
+
+    /// The tunnel's exit address from now on (a reconnect elsewhere).
+    pub fn set_public_ip(&self, vpn: &str, ip: &str) {
+        self.with_container(vpn, |c| {
+            if let Some(ctl) = &mut c.control {
+                ctl.public_ip = ip.to_string();
             }
         });
     }
@@ -844,10 +857,17 @@ impl VpnControl for MemoryRuntime {
         })
     }
 
-    /// Every fake VPN's tunnel exits at `203.0.113.7` (a documentation address) once it runs.
+    /// The tunnel's exit address once it runs (Gluetun answers an empty one before).
     async fn public_ip(&self, target: &ControlTarget) -> Result<Option<String>, ControlError> {
         let answer = self.probe(target).await?;
-        Ok((answer.status == TunnelStatus::Running).then(|| "203.0.113.7".to_string()))
+        let w = self.lock();
+        let ip = w
+            .containers
+            .values()
+            .find(|c| c.info.name == target.vpn)
+            .and_then(|c| c.control.as_ref())
+            .map(|ctl| ctl.public_ip.clone());
+        Ok(ip.filter(|_| answer.status == TunnelStatus::Running))
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Config {
     pub auth_file: String,
     /// `HTTP_CONTROL_SERVER_AUTH_DEFAULT_ROLE` (v3.41+): JSON role for routes no role lists.
     pub default_role: Option<String>,
+    /// `FAKE_PUBLIC_IP`: the tunnel's exit address (default `PUBLIC_IP`).
+    pub public_ip: String,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             port_delay: Duration::ZERO,
             auth_file: roles::DEFAULT_PATH.to_string(),
             default_role: None,
+            public_ip: PUBLIC_IP.to_string(),
         }
     }
 }
@@ -98,6 +101,7 @@ impl Config {
             port_delay: ms("FAKE_PORT_DELAY_MS")?,
             auth_file: set(roles::PATH_ENV).unwrap_or_else(|| roles::DEFAULT_PATH.to_string()),
             default_role: set(roles::DEFAULT_ROLE_ENV),
+            public_ip: set("FAKE_PUBLIC_IP").unwrap_or_else(|| PUBLIC_IP.to_string()),
         })
     }
 }
@@ -173,6 +177,7 @@ pub struct Gluetun {
     version: Version,
     roles: Roles,
     port_delay: Duration,
+    public_ip: String,
     state: Mutex<State>,
 }
 
@@ -193,6 +198,7 @@ impl Gluetun {
             version: config.version,
             roles,
             port_delay: config.port_delay,
+            public_ip: config.public_ip.clone(),
             state: Mutex::new(State {
                 running: true,
                 port: config.forwarded_port,
@@ -305,7 +311,12 @@ impl Gluetun {
                 Response::json(200, port_body(v, &st.forwarded_all()))
             }
             ("GET", "/v1/publicip/ip") => {
-                let ip = if st.starting() { "" } else { PUBLIC_IP };
+                // Gluetun looks its exit address up once the tunnel is up; none before.
+                let ip = if st.starting() || !st.running {
+                    ""
+                } else {
+                    self.public_ip.as_str()
+                };
                 Response::json(
                     200,
                     format!(
@@ -719,6 +730,28 @@ mod tests {
         let bad = call(&g, "PUT", "/v1/vpn/status", r#"{"status":"paused"}"#, now);
         assert_eq!(bad.0, 400);
         assert!(!bad.1.starts_with('{'), "400 is plain text");
+    }
+
+    #[test]
+    fn public_ip_is_the_configured_one_and_none_while_stopped() {
+        let now = Instant::now();
+        let c = Config::from_env(|k| (k == "FAKE_PUBLIC_IP").then(|| "198.51.100.9".into()));
+        let g = fake(
+            Config {
+                forwarded_port: 40000,
+                ..c.unwrap()
+            },
+            now,
+        );
+        let ip = |g: &Gluetun| get(g, "/v1/publicip/ip", now).1;
+        assert!(
+            ip(&g).contains(r#""public_ip":"198.51.100.9""#),
+            "{}",
+            ip(&g)
+        );
+        call(&g, "PUT", "/v1/vpn/status", r#"{"status":"stopped"}"#, now);
+        assert!(ip(&g).contains(r#""public_ip":"""#), "{}", ip(&g));
+        assert_eq!(Config::default().public_ip, PUBLIC_IP);
     }
 
     #[test]

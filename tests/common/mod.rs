@@ -163,6 +163,7 @@ pub fn vpn(name: &str, connected: bool, port: Option<u16>) -> VpnStatus {
         connected,
         forwarded_ports: acevisor::core::port_set::PortSet::from(port),
         ip: Some("172.18.0.2".into()),
+        public_ip: connected.then(|| "203.0.113.7".into()),
         failed: !connected,
         last_check_at: Some(SystemTime::now()),
         last_error: None,

@@ -113,6 +113,7 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
                 "forwarded_ports": v.forwarded_ports.to_vec(),
                 // The VPN container's IP on the Docker network (engines are reached at it).
                 "ip": v.ip,
+                "public_ip": v.public_ip,
                 "engines": engines,
                 "since": since.get(&v.container_name).map(rfc3339),
                 "last_error": v.last_error,

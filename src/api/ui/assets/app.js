@@ -86,6 +86,7 @@
       const html = '<h3><span>' + esc(v.name) + '</span>' + pill(v.status) + '</h3><dl>' +
         '<dt>For</dt><dd>' + since(v.since) + '</dd>' +
         '<dt>Forwarded ' + (ports.length > 1 ? 'ports' : 'port') + '</dt><dd>' + esc(ports.length ? ports.join(', ') : '—') + '</dd>' +
+        '<dt>Public IP</dt><dd data-testid="public-ip">' + esc(v.public_ip || '—') + '</dd>' +
         '<dt>Container IP</dt><dd>' + esc(v.ip || '—') + '</dd>' +
         '<dt>Engines</dt><dd>' + (v.engines.length ? esc(v.engines.join(', ')) : 'none') + '</dd>' +
         (v.last_error ? '<dt>Error</dt><dd>' + esc(v.last_error) + '</dd>' : '') + '</dl>';
