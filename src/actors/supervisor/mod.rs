@@ -226,6 +226,8 @@ impl Actor for Supervisor {
         match msg {
             SupervisorMsg::Vpn(update) => {
                 let transition = on_vpn_update(&myself, st, update).await;
+                // Before the reconcile removes anything: the proxy's sessions move now.
+                notify_trouble(st);
                 reconcile(&myself, st).instrument(transition).await;
                 return Ok(());
             }
@@ -334,6 +336,10 @@ impl Actor for Supervisor {
                 st.removal_watchers.push(watcher);
                 return Ok(());
             }
+            SupervisorMsg::WatchTrouble(watcher) => {
+                st.proxy.trouble_watchers.push(watcher);
+                return Ok(());
+            }
             SupervisorMsg::PublicIp(reply) => {
                 match &st.monitor {
                     Some(m) => {
@@ -371,6 +377,7 @@ impl Actor for Supervisor {
                 return Ok(());
             }
         }
+        notify_trouble(st);
         reconcile(&myself, st).await;
         Ok(())
     }
