@@ -112,10 +112,9 @@ pub async fn list(
             reply,
         })
         .await?;
-    Ok((
-        [(TOTAL_COUNT, total.to_string())],
-        Json(streams.iter().map(StreamState::from).collect()),
-    ))
+    let mut streams: Vec<StreamState> = streams.iter().map(StreamState::from).collect();
+    super::proxy::add_session_figures(&ctx, &mut streams).await;
+    Ok(([(TOTAL_COUNT, total.to_string())], Json(streams)))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -156,7 +156,9 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
 
     let mut active: Vec<StreamState> = Vec::new();
     let mut ended: Vec<StreamState> = Vec::new();
-    for s in streams.iter().map(StreamState::from) {
+    let mut streams: Vec<StreamState> = streams.iter().map(StreamState::from).collect();
+    crate::api::proxy::add_session_figures(ctx, &mut streams).await;
+    for s in streams {
         if s.ended_at.is_none() {
             active.push(s);
         } else {
