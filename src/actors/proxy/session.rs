@@ -256,6 +256,9 @@ async fn run(a: SessionArgs) {
                 });
                 failover = Some(span);
                 a.shared.lock().unwrap().failovers += 1;
+                // Only the engine just left (and those that fail to open it now) are passed
+                // over: the ones of earlier failovers may be back (a name is reused, too).
+                exclude.clear();
                 exclude.push(engine);
             }
             AfterLoss::GiveUp => {

@@ -307,6 +307,20 @@ async fn a_trouble_notice_moves_the_session_at_once_under_the_incidents_span() {
     });
     read(&mut rx, 20_000).await;
     assert_eq!(session(&proxy).await.failovers, 1);
+
+    // The second engine fails too: the first one (back, under the same name) takes it again.
+    w.trouble.lock().unwrap().retain(|watch| {
+        (watch.0)(EngineRemoved {
+            name: "acestream-2".into(),
+            container_id: None,
+        })
+    });
+    until("moved back", || async {
+        session(&proxy).await.engine.as_deref() == Some("acestream-1")
+    })
+    .await;
+    read(&mut rx, 20_000).await;
+    assert_eq!(session(&proxy).await.failovers, 2);
 }
 
 #[tokio::test]
