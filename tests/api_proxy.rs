@@ -347,13 +347,7 @@ async fn a_session_in_streams_has_viewers_bytes_and_failovers_and_counts_once() 
         .find(|s| s["id"] == format!("proxy:id:{ID}"))
         .expect("the session's record");
     let external = list.iter().find(|s| s["id"] == "ext-1").unwrap();
-    let keys = |v: &serde_json::Value| {
-        v.as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(session), keys(external), "one shape");
     assert_eq!(session["viewers"], 1, "{session}");
     assert!(

@@ -117,9 +117,9 @@ async fn an_unhealthy_reserved_engine_is_reported_once_per_spell_and_not_reserve
     tree.mem.hang(&e.name);
     let s = tree
         .wait("unhealthy", 20 * SEC, |s| {
-            s.engines.iter().any(|x| {
-                x.name == e.name && matches!(x.phase, EnginePhase::Unhealthy { .. })
-            })
+            s.engines
+                .iter()
+                .any(|x| x.name == e.name && matches!(x.phase, EnginePhase::Unhealthy { .. }))
         })
         .await;
     // Told at the turn, not at the removal (unhealthy_grace is 10 s).

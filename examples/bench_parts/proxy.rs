@@ -62,7 +62,12 @@ fn idle_elsewhere(s: &SupervisorSnapshot, not_vpn: &str) -> bool {
 }
 
 /// Chunk arrival times of a viewer reading `url` to its end.
-fn viewer(url: String) -> (Arc<std::sync::Mutex<Vec<Instant>>>, tokio::task::JoinHandle<()>) {
+fn viewer(
+    url: String,
+) -> (
+    Arc<std::sync::Mutex<Vec<Instant>>>,
+    tokio::task::JoinHandle<()>,
+) {
     let times = Arc::new(std::sync::Mutex::new(Vec::new()));
     let t = times.clone();
     let task = tokio::spawn(async move {
@@ -97,9 +102,13 @@ pub async fn failover_gap(reps: usize) -> Row {
     cfg.engines.max_replicas = 4;
     let (tree, base, stop) = tree_with_api(cfg).await;
     let t0 = Instant::now();
-    tree.until("1 engine on each VPN", t0, Duration::from_secs(120), Duration::from_millis(200), |s| {
-        idle_elsewhere(s, &v1) && idle_elsewhere(s, &v2)
-    })
+    tree.until(
+        "1 engine on each VPN",
+        t0,
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        |s| idle_elsewhere(s, &v1) && idle_elsewhere(s, &v2),
+    )
     .await;
     let id = content_id(0);
     let (times, task) = viewer(format!("{base}/ace/getstream?id={id}"));
@@ -122,9 +131,13 @@ pub async fn failover_gap(reps: usize) -> Row {
         quiet.extend(longest_gap(&times.lock().unwrap(), q0, Instant::now()));
         let killed = Instant::now();
         docker_ok(&["kill", &vpn]);
-        tree.until("moved", killed, Duration::from_secs(60), Duration::from_millis(100), |s| {
-            reserved(s).is_some_and(|(_, v)| v.as_deref() != Some(vpn.as_str()))
-        })
+        tree.until(
+            "moved",
+            killed,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            |s| reserved(s).is_some_and(|(_, v)| v.as_deref() != Some(vpn.as_str())),
+        )
         .await;
         // Bytes flow again for a second: the gap is behind us.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -160,13 +173,22 @@ pub async fn failover_gap(reps: usize) -> Row {
 pub async fn time_to_first_byte(reps: usize) -> Row {
     let run = Run::new();
     let v1 = run.start_gluetun("vpn1", 34201);
-    let text = run.config_text("single", 1, &[(v1.clone(), 25200)], "[proxy]\nlinger = \"200ms\"\n");
+    let text = run.config_text(
+        "single",
+        1,
+        &[(v1.clone(), 25200)],
+        "[proxy]\nlinger = \"200ms\"\n",
+    );
     let (tree, base, stop) = tree_with_api(config(&text)).await;
     let t0 = Instant::now();
     let s = tree
-        .until("an engine ready", t0, Duration::from_secs(120), Duration::from_millis(200), |s| {
-            s.engines.iter().any(|e| e.phase == EnginePhase::Ready)
-        })
+        .until(
+            "an engine ready",
+            t0,
+            Duration::from_secs(120),
+            Duration::from_millis(200),
+            |s| s.engines.iter().any(|e| e.phase == EnginePhase::Ready),
+        )
         .await;
     let _ = s;
     let snap = tree.snap().await;
@@ -176,7 +198,11 @@ pub async fn time_to_first_byte(reps: usize) -> Row {
         .find(|e| e.phase == EnginePhase::Ready)
         .expect("ready engine")
         .clone();
-    let engine_base = format!("http://{}:{}", e.host.clone().expect("engine host"), e.http_port);
+    let engine_base = format!(
+        "http://{}:{}",
+        e.host.clone().expect("engine host"),
+        e.http_port
+    );
     let http = reqwest::Client::new();
     let mut via = Vec::new();
     let mut direct = Vec::new();
@@ -192,8 +218,14 @@ pub async fn time_to_first_byte(reps: usize) -> Row {
             .json()
             .await
             .expect("engine JSON");
-        let url = v["response"]["playback_url"].as_str().expect("playback_url").to_string();
-        let cmd = v["response"]["command_url"].as_str().unwrap_or_default().to_string();
+        let url = v["response"]["playback_url"]
+            .as_str()
+            .expect("playback_url")
+            .to_string();
+        let cmd = v["response"]["command_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut r = http.get(&url).send().await.expect("playback");
         r.chunk().await.expect("first byte").expect("a chunk");
         let own = t.elapsed().as_secs_f64() * 1000.0;
@@ -215,9 +247,13 @@ pub async fn time_to_first_byte(reps: usize) -> Row {
             direct.push(own);
             via.push(proxied);
         }
-        tree.until("released", Instant::now(), Duration::from_secs(30), Duration::from_millis(50), |s| {
-            reserved(s).is_none()
-        })
+        tree.until(
+            "released",
+            Instant::now(),
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            |s| reserved(s).is_none(),
+        )
         .await;
     }
     let _ = stop.send(());
@@ -247,7 +283,9 @@ fn viewers(url: &str, n: usize, bytes: &Arc<AtomicU64>) -> Vec<tokio::task::Join
         .map(|_| {
             let (url, bytes) = (url.to_string(), bytes.clone());
             tokio::spawn(async move {
-                let Ok(mut r) = reqwest::get(&url).await else { return };
+                let Ok(mut r) = reqwest::get(&url).await else {
+                    return;
+                };
                 while let Ok(Some(c)) = r.chunk().await {
                     bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
                 }
@@ -282,7 +320,10 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
     let port = free_port();
     let text = run
         .config_text("single", 1, &[(v1.clone(), 25300)], "")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
         + &format!("[proxy]\nviewer_buffer = 1024\n");
     let dir = std::env::temp_dir().join(format!("acevisor-bench-{}", run.id));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -305,7 +346,11 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
     let t0 = Instant::now();
     // An engine ready (listed by the API).
     let engine = loop {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no engine; see {}", dir.display());
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no engine; see {}",
+            dir.display()
+        );
         if let Ok(r) = http.get(format!("{base}/engines")).send().await
             && let Ok(v) = r.json::<serde_json::Value>().await
             && let Some(e) = v.as_array().and_then(|a| a.first()).cloned()
@@ -333,14 +378,20 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
         engine["port"].as_u64().expect("port")
     );
     let v: serde_json::Value = http
-        .get(format!("{engine_base}/ace/getstream?id={}&format=json", content_id(1)))
+        .get(format!(
+            "{engine_base}/ace/getstream?id={}&format=json",
+            content_id(1)
+        ))
         .send()
         .await
         .expect("engine getstream")
         .json()
         .await
         .expect("engine JSON");
-    let upstream = v["response"]["playback_url"].as_str().expect("playback_url").to_string();
+    let upstream = v["response"]["playback_url"]
+        .as_str()
+        .expect("playback_url")
+        .to_string();
     let relay_port = free_port();
     let me = std::env::current_exe().expect("own path");
     let relay = KillOnDrop(
@@ -363,16 +414,24 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
     let _ = std::fs::remove_dir_all(&dir);
     run.remove_engines();
     let median = |v: &[f64]| {
-        Row { figure: String::new(), samples: v.to_vec(), baseline: None, target: String::new(), unit: "" }
-            .stats()
-            .map(|(m, _, _)| m)
+        Row {
+            figure: String::new(),
+            samples: v.to_vec(),
+            baseline: None,
+            target: String::new(),
+            unit: "",
+        }
+        .stats()
+        .map(|(m, _, _)| m)
     };
     vec![
         Row {
             figure: format!("fanout-{n}-cpu"),
             samples: acevisor_cpu,
             baseline: median(&relay_cpu),
-            target: format!("< 25 %/Gbit/s ({n} viewers of one 4 Mbit/s stream; baseline: a plain relay process)"),
+            target: format!(
+                "< 25 %/Gbit/s ({n} viewers of one 4 Mbit/s stream; baseline: a plain relay process)"
+            ),
             unit: "% of a core per Gbit/s",
         },
         Row {

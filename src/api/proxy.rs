@@ -130,18 +130,21 @@ pub async fn add_session_figures(ctx: &ApiContext, streams: &mut [StreamState]) 
     if !streams.iter().any(|s| s.id.starts_with("proxy:")) {
         return;
     }
-    let sessions = match super::ask(proxy, ctx.call_timeout, "stream proxy", ProxyMsg::Sessions)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = ?e, "no stream proxy figures for /streams");
-            return;
-        }
-    };
+    let sessions =
+        match super::ask(proxy, ctx.call_timeout, "stream proxy", ProxyMsg::Sessions).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = ?e, "no stream proxy figures for /streams");
+                return;
+            }
+        };
     for s in streams {
         if let Some(v) = sessions.iter().find(|v| v.stream_id == s.id) {
-            s.viewers = Some(if s.ended_at.is_none() { v.viewers as u64 } else { 0 });
+            s.viewers = Some(if s.ended_at.is_none() {
+                v.viewers as u64
+            } else {
+                0
+            });
             s.bytes_delivered = Some(v.delivered);
             s.failovers = Some(v.failovers);
         }

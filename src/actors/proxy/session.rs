@@ -13,6 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
@@ -104,7 +105,9 @@ impl Actor for StreamSession {
         _tasks: &mut (JoinHandle<()>, AbortHandle),
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Panicked(what) => Err(format!("stream session work panicked: {what}").into()),
+            SessionMsg::Panicked(what) => {
+                Err(format!("stream session work panicked: {what}").into())
+            }
             #[cfg(test)]
             SessionMsg::Crash => panic!("injected stream session crash"),
         }
@@ -472,6 +475,52 @@ async fn open(a: &SessionArgs, view: &EngineView) -> Result<Playing, Refusal> {
     })
 }
 
+/// Bytes read from the engine, not yet handed to the viewers.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    len: usize,
+    since: Option<Instant>,
+}
+
+/// A batch goes out once it is this old (at the next chunk, or the next `POLL` without one)...
+const BATCH_AGE: Duration = Duration::from_millis(50);
+/// ... or this big.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len();
+        self.chunks.push(b);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.len >= BATCH_BYTES
+            || self
+                .since
+                .is_some_and(|t| now.duration_since(t) >= BATCH_AGE)
+    }
+
+    /// Hands the batch to the viewers as one piece.
+    fn flush(&mut self, label: &str, shared: &Mutex<Shared>) {
+        let piece = match self.chunks.len() {
+            0 => return,
+            1 => self.chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut all = Vec::with_capacity(self.len);
+                self.chunks
+                    .drain(..)
+                    .for_each(|c| all.extend_from_slice(&c));
+                Bytes::from(all)
+            }
+        };
+        self.len = 0;
+        self.since = None;
+        shared.lock().unwrap().fan_out(label, &Ok(piece));
+    }
+}
+
 /// Reads the engine's bytes and fans them out until the engine is lost (the cause, and the span
 /// of the incident that said so) or no viewer was left for the linger (`None`).
 async fn pump(
@@ -485,6 +534,7 @@ async fn pump(
     let label = a.content.label();
     let mut stalled_since = Instant::now();
     let mut fresh = true;
+    let mut batch = Batch::default();
     loop {
         tokio::select! {
             chunk = tokio::time::timeout(POLL, playing.response.chunk()) => match chunk {
@@ -505,15 +555,28 @@ async fn pump(
                         sh.gap_ms_sum += gap_ms;
                         sh.gaps += 1;
                     }
+                    // The first bytes from an engine go out at once; then they are handed to the
+                    // viewers in batches (fewer wake-ups and writes per viewer).
+                    let now_out = fresh;
                     fresh = false;
                     *first = false;
                     *last_byte = Some(now);
                     stalled_since = now;
-                    a.shared.lock().unwrap().fan_out(&label, &Ok(bytes));
+                    batch.push(bytes);
+                    if now_out || batch.due(now) {
+                        batch.flush(&label, &a.shared);
+                    }
                 }
-                Ok(Ok(None)) => return Some((FailoverCause::PlaybackEnded("the engine ended the stream".into()), None)),
-                Ok(Err(e)) => return Some((FailoverCause::PlaybackEnded(e.to_string()), None)),
+                Ok(Ok(None)) => {
+                    batch.flush(&label, &a.shared);
+                    return Some((FailoverCause::PlaybackEnded("the engine ended the stream".into()), None));
+                }
+                Ok(Err(e)) => {
+                    batch.flush(&label, &a.shared);
+                    return Some((FailoverCause::PlaybackEnded(e.to_string()), None));
+                }
                 Err(_) => {
+                    batch.flush(&label, &a.shared);
                     if stalled_since.elapsed() >= a.config.stall_timeout {
                         return Some((FailoverCause::Stalled, None));
                     }
@@ -521,6 +584,7 @@ async fn pump(
             },
             Some(notice) = notices.recv() => {
                 if notice.engine == playing.engine {
+                    batch.flush(&label, &a.shared);
                     return Some((notice.cause, Some(notice.span)));
                 }
             }

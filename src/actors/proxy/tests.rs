@@ -212,11 +212,7 @@ async fn read(rx: &mut mpsc::Receiver<Piece>, n: usize) {
 }
 
 async fn session(proxy: &ActorRef<ProxyMsg>) -> SessionView {
-    let views = proxy
-        .call(ProxyMsg::Sessions, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let views = proxy.call(ProxyMsg::Sessions, None).await.unwrap().unwrap();
     views
         .into_iter()
         .find(|v| v.content == format!("id:{ID}"))
@@ -264,7 +260,10 @@ async fn a_trouble_notice_moves_the_session_at_once_under_the_incidents_span() {
     let mut rx = join(&proxy).await;
     read(&mut rx, 20_000).await;
     assert_eq!(session(&proxy).await.engine.as_deref(), Some("acestream-1"));
-    until("watching", || async { !w.trouble.lock().unwrap().is_empty() }).await;
+    until("watching", || async {
+        !w.trouble.lock().unwrap().is_empty()
+    })
+    .await;
 
     // The Supervisor says the engine's VPN failed, inside the incident's span.
     info_span!("vpn.failed").in_scope(|| {
@@ -332,9 +331,7 @@ async fn a_crashed_session_restarts_on_the_same_viewers_and_past_the_intensity_l
     let label = format!("id:{ID}");
 
     for n in 1..=SESSION_RESTARTS {
-        proxy
-            .cast(ProxyMsg::CrashSession(label.clone()))
-            .unwrap();
+        proxy.cast(ProxyMsg::CrashSession(label.clone())).unwrap();
         until("restarted", || async {
             let s = session(&proxy).await;
             s.restarts == n && s.engine.is_some()
