@@ -323,8 +323,7 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
         .replace(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        + &format!("[proxy]\nviewer_buffer = 1024\n");
+        );
     let dir = std::env::temp_dir().join(format!("acevisor-bench-{}", run.id));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("acevisor.toml");

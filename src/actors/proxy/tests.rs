@@ -228,8 +228,11 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, f: impl Fn() -
 }
 
 /// Records each new span's name and its parent's name.
+/// `(span, its parent)` by name.
+type SpanParent = (String, Option<String>);
+
 #[derive(Clone, Default)]
-struct Parents(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Parents(Arc<Mutex<Vec<SpanParent>>>);
 
 impl<S> tracing_subscriber::Layer<S> for Parents
 where
