@@ -1,5 +1,6 @@
 //! acevisor's benchmarks (issue 8): reaction times, cold start against a `docker run` loop,
-//! footprint of the real daemon, the pure planner at scale, and stream bookkeeping at its caps. Run through `testbed/bench.sh`,
+//! footprint of the real daemon, the pure planner at scale, stream bookkeeping at its caps, and the
+//! built-in stream proxy (`bench_parts/proxy.rs`). Run through `testbed/bench.sh`,
 //! which builds the testbed images, the release `acevisor` binary and this program first.
 //!
 //! ```text
@@ -36,6 +37,9 @@ use acevisor::core::streams::{
 };
 use acevisor::runtime::docker::DockerRuntime;
 use ractor::{Actor, ActorRef};
+
+#[path = "bench_parts/proxy.rs"]
+mod proxy;
 
 // ---------------------------------------------------------------------------------------------
 // Allocation accounting for the pure planner figures
@@ -1894,6 +1898,12 @@ fn args() -> Args {
 }
 
 fn main() {
+    // The plain relay `fanout-200` compares the stream proxy with (a child process of this one).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--relay") {
+        proxy::relay(&argv[2], argv[3].parse().expect("relay port"));
+        return;
+    }
     let a = args();
     // BENCH_LOG=acevisor=debug shows acevisor's own log lines with timestamps (for profiling).
     if let Ok(filter) = std::env::var("BENCH_LOG") {
@@ -1977,6 +1987,24 @@ fn main() {
         } else {
             notes.insert("rss", format!("{} not built", a.acevisor.display()));
         }
+    }
+    if wanted("failover-gap") {
+        eprintln!("== failover-gap ({reps} reps)");
+        rows.push(rt.block_on(proxy::failover_gap(reps)));
+    }
+    if wanted("fanout-200") {
+        let window = Duration::from_secs(if a.quick { 10 } else { 30 });
+        eprintln!("== fanout-200 ({} for {window:?})", a.acevisor.display());
+        if a.acevisor.exists() {
+            rows.extend(rt.block_on(proxy::fanout(&a.acevisor, 200, window)));
+        } else {
+            notes.insert("fanout-200", format!("{} not built", a.acevisor.display()));
+        }
+    }
+    if wanted("time-to-first-byte") {
+        let n = if a.quick { 5 } else { 15 };
+        eprintln!("== time-to-first-byte ({n} reps)");
+        rows.push(rt.block_on(proxy::time_to_first_byte(n)));
     }
     print_table(&rows);
     for (k, v) in notes {

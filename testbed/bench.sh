@@ -6,7 +6,8 @@
 #   testbed/bench.sh            # 7 repetitions, 60 s footprint window (~6 min)
 #   testbed/bench.sh --quick    # 3 repetitions, 15 s window (well under 3 min once built)
 #   BENCH_ONLY=reconcile,cold testbed/bench.sh --quick   # some figures only
-#                                 (reconcile, failure, ports, cold, provision, rss, streams, scale)
+#                                 (reconcile, failure, ports, cold, provision, rss, streams, scale,
+#                                  failover-gap, fanout-200, time-to-first-byte)
 #
 # Everything the run starts carries the label acevisor-test.run=<run id> (engines are managed
 # under that id as acevisor's instance) and is removed at the end, also on failure or Ctrl-C.

@@ -2,8 +2,13 @@
 //! (axum on loopback) that streams bytes or refuses the content. Bad input answers precise JSON,
 //! an engine's refusal is a 502 with its message and the engine is released, no engine is a 503
 //! with `Retry-After`, viewers of one content share one reservation, and the last viewer leaving
-//! stops the engine's playback after the linger.
+//! stops the engine's playback after the linger. Over the API's real Streams actor, a session's
+//! `/streams` record has the shape of an external stream's, with its viewers, bytes delivered and
+//! failovers, and its engine counts one stream, not two.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -292,4 +297,67 @@ async fn viewers_share_one_engine_and_the_last_leaving_stops_it_after_the_linger
     drop(b3);
     until("stopped", || book.stops.load(Ordering::SeqCst) == 1).await;
     until("released", || book.releases.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test]
+async fn a_session_in_streams_has_viewers_bytes_and_failovers_and_counts_once() {
+    let port = fake_engine(Arc::default()).await;
+    let engine = common::engine(1, EnginePhase::Ready, "127.0.0.1", port, true);
+    let container = engine.container_id.clone().unwrap();
+    let mut h = common::Harness::new(common::snapshot(vec![engine])).await;
+    let (proxy, _) = Actor::spawn(
+        None,
+        Proxy,
+        ProxyArgs {
+            supervisor: h.supervisor.clone(),
+            streams: Some(h.streams.clone().into()),
+            config: ProxyConfig::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut ctx = h.ctx.clone();
+    ctx.proxy = Some(proxy);
+    let app = router(ctx);
+
+    let r = get_stream(&app, &format!("id={ID}")).await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body().into_data_stream();
+    read(&mut body, 50_000).await;
+    // The viewer reads on like a player (one falling behind would be dropped).
+    let reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while body.next().await.is_some() {}
+    });
+    // An external proxy's stream on the same engine.
+    let ext = common::started_body("127.0.0.1", port, "ext-1", "http://127.0.0.1:9/stat");
+    let (status, _) = h.post("/events/stream_started", &ext).await;
+    assert_eq!(status, 200);
+
+    // The engine carries two streams, each counted once: the session through its reservation
+    // (the Supervisor adds those), the external one through the counts.
+    common::counts_become(&mut h.counts, BTreeMap::from([(container, 1)])).await;
+
+    let (status, list) = common::send(&app, "GET", "/streams", &[], None).await;
+    assert_eq!(status, 200);
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let session = list
+        .iter()
+        .find(|s| s["id"] == format!("proxy:id:{ID}"))
+        .expect("the session's record");
+    let external = list.iter().find(|s| s["id"] == "ext-1").unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(session), keys(external), "one shape");
+    assert_eq!(session["viewers"], 1, "{session}");
+    assert!(
+        session["bytes_delivered"].as_u64().unwrap() >= 50_000,
+        "{session}"
+    );
+    assert_eq!(session["failovers"], 0, "{session}");
+    assert_eq!(session["container_name"], "acestream-1", "{session}");
+    for field in ["viewers", "bytes_delivered", "failovers"] {
+        assert!(external[field].is_null(), "{field} of {external}");
+    }
+    reader.abort();
 }

@@ -2,9 +2,13 @@
 //! the fake engine's continuous MPEG-TS: viewers of one content share one engine, different
 //! contents get different engines, capacity answers a clear 503, a VPN killed mid-stream leaves
 //! the viewer's response open with bytes flowing again from an engine on the other VPN, and the
-//! last viewer leaving releases the engine after the linger.
+//! last viewer leaving releases the engine after the linger. The VPN's failure moves the session
+//! at once (not after a stall: `stall_timeout` is longer than the test waits), and the incident's
+//! trace, received by an in-process OTLP receiver, holds the session's `stream.failover` span.
+//! `/streams` shows the session's viewers, bytes delivered and failovers.
 
 mod docker_world;
+mod otlp;
 mod support;
 mod tree;
 
@@ -66,12 +70,20 @@ async fn shared_engine_capacity_failover_and_linger() {
     let Some(w) = World::new(&[55747, 40000], None).await else {
         return;
     };
+    // Spans go to an in-process OTLP receiver (the only test of this binary: a global subscriber).
+    let (endpoint, received, receiver) = otlp::grpc_receiver().await;
     let mut cfg = w.config("redundant", 2, "", "");
+    cfg.telemetry.otlp_endpoint = Some(endpoint);
+    cfg.telemetry.otlp_protocol = Some(acevisor::config::OtlpProtocol::Grpc);
+    let (subscriber, telemetry, problems) = acevisor::telemetry::build(&cfg, |_| None);
+    assert!(problems.is_empty(), "{problems:?}");
+    tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
     cfg.engines.max_replicas = 2;
     cfg.api.listen = "127.0.0.1:0".into();
     cfg.proxy.linger = SEC;
     cfg.proxy.start_timeout = 3 * SEC;
-    cfg.proxy.stall_timeout = 2 * SEC;
+    // Longer than the test waits for the move: only the Supervisor's notice can move it.
+    cfg.proxy.stall_timeout = 120 * SEC;
     cfg.proxy.failover_timeout = 60 * SEC;
     let api_cfg = cfg.clone();
     let tree = w.acevisor(cfg, vec![None, None]).await;
@@ -194,6 +206,9 @@ async fn shared_engine_capacity_failover_and_linger() {
         .expect("A's session still in /streams");
     assert_eq!(rec["container_name"], reserved(&moved)[0].0, "{rec}");
     assert_eq!(rec["labels"]["failovers"], "1", "{rec}");
+    assert_eq!(rec["failovers"], 1, "{rec}");
+    assert_eq!(rec["viewers"], 1, "{rec}");
+    assert!(rec["bytes_delivered"].as_u64().unwrap() >= 100_000, "{rec}");
     let metrics = scrape().await;
     for line in [
         "acevisor_proxy_sessions 1",
@@ -211,4 +226,26 @@ async fn shared_engine_capacity_failover_and_linger() {
 
     let _ = stop.send(true);
     tree.stop().await;
+
+    // The VPN's incident trace holds the session's move: from the old engine to the new one.
+    telemetry.shutdown().await;
+    receiver.abort();
+    let spans = received.spans();
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "vpn.failed" && s.attr("vpn") == Some(a_vpn.as_str()))
+        .unwrap_or_else(|| panic!("no vpn.failed span of {a_vpn}"));
+    let moves: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "stream.failover")
+        .collect();
+    assert_eq!(moves.len(), 1, "{moves:#?}");
+    let m = moves[0];
+    assert_eq!(m.trace, failed.trace, "in the incident's trace: {m:#?}");
+    assert_eq!(m.parent, failed.id, "a child of vpn.failed: {m:#?}");
+    assert_eq!(m.attr("cause"), Some("engine_unhealthy"), "{m:#?}");
+    assert_eq!(m.attr("from"), Some(a_engine.as_str()));
+    assert_eq!(m.attr("to"), Some(reserved(&moved)[0].0.as_str()));
+    assert_eq!(m.attr("outcome"), Some("moved"));
+    assert!(m.attr("gap_ms").is_some(), "{m:#?}");
 }

@@ -137,6 +137,9 @@ pub enum SupervisorMsg {
         spawn: ChildSpawner,
         reply: RpcReplyPort<Result<(), String>>,
     },
+    /// Register a callback for engines reserved by the stream proxy that turn unhealthy or whose
+    /// VPN fails (called once per spell, in the incident's span; the sessions move at once).
+    WatchTrouble(RemovalWatcher),
     /// `POST /health/circuit-breaker/reset`: close the creation breaker and lift creation
     /// backoffs; answers the breaker state before the reset.
     ResetBreaker(RpcReplyPort<&'static str>),

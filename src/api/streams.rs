@@ -114,15 +114,12 @@ pub async fn list(
             reply,
         })
         .await?;
-    Ok((
-        [(TOTAL_COUNT, total.to_string())],
-        Json(
-            streams
-                .iter()
-                .map(|s| StreamState::from(s).for_reader(reader))
-                .collect(),
-        ),
-    ))
+    let mut streams: Vec<StreamState> = streams
+        .iter()
+        .map(|s| StreamState::from(s).for_reader(reader))
+        .collect();
+    super::proxy::add_session_figures(&ctx, &mut streams).await;
+    Ok(([(TOTAL_COUNT, total.to_string())], Json(streams)))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -123,6 +123,15 @@ pub struct StreamState {
     pub labels: BTreeMap<String, String>,
     /// Why it ended: the client's `reason`, `session_ended` or `engine_gone`.
     pub end_reason: Option<String>,
+    /// A session of the built-in stream proxy: its viewers now (0 once ended), the bytes handed
+    /// to them and how often it moved to another engine. `null` for streams other proxies
+    /// report (acevisor does not see their viewers).
+    #[serde(default)]
+    pub viewers: Option<u64>,
+    #[serde(default)]
+    pub bytes_delivered: Option<u64>,
+    #[serde(default)]
+    pub failovers: Option<u32>,
 }
 
 impl StreamState {
@@ -163,6 +172,9 @@ impl From<&StreamRecord> for StreamState {
             uploaded: latest.and_then(|l| l.uploaded),
             labels: s.labels.clone(),
             end_reason: s.end_reason.clone(),
+            viewers: None,
+            bytes_delivered: None,
+            failovers: None,
         }
     }
 }

@@ -114,6 +114,10 @@ pub struct StreamStartedReq {
     pub session: SessionInfo,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Recorded by acevisor's own stream proxy (never from JSON): its engine is counted busy
+    /// through the proxy's reservation, so the record does not count again.
+    #[serde(skip)]
+    pub proxied: bool,
 }
 
 /// The body of `POST /events/stream_ended`.
@@ -218,6 +222,8 @@ pub struct StreamRecord {
     pub command_url: Option<String>,
     pub is_live: bool,
     pub labels: BTreeMap<String, String>,
+    /// A session of acevisor's stream proxy (see `StreamStartedReq::proxied`).
+    pub proxied: bool,
     pub started_at: SystemTime,
     pub ended_at: Option<SystemTime>,
     pub end_reason: Option<String>,
@@ -441,6 +447,7 @@ impl StreamBook {
             command_url: session_url(req.session.command_url.as_deref(), engine),
             is_live: req.session.is_live,
             labels: req.labels.clone(),
+            proxied: req.proxied,
             started_at: now,
             ended_at: None,
             end_reason: None,
@@ -694,9 +701,11 @@ impl StreamBook {
     }
 
     /// Active stream count per engine container ID (what the Supervisor's autoscaling needs).
+    /// The stream proxy's own sessions are left out: the Supervisor counts them through their
+    /// reservations, once.
     pub fn counts(&self) -> BTreeMap<String, u32> {
         let mut out: BTreeMap<String, u32> = BTreeMap::new();
-        for s in self.active_records() {
+        for s in self.active_records().filter(|s| !s.proxied) {
             *out.entry(s.container_id.clone()).or_default() += 1;
         }
         out
@@ -840,6 +849,26 @@ mod tests {
         assert!(resolve_engine(&engines, None, &addr("10.0.0.2", 1)).is_none());
         // A too-short prefix is not an id.
         assert!(resolve_engine(&engines, Some("aaaa"), &addr("x", 1)).is_none());
+    }
+
+    #[test]
+    fn the_proxys_own_sessions_are_not_counted_again() {
+        let mut book = StreamBook::new();
+        let e = engine("acestream-1", "id1", "h", 1);
+        let mut req = started("k", "s", Some("proxy:id:k"), "h", 1);
+        req.proxied = true;
+        book.start(&req, &e, t(0)).unwrap();
+        assert!(book.counts().is_empty(), "counted through its reservation");
+        book.start(&started("k2", "s2", None, "h", 1), &e, t(1))
+            .unwrap();
+        assert_eq!(book.counts().get("id1"), Some(&1));
+        // JSON can never claim to be the proxy.
+        let forged: StreamStartedReq = serde_json::from_value(serde_json::json!({
+            "engine": {"host": "h", "port": 1}, "stream": {"key_type": "content_id", "key": "k"},
+            "session": {"playback_session_id": "s"}, "proxied": true,
+        }))
+        .unwrap();
+        assert!(!forged.proxied);
     }
 
     #[test]

@@ -120,6 +120,17 @@ impl Actor for FakeSupervisor {
             SupervisorMsg::PortHook { vpn, reply } => {
                 let _ = reply.send(vpn == "gluetun");
             }
+            // The stream proxy gets the first ready engine of the snapshot.
+            SupervisorMsg::ReserveEngine { reply, .. } => {
+                let _ = reply.send(
+                    world
+                        .snapshot
+                        .engines
+                        .iter()
+                        .find(|e| e.phase == EnginePhase::Ready)
+                        .cloned(),
+                );
+            }
             _ => {}
         }
         Ok(())

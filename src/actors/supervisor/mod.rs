@@ -243,6 +243,8 @@ impl Actor for Supervisor {
                 } else {
                     transition.clone()
                 };
+                // Told in the incident's own span, before the reconcile removes anything.
+                notify_trouble(st);
                 reconcile(&myself, st, &cause).instrument(transition).await;
                 return Ok(());
             }
@@ -263,7 +265,7 @@ impl Actor for Supervisor {
                 }
                 let cause = creation_cause(st, &name, &report);
                 on_engine_report(st, name, report);
-                reconcile(&myself, st, &cause).await;
+                after_change(&myself, st, &cause).await;
                 return Ok(());
             }
             SupervisorMsg::Docker(ev) => {
@@ -360,6 +362,10 @@ impl Actor for Supervisor {
                 let _ = reply.send(answer);
                 return Ok(());
             }
+            SupervisorMsg::WatchTrouble(watcher) => {
+                st.proxy.trouble_watchers.push(watcher);
+                return Ok(());
+            }
             SupervisorMsg::PublicIp(reply) => {
                 match &st.monitor {
                     Some(m) => {
@@ -391,7 +397,7 @@ impl Actor for Supervisor {
                 return Ok(());
             }
         }
-        reconcile(&myself, st, &Span::current()).await;
+        after_change(&myself, st, &Span::current()).await;
         Ok(())
     }
 
@@ -465,6 +471,14 @@ mod vpn;
 
 use api::*;
 use children::*;
+/// What follows any change of the facts: the stream proxy's sessions on engines now in trouble
+/// are told (before the reconcile removes anything, so they move at once), then the plan runs,
+/// its decisions traced under `cause`.
+async fn after_change(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, cause: &Span) {
+    notify_trouble(st);
+    reconcile(myself, st, cause).await;
+}
+
 pub use engines::death_slot;
 use engines::*;
 use provision::*;

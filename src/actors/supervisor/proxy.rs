@@ -2,15 +2,22 @@
 //! proxy plays on which engine), taken and given back through `ReserveEngine` / `ReleaseEngine`
 //! so two contents never land on one engine beyond `proxy.max_streams_per_engine`. Reserved
 //! engines count as busy for the plan (never removed as idle) and are not offered as free.
+//! Sessions are told at once (`WatchTrouble`) when a reserved engine turns unhealthy or its VPN
+//! fails, in the span of the incident, so they move before any stall.
 
 use super::*;
 use crate::core::proxy::{Candidate, Choice, Reservations, choose_engine};
+use std::collections::BTreeSet;
 
 #[derive(Default)]
 pub(super) struct ProxyBook {
     pub(super) reserved: Reservations,
     /// The last stream counts of external proxies, by engine.
     pub(super) external: BTreeMap<String, u32>,
+    /// Told of reserved engines that turn unhealthy or whose VPN fails (the proxy's sessions).
+    pub(super) trouble_watchers: Vec<RemovalWatcher>,
+    /// Reserved engines already reported in trouble (told once per spell).
+    pub(super) troubled: BTreeSet<String>,
 }
 
 /// The engine view with the proxy's reservations on it.
@@ -18,6 +25,14 @@ pub(super) fn proxy_view(st: &SupervisorState, e: &EngineEntry) -> EngineView {
     let mut view = engine_view(e);
     view.reserved = st.proxy.reserved.count(&e.fact.name) as u32;
     view
+}
+
+fn lane_failed(st: &SupervisorState, vpn: Option<&str>) -> bool {
+    vpn.is_some_and(|vpn| {
+        st.lanes
+            .iter()
+            .any(|l| l.name.as_deref() == Some(vpn) && l.failed)
+    })
 }
 
 fn lane_healthy(st: &SupervisorState, vpn: Option<&str>) -> bool {
@@ -41,7 +56,8 @@ pub(super) fn on_reserve(
         .filter(|e| e.host.is_some())
         .map(|e| Candidate {
             name: e.fact.name.clone(),
-            ready: e.fact.phase == EnginePhase::Ready,
+            // An engine of a failed VPN cannot play: never reserved (its sessions just left it).
+            ready: e.fact.phase == EnginePhase::Ready && !lane_failed(st, e.fact.vpn.as_deref()),
             vpn_healthy: lane_healthy(st, e.fact.vpn.as_deref()),
             forwarded: e.fact.forwarded,
             external_streams: e
@@ -84,4 +100,31 @@ pub(super) fn forget_reservations(st: &mut SupervisorState, name: &str) {
 fn refresh_streams(st: &mut SupervisorState) {
     let counts = st.proxy.external.clone();
     on_stream_counts(st, counts);
+}
+
+/// Tells the trouble watchers of reserved engines that turned unhealthy or whose VPN failed since
+/// the last call (once per spell); runs in the span of the message that caused it (a VPN
+/// incident's `vpn.failed`), which the watchers' failover spans hang under.
+pub(super) fn notify_trouble(st: &mut SupervisorState) {
+    let now: BTreeSet<String> = st
+        .proxy
+        .reserved
+        .engines()
+        .filter_map(|(name, _)| st.engines.get(name))
+        .filter(|e| {
+            matches!(e.fact.phase, EnginePhase::Unhealthy { .. })
+                || lane_failed(st, e.fact.vpn.as_deref())
+        })
+        .map(|e| e.fact.name.clone())
+        .collect();
+    for name in now.difference(&st.proxy.troubled) {
+        let container_id = st.engines.get(name).and_then(|e| e.container_id.clone());
+        warn!(engine = %name, "a reserved engine is unhealthy or lost its VPN: its stream sessions move");
+        let ev = EngineRemoved {
+            name: name.clone(),
+            container_id,
+        };
+        st.proxy.trouble_watchers.retain(|w| (w.0)(ev.clone()));
+    }
+    st.proxy.troubled = now;
 }

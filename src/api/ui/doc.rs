@@ -163,10 +163,12 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
     let public = Reader {
         trusted: ctx.api_key.is_none(),
     };
-    for s in streams
+    let mut streams: Vec<StreamState> = streams
         .iter()
         .map(|s| StreamState::from(s).for_reader(public))
-    {
+        .collect();
+    crate::api::proxy::add_session_figures(ctx, &mut streams).await;
+    for s in streams {
         if s.ended_at.is_none() {
             active.push(s);
         } else {

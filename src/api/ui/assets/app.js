@@ -151,9 +151,11 @@
       attrs: { 'data-testid': 'stream-row', 'data-status': s.status },
       html: '<td title="' + esc(s.key) + '">' + esc(s.key.length > 16 ? s.key.slice(0, 16) + '…' : s.key) + '</td><td>' +
         esc(s.container_name) + '</td><td>' + esc(s.peers == null ? '—' : s.peers) + '</td><td>' + bytes(s.downloaded) +
-        ' / ' + bytes(s.uploaded) + '</td><td>' + clock(s.started_at) + '</td><td>' +
+        ' / ' + bytes(s.uploaded) + '</td><td>' + esc(s.viewers == null ? '—' : s.viewers) + '</td><td>' +
+        bytes(s.bytes_delivered) + '</td><td>' + esc(s.failovers == null ? '—' : s.failovers) +
+        '</td><td>' + clock(s.started_at) + '</td><td>' +
         (s.ended_at ? pill('ended') + ' ' + esc(s.end_reason || '') : pill('up', 'playing')) + '</td>',
-    })), 'No streams.', 6);
+    })), 'No streams.', 9);
   }
 
   const KIND = { vpn_failed: ['down', 'VPN failed'], vpn_recovered: ['up', 'VPN recovered'], port_changed: ['starting', 'port changed'],
