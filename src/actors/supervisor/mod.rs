@@ -41,7 +41,7 @@ use crate::core::labels::LabelKeys;
 use crate::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
 use crate::core::naming::{engine_name, parse_ordinal};
 use crate::core::plan::{self, Action, PlanInput};
-use crate::core::template::{EngineTemplate, template_for};
+use crate::core::template::EngineTemplate;
 use crate::core::vpn_watch::{VpnEvent, WatchTimings};
 use crate::runtime::{ContainerBrief, ContainerRuntime, ListQuery, RuntimeResult};
 
@@ -159,7 +159,7 @@ impl Actor for Supervisor {
         };
         let health = &cfg.engines.health;
         Ok(SupervisorState {
-            template: template_for(&cfg.engines),
+            template: cfg.engines.template(),
             keys: LabelKeys::new(&cfg.docker.label_prefix),
             intensity: Intensity::new(health.max_restarts, health.restart_window),
             deps: args.deps,
