@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -51,7 +53,17 @@ pub struct Deps {
     pub runtime: Arc<dyn ContainerRuntime>,
     pub control: Arc<dyn VpnControl>,
     pub engine_api: Arc<dyn EngineApi>,
+    /// How the NameRegistry is spawned; `None` (the daemon): the real one. Tests put a stand-in
+    /// here to make the registry stop answering (tests/memory_supervision.rs).
+    pub name_registry: Option<SpawnNames>,
 }
+
+/// Spawns a NameRegistry linked under the given Supervisor cell, seeded with the held numbers.
+pub type SpawnNames = Arc<
+    dyn Fn(Vec<u32>, ActorCell) -> BoxFuture<'static, Result<ActorRef<NameMsg>, SpawnErr>>
+        + Send
+        + Sync,
+>;
 
 pub struct SupervisorArgs {
     pub config: Config,
