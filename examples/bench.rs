@@ -338,6 +338,7 @@ impl Tree {
             engine_api: Arc::new(
                 EngineClient::new(cfg.engines.health.timeout).expect("engine client"),
             ),
+            name_registry: None,
         };
         Tree::start_with(cfg, deps).await
     }
@@ -1431,6 +1432,7 @@ async fn scale_memory(n: usize, reps: usize, window: Duration) -> Vec<Row> {
             runtime: Arc::new(mem.clone()),
             control: Arc::new(mem.clone()),
             engine_api: Arc::new(mem.clone()),
+            name_registry: None,
         };
         let t0 = Instant::now();
         let tree = Tree::start_with(cfg, deps).await;

@@ -1,16 +1,21 @@
-//! The typed config file (`config/acevisor.toml`): schema, defaults and validation.
+//! The typed config file (`config/acevisor.toml`): schema and defaults.
 //!
 //! Owns the contract operators write against. Parsing refuses unknown keys and wrong types;
-//! `validate` refuses impossible combinations. Every error names the key path it is about, so
-//! `acevisor check-config` can say exactly what to fix.
+//! `validate` refuses impossible combinations (both live in `config_check`, which reads this
+//! schema; this module never calls it). Every error names the key path it is about, so
+//! `acevisor check-config` can say exactly what to fix. The plain types the cores decide on
+//! (`PortRange`, `EngineVariant`, `EmergencyCapacity`) belong to `core` and are re-exported here.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::core::template::{EngineTemplate, preset};
+
+pub use crate::core::plan::EmergencyCapacity;
+pub use crate::core::ports::PortRange;
+pub use crate::core::template::EngineVariant;
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -91,20 +96,6 @@ pub struct DockerConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum EngineVariant {
-    #[serde(rename = "krinkuto11-amd64")]
-    Krinkuto11Amd64,
-    #[serde(rename = "jopsis-amd64")]
-    JopsisAmd64,
-    #[serde(rename = "jopsis-arm32")]
-    JopsisArm32,
-    #[serde(rename = "jopsis-arm64")]
-    JopsisArm64,
-    Custom,
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EnginesConfig {
@@ -179,15 +170,6 @@ pub enum VpnMode {
     None,
     Single,
     Redundant,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum EmergencyCapacity {
-    /// Each healthy VPN keeps its normal share; the failed VPN's share is simply missing.
-    Reduced,
-    /// The healthy VPNs are topped up so that together they hold `min_replicas`.
-    Shift,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -355,80 +337,6 @@ pub struct TelemetryConfig {
     pub trace_ui_url: Option<String>,
 }
 
-/// An inclusive port range written `"19000-19499"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
-}
-
-impl PortRange {
-    pub fn len(&self) -> u32 {
-        if self.end < self.start {
-            0
-        } else {
-            u32::from(self.end) - u32::from(self.start) + 1
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn overlaps(&self, other: &PortRange) -> bool {
-        self.start <= other.end && other.start <= self.end
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        self.start <= port && port <= self.end
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.start, self.end)
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| format!("`{s}` is not a port range like \"19000-19499\""))?;
-        let parse = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("`{}` in `{s}` is not a port (1-65535)", p.trim()))
-                .and_then(|n| {
-                    if n == 0 {
-                        Err(format!("port 0 in `{s}` is not a usable port"))
-                    } else {
-                        Ok(n)
-                    }
-                })
-        };
-        Ok(PortRange {
-            start: parse(a)?,
-            end: parse(b)?,
-        })
-    }
-}
-
-impl Serialize for PortRange {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for PortRange {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 fn default_instance() -> String {
     "default".into()
 }
@@ -561,6 +469,29 @@ impl Default for EnginesConfig {
     }
 }
 
+impl EnginesConfig {
+    /// The template the config asks for (preset, with `image`/`command`/`env` overrides).
+    ///
+    /// For `custom` without an `image` the image is empty; validation refuses that config first.
+    pub fn template(&self) -> EngineTemplate {
+        let mut template = preset(self.variant).unwrap_or_else(|| EngineTemplate {
+            image: String::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+        });
+        if let Some(image) = &self.image {
+            template.image = image.clone();
+        }
+        if let Some(command) = &self.command {
+            template.command = command.clone();
+        }
+        template
+            .env
+            .extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        template
+    }
+}
+
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
@@ -646,35 +577,43 @@ pub enum LoadError {
     },
 }
 
-impl Config {
-    /// Parses TOML text (no validation beyond types and unknown keys).
-    ///
-    /// The error starts with the full key path (`vpn.gluetun[1].engine_ports: ...`), then the
-    /// line, column and source line: `toml` alone names only the innermost key.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| crate::config_check::describe_parse_error(text, &e))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engines(variant: EngineVariant) -> EnginesConfig {
+        EnginesConfig {
+            variant,
+            ..EnginesConfig::default()
+        }
     }
 
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        let config = Config::parse(&text).map_err(|message| LoadError::Parse {
-            path: shown.clone(),
-            message,
-        })?;
-        config.validate().map_err(|errors| LoadError::Invalid {
-            path: shown,
-            errors,
-        })?;
-        Ok(config)
+    #[test]
+    fn config_overrides_the_preset() {
+        let mut cfg = engines(EngineVariant::Krinkuto11Amd64);
+        cfg.image = Some("mirror.local/ace:1".into());
+        cfg.env.insert("BIND_ALL".into(), "".into());
+        cfg.env.insert("CACHE_LIMIT".into(), "5".into());
+        let t = cfg.template();
+        assert_eq!(t.image, "mirror.local/ace:1");
+        assert_eq!(t.env["BIND_ALL"], "");
+        assert_eq!(t.env["CACHE_LIMIT"], "5");
+        assert_eq!(t.env["HTTP_PORT"], "{http_port}");
+
+        let mut cfg = engines(EngineVariant::JopsisArm64);
+        cfg.command = Some(vec!["--http-port".into(), "{http_port}".into()]);
+        assert_eq!(cfg.template().command, ["--http-port", "{http_port}"]);
+        assert_eq!(cfg.template().image, "jopsis/acestream:arm64-v3.2.13");
     }
 
-    /// Checks every combination serde cannot: returns all problems, not just the first.
-    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
-        crate::config_check::validate(self)
+    #[test]
+    fn custom_uses_exactly_the_config() {
+        let mut cfg = engines(EngineVariant::Custom);
+        cfg.image = Some("acevisor-testbed/engine:dev".into());
+        cfg.env.insert("A".into(), "{name}".into());
+        let t = cfg.template();
+        assert_eq!(t.image, "acevisor-testbed/engine:dev");
+        assert!(t.command.is_empty());
+        assert_eq!(t.env.len(), 1);
     }
 }

@@ -1,5 +1,6 @@
-//! Validation of a parsed `Config`: every cross-field rule, each error naming its key path; and
-//! the wording of parse errors, which `toml` reports with only the innermost key.
+//! Loading a `Config` (`Config::parse`, `Config::load`, `Config::validate`): every cross-field
+//! rule, each error naming its key path; and the wording of parse errors, which `toml` reports
+//! with only the innermost key.
 //!
 //! serde already refused unknown keys and wrong types; this module refuses what parses but
 //! cannot work (inverted or overlapping port ranges, ranges too small for `max_replicas`, a mode
@@ -9,11 +10,45 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, EngineVariant, PortRange, VpnMode};
+use crate::config::{Config, ConfigError, EngineVariant, LoadError, PortRange, VpnMode};
 use crate::core::ports::{BLOCK, block_count};
 use crate::core::template::{self, PLACEHOLDERS};
+
+impl Config {
+    /// Parses TOML text (no validation beyond types and unknown keys).
+    ///
+    /// The error starts with the full key path (`vpn.gluetun[1].engine_ports: ...`), then the
+    /// line, column and source line: `toml` alone names only the innermost key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|message| LoadError::Parse {
+            path: shown.clone(),
+            message,
+        })?;
+        config.validate().map_err(|errors| LoadError::Invalid {
+            path: shown,
+            errors,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every combination serde cannot: returns all problems, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        validate(self)
+    }
+}
 
 /// Returns every problem found, in the order the keys appear in the default file.
 pub fn validate(config: &Config) -> Result<(), Vec<ConfigError>> {

@@ -113,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             EngineClient::new(config.engines.health.timeout)
                 .context("cannot build the engine client")?,
         ),
+        name_registry: None,
     };
     let keys = gluetun_keys(&config);
     let api_config = config.clone();

@@ -3,144 +3,29 @@
 //! Almost everything is rendered at scrape time from a `SupervisorSnapshot`: the Supervisor's
 //! facts and decision counters are the single source, so `/metrics` can never disagree with
 //! `/engines` or `/vpn/status`. Only what happens outside the Supervisor is recorded live in
-//! [`Metrics`]: Docker call latency (by operation and outcome, fed by
+//! [`Metrics`] (owned by `runtime::calls`, re-exported here): Docker call latency (by operation and outcome, fed by
 //! `runtime::instrumented::Instrumented`) and event-stream reconnects.
 //!
 //! Names: the upstream orchestrator's `orch_*` gauges that still mean the same thing, and
 //! acevisor's own under `acevisor_*`; the catalogue is in `docs/observability.md`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::actors::messages::SupervisorSnapshot;
 use crate::core::emergency::EmergencyState;
+pub use crate::core::histogram::DurationHistogram;
 use crate::core::model::EnginePhase;
+pub use crate::runtime::calls::{DockerCallLabels, Metrics};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Upper bounds (seconds) of the Docker call latency buckets: 1 ms to ~30 s.
-const DOCKER_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
-];
-
-/// Upper bounds (seconds) of the reconcile duration buckets: 100 µs to 1 s.
-pub const RECONCILE_BUCKETS: [f64; 10] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
-];
-
-/// Labels of a Docker call.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DockerCallLabels {
-    /// `create_container`, `remove_container`, `inspect_container`, ...
-    pub op: &'static str,
-    /// `ok`, or the error kind: `timeout`, `not_found`, `conflict`, `api_error`, `unreachable`.
-    pub outcome: &'static str,
-}
-
-/// What is recorded live (shared by the runtime wrapper and the `/metrics` handler).
-#[derive(Debug)]
-pub struct Metrics {
-    docker_calls: Family<DockerCallLabels, Histogram>,
-    event_stream_reconnects: Counter,
-    subscribed_once: AtomicBool,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Metrics {
-        Metrics {
-            docker_calls: Family::new_with_constructor(|| Histogram::new(DOCKER_BUCKETS)),
-            event_stream_reconnects: Counter::default(),
-            subscribed_once: AtomicBool::new(false),
-        }
-    }
-
-    /// One Docker call took `elapsed` and ended with `outcome`.
-    pub fn observe_docker_call(&self, op: &'static str, outcome: &'static str, elapsed: Duration) {
-        self.docker_calls
-            .get_or_create(&DockerCallLabels { op, outcome })
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// The events stream was (re)subscribed; every subscription after the first is a reconnect.
-    pub fn event_stream_subscribed(&self) {
-        if self.subscribed_once.swap(true, Ordering::Relaxed) {
-            self.event_stream_reconnects.inc();
-        }
-    }
-
-    /// Docker calls observed so far for `op` with `outcome` (for tests).
-    pub fn docker_calls(&self, op: &'static str, outcome: &'static str) -> u64 {
-        // Encoding is the only read access prometheus-client gives to a histogram's count.
-        let mut registry = Registry::default();
-        registry.register("c", "", self.docker_calls.clone());
-        let mut text = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        let needle = format!("c_count{{op=\"{op}\",outcome=\"{outcome}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&needle))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-/// A latency histogram kept by value inside the Supervisor's counters (no shared state between
-/// actors), rendered at scrape time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DurationHistogram {
-    /// Observations per bucket of [`RECONCILE_BUCKETS`] (not cumulative), plus one for `+Inf`.
-    buckets: [u64; RECONCILE_BUCKETS.len() + 1],
-    count: u64,
-    sum_nanos: u64,
-}
-
-impl Default for DurationHistogram {
-    fn default() -> Self {
-        DurationHistogram {
-            buckets: [0; RECONCILE_BUCKETS.len() + 1],
-            count: 0,
-            sum_nanos: 0,
-        }
-    }
-}
-
-impl DurationHistogram {
-    pub fn observe(&mut self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = RECONCILE_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(RECONCILE_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.sum_nanos = self
-            .sum_nanos
-            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    pub fn sum(&self) -> Duration {
-        Duration::from_nanos(self.sum_nanos)
-    }
-}
 
 impl TypedMetric for DurationHistogram {
     const TYPE: MetricType = MetricType::Histogram;
@@ -148,15 +33,10 @@ impl TypedMetric for DurationHistogram {
 
 impl EncodeMetric for DurationHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let buckets: Vec<(f64, u64)> = RECONCILE_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(self.buckets.iter().copied())
-            .collect();
+        let buckets: Vec<(f64, u64)> = self.buckets().collect();
         encoder.encode_histogram::<NoLabelSet>(
-            self.sum_nanos as f64 / 1e9,
-            self.count,
+            self.sum().as_secs_f64(),
+            self.count(),
             &buckets,
             None,
         )
@@ -204,17 +84,7 @@ pub fn render_with_proxy(
     engines(&mut r, snap);
     vpns(&mut r, snap);
     decisions(&mut r, snap);
-    r.register_with_unit(
-        "acevisor_docker_call_duration",
-        "Latency of Docker API calls by operation and outcome",
-        Unit::Seconds,
-        metrics.docker_calls.clone(),
-    );
-    r.register(
-        "acevisor_docker_event_stream_reconnects",
-        "Times the Docker events stream was subscribed again after the first subscription",
-        metrics.event_stream_reconnects.clone(),
-    );
+    metrics.register(&mut r);
     r.register(
         "acevisor_docker_reachable",
         "1 when the Supervisor's last Docker call succeeded",
@@ -570,6 +440,7 @@ fn decisions(r: &mut Registry, s: &SupervisorSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn duration_histogram_buckets_and_sum() {
@@ -594,26 +465,5 @@ mod tests {
         assert!(text.contains("x_seconds_bucket{le=\"1.0\"} 2\n"), "{text}");
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("x_seconds_count 3\n"), "{text}");
-    }
-
-    #[test]
-    fn reconnects_count_only_after_the_first_subscription() {
-        let m = Metrics::new();
-        m.event_stream_subscribed();
-        assert_eq!(m.event_stream_reconnects.get(), 0);
-        m.event_stream_subscribed();
-        m.event_stream_subscribed();
-        assert_eq!(m.event_stream_reconnects.get(), 2);
-    }
-
-    #[test]
-    fn docker_call_counts_are_readable() {
-        let m = Metrics::new();
-        m.observe_docker_call("remove_container", "ok", Duration::from_millis(3));
-        m.observe_docker_call("remove_container", "ok", Duration::from_millis(4));
-        m.observe_docker_call("remove_container", "timeout", Duration::from_secs(10));
-        assert_eq!(m.docker_calls("remove_container", "ok"), 2);
-        assert_eq!(m.docker_calls("remove_container", "timeout"), 1);
-        assert_eq!(m.docker_calls("create_container", "ok"), 0);
     }
 }

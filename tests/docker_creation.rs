@@ -41,6 +41,7 @@ async fn an_engine_exiting_at_once_is_a_failed_creation_removed_and_retried() {
         runtime: Arc::new(runtime),
         control: Arc::new(GluetunClient::new(Duration::from_secs(1)).expect("gluetun client")),
         engine_api: Arc::new(EngineClient::new(Duration::from_secs(1)).expect("engine client")),
+        name_registry: None,
     };
     let tree = Tree::start_with(deps, cfg, vec![None]).await;
     let s = tree

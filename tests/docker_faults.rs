@@ -327,6 +327,7 @@ async fn docker_unreachable_keeps_state_removes_nothing_and_reconciles_after() {
         ),
         control: Arc::new(GluetunClient::new(SEC).expect("gluetun client")),
         engine_api: Arc::new(EngineClient::new(SEC).expect("engine client")),
+        name_registry: None,
     };
     cfg.api.listen = "127.0.0.1:0".into();
     let tree = Tree::start_with(deps, cfg.clone(), vec![None]).await;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use acevisor::config::{EngineVariant, EnginesConfig};
 use acevisor::core::ports::EnginePorts;
-use acevisor::core::template::{render, template_for};
+use acevisor::core::template::render;
 use acevisor_testbed::engine::config::{IMAGE_DEFAULT_CMD, Launch, launch};
 
 const PRESETS: [(EngineVariant, &str); 4] = [
@@ -33,7 +33,7 @@ fn launch_preset(variant: EngineVariant, profile: &str) -> Launch {
         image: Some("acevisor-testbed/engine:dev".into()),
         ..EnginesConfig::default()
     };
-    let (command, mut env) = render(&template_for(&cfg), "acestream-2", &PORTS);
+    let (command, mut env) = render(&cfg.template(), "acestream-2", &PORTS);
     env.insert("FAKE_ENGINE_PROFILE".into(), profile.into());
     // Docker runs the image's own command (the fake's sentinel CMD) when none is given.
     let args = if command.is_empty() {

@@ -1,21 +1,26 @@
 //! Supervision of the Supervisor's own children on the in-memory runtime (paused clock): a
 //! crashed VpnMonitor, NameRegistry or Streams actor is restarted within the restart intensity and resumes from
 //! what was known (no emergency entered twice, no VPN failed twice, no name handed out twice);
-//! past the intensity the Supervisor stops, which ends the daemon.
+//! past the intensity the Supervisor stops, which ends the daemon. A NameRegistry that does not
+//! answer defers the creations of a pass, never its removals.
 
 mod tree;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use acevisor::actors::messages::{MonitorMsg, NameMsg};
+use acevisor::actors::name_registry::NameRegistry;
 use acevisor::actors::streams::{StreamsArgs, StreamsMsg, start_supervised};
+use acevisor::actors::supervisor::Deps;
 use acevisor::clients::engine::EngineClient;
 use acevisor::core::emergency::EmergencyState;
 use acevisor::core::streams::StreamStartedReq;
 use acevisor::runtime::DockerHealth;
 use acevisor::runtime::memory::MemoryRuntime;
 use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tree::{Tree, VPN1, VPN2, config, full, two_vpns};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -102,6 +107,95 @@ async fn a_crashed_name_registry_is_reseeded_and_names_stay_lowest_free() {
         s.counters
     );
     assert_eq!(m.calls("create"), 4, "three engines, then one replacement");
+}
+
+/// A NameRegistry that forwards to a real one, except that while `mute` is set it drops every
+/// `Reserve` unanswered (the Supervisor's call fails at once, as with a registry that died
+/// mid-call) and counts it in `refused`.
+struct MutableNames {
+    mute: Arc<AtomicBool>,
+    refused: Arc<AtomicU32>,
+}
+
+impl Actor for MutableNames {
+    type Msg = NameMsg;
+    type State = ActorRef<NameMsg>;
+    type Arguments = Vec<u32>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NameMsg>,
+        seed: Vec<u32>,
+    ) -> Result<ActorRef<NameMsg>, ActorProcessingErr> {
+        let (inner, _) = Actor::spawn_linked(None, NameRegistry, seed, myself.get_cell()).await?;
+        Ok(inner)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<NameMsg>,
+        msg: NameMsg,
+        inner: &mut ActorRef<NameMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        if matches!(msg, NameMsg::Reserve(_)) && self.mute.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        inner.send_message(msg)?;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_name_reservation_defers_creations_only_removals_in_the_same_pass_still_run() {
+    let m = MemoryRuntime::new();
+    two_vpns(&m, 30001, 30002);
+    let mute = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU32::new(0));
+    let (mute_in, refused_in) = (mute.clone(), refused.clone());
+    let deps = Deps {
+        runtime: Arc::new(m.clone()),
+        control: Arc::new(m.clone()),
+        engine_api: Arc::new(m.clone()),
+        name_registry: Some(Arc::new(move |seed, supervisor| {
+            let names = MutableNames {
+                mute: mute_in.clone(),
+                refused: refused_in.clone(),
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, names, seed, supervisor).await?.0) })
+        })),
+    };
+    let cfg = config("redundant", 4, "emergency_capacity = \"shift\"");
+    let keys = vec![None; cfg.vpn.gluetun.len()];
+    let tree = Tree::start_with(deps, cfg, keys).await;
+    tree.wait("pool", 20 * SEC, |s| {
+        full(s, VPN1, 2, 30001) && full(s, VPN2, 2, 30002)
+    })
+    .await;
+    assert_eq!(m.calls("create"), 4);
+
+    // One pass plans both: the failed VPN's engines removed, the healthy one topped up to 4
+    // (`shift`), creations first. No name can be had, so only the removals may happen.
+    mute.store(true, Ordering::SeqCst);
+    m.kill(VPN2);
+    let s = tree
+        .wait("the failed VPN's engines removed", 10 * SEC, |s| {
+            matches!(s.emergency, EmergencyState::Emergency { .. }) && s.engines_on(VPN2).is_empty()
+        })
+        .await;
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "the top-up asked for a name"
+    );
+    assert_eq!(m.calls("create"), 4, "no creation without a name");
+    assert!(full(&s, VPN1, 2, 30001), "the healthy VPN untouched");
+
+    // Names again: the deferred creations happen on a later pass.
+    mute.store(false, Ordering::SeqCst);
+    tree.wait("4 on the healthy VPN", 30 * SEC, |s| {
+        full(s, VPN1, 4, 30001)
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

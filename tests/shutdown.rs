@@ -129,6 +129,7 @@ async fn a_supervisor_that_stops_on_its_own_is_noticed_and_a_signal_is_not_mista
         runtime: std::sync::Arc::new(m.clone()),
         control: std::sync::Arc::new(m.clone()),
         engine_api: std::sync::Arc::new(m.clone()),
+        name_registry: None,
     };
     let (sup, mut handle) = acevisor::daemon::start(cfg.clone(), deps, vec![None])
         .await

@@ -367,7 +367,7 @@ pub struct Counters {
     pub restarts_suppressed: u64,
     pub reconciles: u64,
     /// Time to plan and dispatch each reconcile.
-    pub reconcile_duration: crate::metrics::DurationHistogram,
+    pub reconcile_duration: crate::core::histogram::DurationHistogram,
     /// Names handed out above k+1 with k names held (must stay 0: names stay within live+1).
     pub names_above_bound: u64,
 }

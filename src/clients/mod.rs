@@ -6,6 +6,8 @@ pub mod gluetun;
 
 use async_trait::async_trait;
 
+pub use crate::core::readiness::{ControlAnswer, ControlError, TunnelStatus};
+
 /// The HTTP client both clients use: every request (connect included) gives up after `timeout`;
 /// no pooled keep-alive connections (half-open sockets after a VPN reconnect made probes hang until
 /// restart); redirects not followed (some clients drop auth headers on them); no proxy from the
@@ -18,50 +20,6 @@ pub fn http_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Cli
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
-}
-
-/// Tunnel status as the Gluetun control server reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TunnelStatus {
-    Starting,
-    Running,
-    Stopping,
-    Stopped,
-    Crashed,
-    Completed,
-    Other(String),
-}
-
-impl TunnelStatus {
-    pub fn parse(s: &str) -> TunnelStatus {
-        match s {
-            "starting" => TunnelStatus::Starting,
-            "running" => TunnelStatus::Running,
-            "stopping" => TunnelStatus::Stopping,
-            "stopped" => TunnelStatus::Stopped,
-            "crashed" => TunnelStatus::Crashed,
-            "completed" => TunnelStatus::Completed,
-            other => TunnelStatus::Other(other.to_string()),
-        }
-    }
-}
-
-/// One answer of the control server: tunnel status and forwarded ports (empty = not known yet).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ControlAnswer {
-    pub status: TunnelStatus,
-    pub forwarded_ports: crate::core::port_set::PortSet,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// 401: wrong or missing API key. A configuration error, never "VPN down".
-    #[error("control server refused the API key (401): check the key and the auth role")]
-    Unauthorized,
-    #[error("control server unreachable: {0}")]
-    Unreachable(String),
-    #[error("control server answered unexpectedly: {0}")]
-    Protocol(String),
 }
 
 /// Where a VPN's control server is and how to authenticate.

@@ -1,12 +1,32 @@
 //! The container spec of a new engine: template rendered with its ports and name, labels that
-//! record everything a restarted acevisor needs, and how it attaches to the network.
+//! record everything a restarted acevisor needs, and how it attaches to the network. Owns
+//! `ContainerSpec` and `Attach` (plain data `runtime` re-exports and creates from).
 
 use std::collections::BTreeMap;
 
 use crate::core::labels::{EngineLabels, LabelKeys};
 use crate::core::ports::EnginePorts;
 use crate::core::template::{EngineTemplate, config_hash, render};
-use crate::runtime::{Attach, ContainerSpec};
+
+/// How a new container is attached to the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// `network_mode: container:<id>`: share a VPN container's namespace (by ID, not name).
+    ContainerNamespace { container_id: String },
+    /// Join a Docker network and publish these TCP ports 1:1 on the host.
+    Network { network: String, publish: Vec<u16> },
+}
+
+/// A container to create and start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub attach: Attach,
+}
 
 /// What the spec of one engine depends on besides the template.
 #[derive(Clone, Debug)]

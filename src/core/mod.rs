@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod emergency;
 pub mod engine_spec;
+pub mod histogram;
 pub mod incidents;
 pub mod intensity;
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use tokio::time::Instant;
 
-use crate::config::PortRange;
 use crate::core::port_set::PortSet;
+use crate::core::ports::PortRange;
 
 /// Readiness of one VPN, derived from Docker and the control server (docs/behavior.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,15 +16,25 @@
 //! drops), and the forwarded slot is recreated once the old engine is gone, as for an unhealthy
 //! forwarded engine; the extra engine is then trimmed as surplus.
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::config::EmergencyCapacity;
 use crate::core::model::EnginePhase;
 use crate::core::model::{EngineFact, VpnView};
 use crate::core::port_set::PortSet;
 use crate::core::ports::{EnginePorts, FreeBlocks, block_containing, held_ports};
+
+/// What happens to the engine count while a VPN has failed (`vpn.emergency_capacity`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmergencyCapacity {
+    /// Each healthy VPN keeps its normal share; the failed VPN's share is simply missing.
+    Reduced,
+    /// The healthy VPNs are topped up so that together they hold `min_replicas`.
+    Shift,
+}
 
 /// Everything `reconcile` decides from.
 #[derive(Clone, Debug)]

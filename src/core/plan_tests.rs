@@ -3,9 +3,9 @@
 //! engines that take time to start and to go, checking the contract's invariants at every step.
 
 use super::*;
-use crate::config::PortRange;
 use crate::core::model::Readiness;
 use crate::core::port_set::PortSet;
+use crate::core::ports::PortRange;
 use proptest::prelude::*;
 
 fn lane(name: &str, id: &str, readiness: Readiness, range: (u16, u16)) -> VpnView {

@@ -1,7 +1,10 @@
 //! Engine port blocks: every engine behind one VPN shares its network namespace, so each takes
 //! its own block of four ports (HTTP, HTTPS, API, P2P) from the lane's range.
 
-use crate::config::PortRange;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Ports in one engine's block.
 pub const BLOCK: u16 = 4;
@@ -14,6 +17,80 @@ pub struct EnginePorts {
     pub api: u16,
     /// P2P port; for the forwarded engine this is the VPN's forwarded port instead.
     pub p2p: u16,
+}
+
+/// An inclusive port range written `"19000-19499"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn len(&self) -> u32 {
+        if self.end < self.start {
+            0
+        } else {
+            u32::from(self.end) - u32::from(self.start) + 1
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("`{s}` is not a port range like \"19000-19499\""))?;
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{}` in `{s}` is not a port (1-65535)", p.trim()))
+                .and_then(|n| {
+                    if n == 0 {
+                        Err(format!("port 0 in `{s}` is not a usable port"))
+                    } else {
+                        Ok(n)
+                    }
+                })
+        };
+        Ok(PortRange {
+            start: parse(a)?,
+            end: parse(b)?,
+        })
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// How many engine blocks fit in a range.

@@ -1,8 +1,61 @@
 //! VPN readiness derived from Docker state and the control server's answer (docs/behavior.md).
+//! Owns the plain facts it reads (`DockerHealth`, `TunnelStatus`, `ControlAnswer`,
+//! `ControlError`); `runtime` and `clients` re-export them, so core imports neither.
 
-use crate::clients::{ControlAnswer, ControlError, TunnelStatus};
 use crate::core::model::Readiness;
-use crate::runtime::DockerHealth;
+use crate::core::port_set::PortSet;
+
+/// Docker health of a container with a healthcheck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerHealth {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// Tunnel status as the Gluetun control server reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelStatus {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Crashed,
+    Completed,
+    Other(String),
+}
+
+impl TunnelStatus {
+    pub fn parse(s: &str) -> TunnelStatus {
+        match s {
+            "starting" => TunnelStatus::Starting,
+            "running" => TunnelStatus::Running,
+            "stopping" => TunnelStatus::Stopping,
+            "stopped" => TunnelStatus::Stopped,
+            "crashed" => TunnelStatus::Crashed,
+            "completed" => TunnelStatus::Completed,
+            other => TunnelStatus::Other(other.to_string()),
+        }
+    }
+}
+
+/// One answer of the control server: tunnel status and forwarded ports (empty = not known yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlAnswer {
+    pub status: TunnelStatus,
+    pub forwarded_ports: PortSet,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// 401: wrong or missing API key. A configuration error, never "VPN down".
+    #[error("control server refused the API key (401): check the key and the auth role")]
+    Unauthorized,
+    #[error("control server unreachable: {0}")]
+    Unreachable(String),
+    #[error("control server answered unexpectedly: {0}")]
+    Protocol(String),
+}
 
 /// What Docker says of the VPN container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +104,6 @@ pub fn readiness(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::port_set::PortSet;
 
     fn ok(status: TunnelStatus, port: Option<u16>) -> Result<ControlAnswer, ControlError> {
         Ok(ControlAnswer {

@@ -10,10 +10,26 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{EngineVariant, EnginesConfig};
+use serde::{Deserialize, Serialize};
+
 use crate::core::ports::EnginePorts;
 
 pub const PLACEHOLDERS: &[&str] = &["http_port", "https_port", "api_port", "p2p_port", "name"];
+
+/// The engine images acevisor has a preset for (`engines.variant`); `custom` has none.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineVariant {
+    #[serde(rename = "krinkuto11-amd64")]
+    Krinkuto11Amd64,
+    #[serde(rename = "jopsis-amd64")]
+    JopsisAmd64,
+    #[serde(rename = "jopsis-arm32")]
+    JopsisArm32,
+    #[serde(rename = "jopsis-arm64")]
+    JopsisArm64,
+    Custom,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineTemplate {
@@ -77,27 +93,6 @@ pub fn preset(variant: EngineVariant) -> Option<EngineTemplate> {
         }),
         EngineVariant::Custom => None,
     }
-}
-
-/// The template the config asks for (preset, with `image`/`command`/`env` overrides).
-///
-/// For `custom` without an `image` the image is empty; validation refuses that config first.
-pub fn template_for(cfg: &EnginesConfig) -> EngineTemplate {
-    let mut template = preset(cfg.variant).unwrap_or_else(|| EngineTemplate {
-        image: String::new(),
-        command: Vec::new(),
-        env: BTreeMap::new(),
-    });
-    if let Some(image) = &cfg.image {
-        template.image = image.clone();
-    }
-    if let Some(command) = &cfg.command {
-        template.command = command.clone();
-    }
-    template
-        .env
-        .extend(cfg.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    template
 }
 
 /// Command and env with the placeholders filled in.
@@ -232,13 +227,6 @@ mod tests {
     use crate::core::ports::block_at;
     use proptest::prelude::*;
 
-    fn engines(variant: EngineVariant) -> EnginesConfig {
-        EnginesConfig {
-            variant,
-            ..EnginesConfig::default()
-        }
-    }
-
     #[test]
     fn every_preset_uses_only_known_placeholders_and_sets_the_ports() {
         for variant in [
@@ -263,35 +251,6 @@ mod tests {
             }
         }
         assert_eq!(preset(EngineVariant::Custom), None);
-    }
-
-    #[test]
-    fn config_overrides_the_preset() {
-        let mut cfg = engines(EngineVariant::Krinkuto11Amd64);
-        cfg.image = Some("mirror.local/ace:1".into());
-        cfg.env.insert("BIND_ALL".into(), "".into());
-        cfg.env.insert("CACHE_LIMIT".into(), "5".into());
-        let t = template_for(&cfg);
-        assert_eq!(t.image, "mirror.local/ace:1");
-        assert_eq!(t.env["BIND_ALL"], "");
-        assert_eq!(t.env["CACHE_LIMIT"], "5");
-        assert_eq!(t.env["HTTP_PORT"], "{http_port}");
-
-        let mut cfg = engines(EngineVariant::JopsisArm64);
-        cfg.command = Some(vec!["--http-port".into(), "{http_port}".into()]);
-        assert_eq!(template_for(&cfg).command, ["--http-port", "{http_port}"]);
-        assert_eq!(template_for(&cfg).image, "jopsis/acestream:arm64-v3.2.13");
-    }
-
-    #[test]
-    fn custom_uses_exactly_the_config() {
-        let mut cfg = engines(EngineVariant::Custom);
-        cfg.image = Some("acevisor-testbed/engine:dev".into());
-        cfg.env.insert("A".into(), "{name}".into());
-        let t = template_for(&cfg);
-        assert_eq!(t.image, "acevisor-testbed/engine:dev");
-        assert!(t.command.is_empty());
-        assert_eq!(t.env.len(), 1);
     }
 
     #[test]

@@ -476,7 +476,7 @@ mod tests {
             failed,
             forwarding: true,
             port_wait_expired: false,
-            engine_ports: crate::config::PortRange {
+            engine_ports: crate::core::ports::PortRange {
                 start: 19000,
                 end: 19099,
             },

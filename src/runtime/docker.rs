@@ -44,6 +44,7 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{Instrument, Span, field};
 
+use super::calls::op_span;
 use super::{
     Attach, ContainerBrief, ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec,
     DockerHealth, EventKind, EventStream, ListQuery, RuntimeError, RuntimeResult,
@@ -176,7 +177,7 @@ impl DockerRuntime {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> RuntimeResult<()> {
-        let span = op_span("docker.create_network", name);
+        let span = op_span("create_network", name);
         async {
             let exists = self
                 .timed(self.call_timeout, async {
@@ -218,7 +219,7 @@ impl DockerRuntime {
 
     /// Removes a network; `Ok` when it does not exist.
     pub async fn remove_network(&self, name: &str) -> RuntimeResult<()> {
-        let span = op_span("docker.remove_network", name);
+        let span = op_span("remove_network", name);
         let result = self
             .timed(self.call_timeout, self.docker.remove_network(name))
             .instrument(span.clone())
@@ -457,7 +458,7 @@ impl DockerRuntime {
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
     async fn ping(&self) -> RuntimeResult<()> {
-        let span = op_span("docker.ping", "");
+        let span = op_span("ping", "");
         self.timed(self.call_timeout, self.docker.ping())
             .instrument(span.clone())
             .await
@@ -467,10 +468,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn list(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerInfo>> {
-        let span = op_span(
-            "docker.list_containers",
-            query.name.as_deref().unwrap_or(""),
-        );
+        let span = op_span("list_containers", query.name.as_deref().unwrap_or(""));
         async {
             let summaries = self.list_summaries(query).await?;
             // The summary lacks StartedAt and (before API 1.50) health: inspect each one, so
@@ -492,10 +490,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn list_brief(&self, query: &ListQuery) -> RuntimeResult<Vec<ContainerBrief>> {
-        let span = op_span(
-            "docker.list_containers",
-            query.name.as_deref().unwrap_or(""),
-        );
+        let span = op_span("list_containers", query.name.as_deref().unwrap_or(""));
         async {
             let summaries = self.list_summaries(query).await?;
             let mut briefs = Vec::with_capacity(summaries.len());
@@ -523,7 +518,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn inspect(&self, id_or_name: &str) -> RuntimeResult<Option<ContainerInfo>> {
-        let span = op_span("docker.inspect_container", id_or_name);
+        let span = op_span("inspect_container", id_or_name);
         self.inspect_raw(id_or_name, self.call_timeout)
             .instrument(span.clone())
             .await
@@ -532,7 +527,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start_new(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
-        let span = op_span("docker.create_container", &spec.name);
+        let span = op_span("create_container", &spec.name);
         async {
             let id = self.create_waiting_for_name(spec).await?;
             Span::current().record("id", id.as_str());
@@ -555,7 +550,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn confirm_start(&self, id: &str) -> RuntimeResult<()> {
-        let span = op_span("docker.confirm_start", id);
+        let span = op_span("confirm_start", id);
         async {
             if let Err(message) = self.check_survives_start(id).await {
                 self.discard(id).await;
@@ -573,7 +568,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> RuntimeResult<()> {
-        let span = op_span("docker.stop_container", id);
+        let span = op_span("stop_container", id);
         let grace = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(grace).build();
         self.timed(
@@ -587,7 +582,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn rename(&self, id: &str, new_name: &str) -> RuntimeResult<()> {
-        let span = op_span("docker.rename_container", id);
+        let span = op_span("rename_container", id);
         let options = RenameContainerOptionsBuilder::new().name(new_name).build();
         self.timed(self.call_timeout, self.docker.rename_container(id, options))
             .instrument(span.clone())
@@ -597,7 +592,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn remove(&self, id: &str) -> RuntimeResult<()> {
-        let span = op_span("docker.remove_container", id);
+        let span = op_span("remove_container", id);
         async {
             let options = RemoveContainerOptionsBuilder::new()
                 .force(true)
@@ -631,7 +626,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn restart(&self, id: &str) -> RuntimeResult<()> {
-        let span = op_span("docker.restart_container", id);
+        let span = op_span("restart_container", id);
         let options = RestartContainerOptionsBuilder::new().build();
         self.timed(
             self.call_timeout + DOCKER_DEFAULT_STOP_GRACE,
@@ -644,7 +639,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn events(&self) -> RuntimeResult<EventStream> {
-        let span = op_span("docker.events", "");
+        let span = op_span("events", "");
         // Fix the replay point before anything else, then make sure the daemon is there so an
         // unreachable daemon is an `Err` of this call rather than of the first item.
         let since = SystemTime::now()
@@ -827,39 +822,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-fn op_span(name: &'static str, container: &str) -> Span {
-    // Span names must be literals for `tracing`, hence one arm per operation.
-    macro_rules! span {
-        ($n:literal) => {
-            tracing::info_span!(
-                $n,
-                container = container,
-                id = field::Empty,
-                count = field::Empty,
-                inspected = field::Empty,
-                waited_for_name = field::Empty,
-                cleanup_error = field::Empty,
-                conflict = field::Empty,
-                error = field::Empty
-            )
-        };
-    }
-    match name {
-        "docker.ping" => span!("docker.ping"),
-        "docker.list_containers" => span!("docker.list_containers"),
-        "docker.inspect_container" => span!("docker.inspect_container"),
-        "docker.create_container" => span!("docker.create_container"),
-        "docker.confirm_start" => span!("docker.confirm_start"),
-        "docker.stop_container" => span!("docker.stop_container"),
-        "docker.remove_container" => span!("docker.remove_container"),
-        "docker.restart_container" => span!("docker.restart_container"),
-        "docker.events" => span!("docker.events"),
-        "docker.create_network" => span!("docker.create_network"),
-        "docker.remove_network" => span!("docker.remove_network"),
-        _ => span!("docker.call"),
-    }
 }
 
 fn record_error(span: &Span, e: &RuntimeError) {

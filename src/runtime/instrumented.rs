@@ -1,5 +1,5 @@
 //! `Instrumented<R>`: a `ContainerRuntime` wrapper that measures every call (latency histogram
-//! by operation and outcome in `metrics::Metrics`), counts event-stream reconnects and, for
+//! by operation and outcome in `calls::Metrics`), counts event-stream reconnects and, for
 //! runtimes that do not trace themselves, records a `docker.<op>` span per call.
 //!
 //! Spans are opened only inside another span (an incident, a reconcile, an engine's work): the
@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tracing::{Instrument, Span, field};
 
+use super::calls::{Metrics, op_span};
 use super::{
     ContainerBrief, ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ListQuery,
     RuntimeError, RuntimeResult,
 };
-use crate::metrics::Metrics;
 
 /// A runtime whose calls are measured (and traced).
 pub struct Instrumented<R> {
@@ -60,29 +60,7 @@ impl<R: ContainerRuntime> Instrumented<R> {
         if !self.spans || !inside_ours {
             return Span::none();
         }
-        // Span names must be literals for `tracing`, hence one arm per operation.
-        macro_rules! span {
-            ($n:literal) => {
-                tracing::info_span!(
-                    $n,
-                    container = container,
-                    id = field::Empty,
-                    error = field::Empty,
-                    otel.status_code = field::Empty,
-                )
-            };
-        }
-        match op {
-            "ping" => span!("docker.ping"),
-            "list_containers" => span!("docker.list_containers"),
-            "inspect_container" => span!("docker.inspect_container"),
-            "create_container" => span!("docker.create_container"),
-            "confirm_start" => span!("docker.confirm_start"),
-            "stop_container" => span!("docker.stop_container"),
-            "remove_container" => span!("docker.remove_container"),
-            "restart_container" => span!("docker.restart_container"),
-            _ => span!("docker.events"),
-        }
+        op_span(op, container)
     }
 
     async fn call<T>(

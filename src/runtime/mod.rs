@@ -4,6 +4,7 @@
 //! in-memory double with fault injection for fast tests; `instrumented::Instrumented` wraps either
 //! to measure (and trace) every call.
 
+pub mod calls;
 pub mod docker;
 pub mod instrumented;
 pub mod memory;
@@ -14,13 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
-/// Docker health of a container with a healthcheck.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DockerHealth {
-    Starting,
-    Healthy,
-    Unhealthy,
-}
+pub use crate::core::engine_spec::{Attach, ContainerSpec};
+pub use crate::core::readiness::DockerHealth;
 
 /// What acevisor needs to know of one container.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,26 +64,6 @@ impl From<ContainerInfo> for ContainerBrief {
             running: c.running,
         }
     }
-}
-
-/// How a new container is attached to the network.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Attach {
-    /// `network_mode: container:<id>`: share a VPN container's namespace (by ID, not name).
-    ContainerNamespace { container_id: String },
-    /// Join a Docker network and publish these TCP ports 1:1 on the host.
-    Network { network: String, publish: Vec<u16> },
-}
-
-/// A container to create and start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    pub cmd: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-    pub attach: Attach,
 }
 
 /// Which containers to list.

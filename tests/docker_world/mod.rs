@@ -144,6 +144,7 @@ control_timeout = "1s"
             ),
             control: Arc::new(GluetunClient::new(Duration::from_secs(1)).expect("gluetun client")),
             engine_api: Arc::new(EngineClient::new(Duration::from_secs(1)).expect("engine client")),
+            name_registry: None,
         };
         Tree::start_with(deps, cfg, keys).await
     }

@@ -227,6 +227,7 @@ pub async fn start(mem: &MemoryRuntime, cfg: Config) -> (Tree, Arc<Metrics>) {
         runtime: Arc::new(Instrumented::new(mem.clone(), metrics.clone())),
         control: Arc::new(mem.clone()),
         engine_api: Arc::new(mem.clone()),
+        name_registry: None,
     };
     let keys = vec![None; cfg.vpn.gluetun.len()];
     let mut tree = Tree::start_with(deps, cfg, keys).await;

@@ -83,6 +83,7 @@ impl Tree {
             runtime: Arc::new(mem.clone()),
             control: Arc::new(mem.clone()),
             engine_api: Arc::new(mem.clone()),
+            name_registry: None,
         };
         let keys = vec![None; cfg.vpn.gluetun.len()];
         let mut tree = Tree::start_with(deps, cfg, keys).await;

@@ -10,7 +10,14 @@ pub(super) async fn spawn_names(
     st: &mut SupervisorState,
     seed: Vec<u32>,
 ) -> Result<(), ActorProcessingErr> {
-    let (names, _) = Actor::spawn_linked(None, NameRegistry, seed, myself.get_cell()).await?;
+    let names = match &st.deps.name_registry {
+        Some(spawn) => spawn(seed, myself.get_cell()).await?,
+        None => {
+            Actor::spawn_linked(None, NameRegistry, seed, myself.get_cell())
+                .await?
+                .0
+        }
+    };
     st.names = Some(names);
     Ok(())
 }

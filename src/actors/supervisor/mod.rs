@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,7 +43,7 @@ use crate::core::labels::LabelKeys;
 use crate::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
 use crate::core::naming::{engine_name, parse_ordinal};
 use crate::core::plan::{self, Action, PlanInput};
-use crate::core::template::{EngineTemplate, template_for};
+use crate::core::template::EngineTemplate;
 use crate::core::vpn_watch::{VpnEvent, WatchTimings};
 use crate::runtime::{ContainerBrief, ContainerRuntime, ListQuery, RuntimeResult};
 
@@ -51,7 +53,17 @@ pub struct Deps {
     pub runtime: Arc<dyn ContainerRuntime>,
     pub control: Arc<dyn VpnControl>,
     pub engine_api: Arc<dyn EngineApi>,
+    /// How the NameRegistry is spawned; `None` (the daemon): the real one. Tests put a stand-in
+    /// here to make the registry stop answering (tests/memory_supervision.rs).
+    pub name_registry: Option<SpawnNames>,
 }
+
+/// Spawns a NameRegistry linked under the given Supervisor cell, seeded with the held numbers.
+pub type SpawnNames = Arc<
+    dyn Fn(Vec<u32>, ActorCell) -> BoxFuture<'static, Result<ActorRef<NameMsg>, SpawnErr>>
+        + Send
+        + Sync,
+>;
 
 pub struct SupervisorArgs {
     pub config: Config,
@@ -159,7 +171,7 @@ impl Actor for Supervisor {
         };
         let health = &cfg.engines.health;
         Ok(SupervisorState {
-            template: template_for(&cfg.engines),
+            template: cfg.engines.template(),
             keys: LabelKeys::new(&cfg.docker.label_prefix),
             intensity: Intensity::new(health.max_restarts, health.restart_window),
             deps: args.deps,
