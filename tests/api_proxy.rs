@@ -359,5 +359,21 @@ async fn a_session_in_streams_has_viewers_bytes_and_failovers_and_counts_once() 
     for field in ["viewers", "bytes_delivered", "failovers"] {
         assert!(external[field].is_null(), "{field} of {external}");
     }
+    // The dashboard's engine row: two streams, watched by the session's two viewers (a second
+    // one joins now) and the external stream's one.
+    let second = get_stream(&app, &format!("id={ID}")).await;
+    assert_eq!(second.status(), 200);
+    let mut body2 = second.into_body().into_data_stream();
+    read(&mut body2, 1).await;
+    let reader2 = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while body2.next().await.is_some() {}
+    });
+    let (status, state) = common::send(&app, "GET", "/ui/state", &[], None).await;
+    assert_eq!(status, 200);
+    let row = &state["engines"][0];
+    assert_eq!(row["container_name"], "acestream-1", "{row}");
+    assert_eq!(row["viewers"], 3, "{row}");
     reader.abort();
+    reader2.abort();
 }

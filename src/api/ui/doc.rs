@@ -135,27 +135,6 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
             )
         })
         .collect();
-    let mut engines: Vec<Value> = snap
-        .engines
-        .iter()
-        .map(|e| {
-            let u = usage.get(&e.name);
-            let mut v = serde_json::to_value(engine_state(ctx, e, u, wall_now)).unwrap_or_default();
-            let slot = slot_of(e);
-            // Volatile fields would make every poll a change; the page computes ages itself.
-            if let Some(o) = v.as_object_mut() {
-                o.remove("last_seen");
-            }
-            v["listed"] = json!(is_listed(e));
-            v["http_port"] = json!(e.http_port);
-            v["viewers"] = json!(u.map(|u| u.streams.len()).unwrap_or(0));
-            v["uptime_since"] = json!(u.map(|u| rfc3339(u.first_seen)));
-            v["slot"] = json!(slot);
-            v["intensity"] = intensity.get(slot.as_str()).cloned().unwrap_or(Value::Null);
-            v
-        })
-        .collect();
-    engines.sort_by_key(|e| e["ordinal"].as_u64());
 
     let mut active: Vec<StreamState> = Vec::new();
     let mut ended: Vec<StreamState> = Vec::new();
@@ -177,6 +156,33 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
     }
     ended.sort_by(|a, b| b.ended_at.cmp(&a.ended_at));
     ended.truncate(ENDED_SHOWN);
+    // Who watches each engine: a built-in proxy session's viewers, one for any other stream.
+    let mut viewers: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in &active {
+        *viewers.entry(s.container_id.as_str()).or_default() += s.viewers.unwrap_or(1);
+    }
+    let mut engines: Vec<Value> = snap
+        .engines
+        .iter()
+        .map(|e| {
+            let u = usage.get(&e.name);
+            let mut v = serde_json::to_value(engine_state(ctx, e, u, wall_now)).unwrap_or_default();
+            let slot = slot_of(e);
+            // Volatile fields would make every poll a change; the page computes ages itself.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("last_seen");
+            }
+            v["listed"] = json!(is_listed(e));
+            v["http_port"] = json!(e.http_port);
+            let id = e.container_id.as_deref().unwrap_or_default();
+            v["viewers"] = json!(viewers.get(id).copied().unwrap_or(0));
+            v["uptime_since"] = json!(u.map(|u| rfc3339(u.first_seen)));
+            v["slot"] = json!(slot);
+            v["intensity"] = intensity.get(slot.as_str()).cloned().unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    engines.sort_by_key(|e| e["ordinal"].as_u64());
 
     Ok(json!({
         "status": overall(ctx, &snap),

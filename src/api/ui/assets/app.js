@@ -137,7 +137,7 @@
           'data-state': e.state, 'data-forwarded': e.forwarded, 'data-p2p': e.p2p_port },
         html: '<td>' + esc(e.container_name) + '</td><td>' + esc(e.vpn_container || '—') + '</td><td>' +
           (e.forwarded ? '★ forwarded' : '—') + '</td><td>' + e.http_port + ' / ' + e.p2p_port + '</td><td>' +
-          pill(e.state) + '</td><td>' + e.active_streams + '</td><td>' + (e.uptime_since ? since(e.uptime_since) : '—') +
+          pill(e.state) + '</td><td>' + e.active_streams + ' / ' + e.viewers + '</td><td>' + (e.uptime_since ? since(e.uptime_since) : '—') +
           '</td><td>' + esc(restarts) + '</td>',
       };
     }), 'No engines.', 8);
