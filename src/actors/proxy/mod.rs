@@ -60,6 +60,9 @@ pub enum ProxyMsg {
     /// Fault injection for tests: make the session of `content` crash.
     #[cfg(test)]
     CrashSession(String),
+    /// Test only: the session's work (not its actor) panics at its next delivery.
+    #[cfg(test)]
+    PanicSessionWork(String),
 }
 
 /// The proxy's figures for `/metrics`: live sessions and viewers, and counts since start
@@ -250,6 +253,12 @@ impl Actor for Proxy {
                     let _ = actor.cast(SessionMsg::Crash);
                 }
             }
+            #[cfg(test)]
+            ProxyMsg::PanicSessionWork(label) => {
+                if let Some((_, shared)) = st.sessions.get(&label) {
+                    shared.lock().unwrap().panic_in_work = true;
+                }
+            }
         }
         Ok(())
     }
@@ -360,6 +369,9 @@ pub struct Shared {
     gaps: u64,
     /// The session is ending: a new viewer gets a new session.
     ended: bool,
+    /// Test only: the work panics at its next delivery.
+    #[cfg(test)]
+    panic_in_work: bool,
 }
 
 impl Shared {

@@ -517,6 +517,10 @@ impl Batch {
         };
         self.len = 0;
         self.since = None;
+        #[cfg(test)]
+        if std::mem::take(&mut shared.lock().unwrap().panic_in_work) {
+            panic!("injected panic in the stream session's work");
+        }
         shared.lock().unwrap().fan_out(label, &Ok(piece));
     }
 }

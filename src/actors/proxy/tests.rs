@@ -334,7 +334,13 @@ async fn a_crashed_session_restarts_on_the_same_viewers_and_past_the_intensity_l
     let label = format!("id:{ID}");
 
     for n in 1..=SESSION_RESTARTS {
-        proxy.cast(ProxyMsg::CrashSession(label.clone())).unwrap();
+        // The actor itself panics, or (every other time) the work it watches does.
+        let fault = if n % 2 == 0 {
+            ProxyMsg::PanicSessionWork(label.clone())
+        } else {
+            ProxyMsg::CrashSession(label.clone())
+        };
+        proxy.cast(fault).unwrap();
         until("restarted", || async {
             let s = session(&proxy).await;
             s.restarts == n && s.engine.is_some()
