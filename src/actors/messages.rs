@@ -62,7 +62,7 @@ pub enum GoneCause {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineReport {
     /// Docker reports the new container started; its start-settle check is still running (the
-    /// creation slot is free, the creation itself not yet confirmed).
+    /// creation permit is free, the creation itself not yet confirmed).
     Started {
         container_id: String,
     },

@@ -37,7 +37,7 @@ use crate::clients::{EngineApi, VpnControl};
 use crate::config::{Config, VpnMode};
 use crate::core::breaker::Breaker;
 use crate::core::emergency::{EmergencyState, Transition};
-use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
+use crate::core::engine_spec::{EngineIdentity, SpecContext, engine_spec};
 use crate::core::intensity::{Intensity, Verdict};
 use crate::core::labels::LabelKeys;
 use crate::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
