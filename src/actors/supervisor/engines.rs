@@ -238,7 +238,7 @@ pub(super) fn lane_host(st: &SupervisorState, vpn: Option<&str>) -> Option<Strin
     let vpn = vpn?;
     st.vpns
         .iter()
-        .find(|v| v.container_name == vpn)
+        .find(|v| v.name() == vpn)
         .and_then(|v| v.ip.clone())
 }
 

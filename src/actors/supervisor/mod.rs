@@ -103,6 +103,8 @@ pub struct SupervisorState {
     monitor: Option<ActorRef<MonitorMsg>>,
     engines: BTreeMap<String, EngineEntry>,
     actor_names: HashMap<ActorId, String>,
+    /// The planner's input: each VPN's `lane` (set with `vpns`), or the plain-network lane in
+    /// mode `none`.
     lanes: Vec<VpnView>,
     vpns: Vec<VpnStatus>,
     emergency: EmergencyState,
