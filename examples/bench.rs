@@ -488,7 +488,7 @@ async fn failure_and_recovery(reps: usize) -> Vec<Row> {
             |s| {
                 s.vpns
                     .iter()
-                    .any(|v| v.container_name == v1 && v.connected && !v.failed)
+                    .any(|v| v.name() == v1 && v.connected && !v.lane.failed)
             },
         )
         .await;
@@ -1479,7 +1479,7 @@ async fn scale_memory(n: usize, reps: usize, window: Duration) -> Vec<Row> {
             |s| {
                 s.vpns
                     .iter()
-                    .any(|v| &v.container_name == v0 && v.connected && !v.failed)
+                    .any(|v| v.name() == v0.as_str() && v.connected && !v.lane.failed)
             },
         )
         .await;
@@ -1589,7 +1589,7 @@ async fn scale_docker(n: usize, reps: usize, window: Duration) -> Vec<Row> {
             |s| {
                 s.vpns
                     .iter()
-                    .any(|v| v.container_name == v0 && v.connected && !v.failed)
+                    .any(|v| v.name() == v0 && v.connected && !v.lane.failed)
             },
         )
         .await;
@@ -1773,8 +1773,7 @@ async fn port_rows(reps: usize) -> Vec<Row> {
             Duration::from_secs(60),
             Duration::from_millis(20),
             |s| {
-                s.engines_on(&a).is_empty()
-                    && s.vpns.iter().any(|v| v.container_name == a && v.failed)
+                s.engines_on(&a).is_empty() && s.vpns.iter().any(|v| v.name() == a && v.lane.failed)
             },
         )
         .await;

@@ -427,7 +427,7 @@ fn decisions(r: &mut Registry, s: &SupervisorSnapshot) {
     );
     r.register(
         "acevisor_slots_backing_off",
-        "Engine slots currently backing off after too many restarts",
+        "Restart-intensity slots (the engines of one VPN) backing off after too many restarts",
         gauge(
             s.intensity
                 .iter()

@@ -281,8 +281,10 @@ async fn can_provision_agrees_with_provisioning_in_every_state() {
 
     // Outage: the only VPN is down.
     memrt.kill(VPN1);
-    tree.wait("VPN failed", Duration::from_secs(60), |s| s.vpns[0].failed)
-        .await;
+    tree.wait("VPN failed", Duration::from_secs(60), |s| {
+        s.vpns[0].lane.failed
+    })
+    .await;
     assert_eq!(
         status_then_provision(&app, "outage").await.as_deref(),
         Some("vpn_disconnected")

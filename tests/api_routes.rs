@@ -10,7 +10,7 @@ use std::time::Duration;
 use acevisor::actors::messages::ProvisionError;
 use acevisor::core::emergency::EmergencyState;
 use acevisor::core::intensity::SlotReport;
-use acevisor::core::model::EnginePhase;
+use acevisor::core::model::{EnginePhase, Readiness};
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{Value, json};
@@ -296,7 +296,7 @@ async fn vpn_status_shape_in_normal_and_emergency_mode() {
     // lowest.
     h.set_snapshot(|s| {
         let mut v = vpn("gluetun", true, None);
-        v.forwarded_ports = acevisor::core::port_set::PortSet::new([9876, 5678]);
+        v.lane.readiness = Readiness::up(acevisor::core::port_set::PortSet::new([9876, 5678]));
         s.vpns = vec![v];
         s.emergency = EmergencyState::Normal;
     });

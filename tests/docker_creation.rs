@@ -1,6 +1,6 @@
 //! Creation on the real Docker engine through the actor tree: an engine that exits at once
 //! (its P2P port taken in the VPN's namespace) is a failed creation, removed and retried, even
-//! though its creation slot was freed as soon as Docker reported it started.
+//! though its creation permit was freed as soon as Docker reported it started.
 //!
 //! Without Docker these tests print `SKIPPED` and pass, unless `ACEVISOR_REQUIRE_DOCKER=1`.
 

@@ -151,7 +151,10 @@ async fn every_forwarded_port_gets_an_engine_and_a_port_that_goes_away_loses_it(
             |s| forwarded_on_ports(s, &vpn, 3, &[31101, 31102]),
         )
         .await;
-    assert_eq!(s.vpns[0].forwarded_ports.to_vec(), vec![31101, 31102]);
+    assert_eq!(
+        s.vpns[0].lane.forwarded_ports().to_vec(),
+        vec![31101, 31102]
+    );
     engines_run_their_ports(&s, &vpn).await;
     let kept = s
         .forwarded_on(&vpn)

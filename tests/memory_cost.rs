@@ -1,5 +1,5 @@
 //! What acevisor's work costs Docker, on the in-memory runtime (paused clock): a creation frees
-//! its slot once Docker reports the container started (not after the start-settle check), an
+//! its permit once Docker reports the container started (not after the start-settle check), an
 //! engine exiting within that window is still a failed creation (the breaker counts it), and the
 //! safety re-list makes no inspect per engine.
 
@@ -22,7 +22,7 @@ fn one_vpn() -> MemoryRuntime {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_creation_slot_is_free_once_the_container_started_not_after_the_settle() {
+async fn a_creation_permit_is_free_once_the_container_started_not_after_the_settle() {
     let m = one_vpn();
     // One creation at a time, and a settle window far longer than anything else here.
     m.set_start_settle(10 * SEC);

@@ -102,7 +102,8 @@ async fn provisioning_is_refused_at_max_capacity_and_without_vpn() {
     }
     assert_eq!(handed, 18);
     tree.mem.kill(VPN1);
-    tree.wait("VPN down", 10 * SEC, |s| s.vpns[0].failed).await;
+    tree.wait("VPN down", 10 * SEC, |s| s.vpns[0].lane.failed)
+        .await;
     assert!(matches!(
         provision(&tree).await,
         Err(ProvisionError::VpnDisconnected { .. })

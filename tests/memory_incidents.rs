@@ -594,7 +594,7 @@ async fn each_vpn_shows_its_public_ip_only_while_up() {
     let public_ip = |s: &acevisor::actors::messages::SupervisorSnapshot, vpn: &str| {
         s.vpns
             .iter()
-            .find(|v| v.container_name == vpn)
+            .find(|v| v.name() == vpn)
             .and_then(|v| v.public_ip.clone())
     };
     tree.wait("both public IPs known", 10 * SEC, |s| {

@@ -139,7 +139,10 @@ async fn two_forwarded_ports_get_two_engines_and_the_one_that_goes_away_loses_it
             full_on_ports(s, VPN1, 3, &[41001, 41002]) && names_are_dense(s)
         })
         .await;
-    assert_eq!(s.vpns[0].forwarded_ports.to_vec(), vec![41001, 41002]);
+    assert_eq!(
+        s.vpns[0].lane.forwarded_ports().to_vec(),
+        vec![41001, 41002]
+    );
     let kept = s
         .forwarded_on(VPN1)
         .into_iter()
@@ -165,7 +168,7 @@ async fn two_forwarded_ports_get_two_engines_and_the_one_that_goes_away_loses_it
     assert_eq!(s.counters.port_changed, 1, "one change of the set");
     assert_eq!(s.counters.engines_removed.get("port_mismatch"), Some(&1));
     assert_eq!(s.counters.removed_total(), 1, "nothing else removed");
-    assert_eq!(s.vpns[0].forwarded_ports.to_vec(), vec![41001]);
+    assert_eq!(s.vpns[0].lane.forwarded_ports().to_vec(), vec![41001]);
 }
 
 #[tokio::test(start_paused = true)]

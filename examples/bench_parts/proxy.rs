@@ -56,7 +56,7 @@ fn idle_elsewhere(s: &SupervisorSnapshot, not_vpn: &str) -> bool {
                 v != not_vpn
                     && s.vpns
                         .iter()
-                        .any(|x| x.container_name == v && x.connected && !x.failed)
+                        .any(|x| x.name() == v && x.connected && !x.lane.failed)
             })
     })
 }

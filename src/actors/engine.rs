@@ -3,7 +3,7 @@
 //! it when told (names close their gaps), and stops it gracefully then removes it when told. It reports facts to the Supervisor; it decides nothing about the pool.
 //!
 //! Creation: `Started` as soon as Docker reports the container started (the Supervisor frees
-//! the creation slot), then the runtime's start-settle check (`confirm_start`) while the engine's
+//! the creation permit), then the runtime's start-settle check (`confirm_start`) while the engine's
 //! API is already tried; `Created` once the container survived it, `CreateFailed` when it exited.
 //!
 //! Tracing: creation and the wait for readiness run in the `engine.create` span the Supervisor
@@ -159,7 +159,7 @@ async fn start(myself: &ActorRef<EngineMsg>, st: &mut EngineState) {
         match st.args.runtime.start_new(spec).await {
             Ok(id) => {
                 Span::current().record("container_id", id.as_str());
-                // Docker says it runs: the creation slot is free from here. A container that
+                // Docker says it runs: the creation permit is free from here. A container that
                 // exits within the settle window is still a failed creation.
                 st.report(EngineReport::Started {
                     container_id: id.clone(),

@@ -19,32 +19,36 @@ use crate::runtime::{ContainerBrief, ContainerEvent, EventKind, RuntimeError};
 pub struct VpnUpdate {
     /// `(vpn, event)` in the order they happened.
     pub events: Vec<(String, VpnEvent)>,
-    /// One planner lane per configured VPN, in config order.
-    pub lanes: Vec<VpnView>,
+    /// Every configured VPN, in config order.
     pub vpns: Vec<VpnStatus>,
     pub emergency: EmergencyState,
     pub transition: Option<Transition>,
 }
 
-/// What `/vpn/status` shows of one VPN.
+/// One VPN: its planner lane and what `/vpn/status` shows besides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VpnStatus {
-    pub container_name: String,
-    pub container_id: Option<String>,
+    /// The planner's view: container name and ID, readiness (with the settled forwarded ports),
+    /// `failed`.
+    pub lane: VpnView,
     /// `down` / `starting` / `degraded` / `misconfigured` / `up`.
     pub status: &'static str,
     /// Docker health: `healthy` / `unhealthy` / `starting` / `none`.
     pub health: &'static str,
     pub connected: bool,
-    /// The settled forwarded ports, lowest first (empty unless Up with known ports).
-    pub forwarded_ports: crate::core::port_set::PortSet,
     pub ip: Option<String>,
     /// The tunnel's exit address, as its control server last reported it while up.
     pub public_ip: Option<String>,
-    pub failed: bool,
     pub last_check_at: Option<SystemTime>,
     /// The control server's last error, if any (401, unreachable, ...).
     pub last_error: Option<String>,
+}
+
+impl VpnStatus {
+    /// The VPN's container name.
+    pub fn name(&self) -> &str {
+        self.lane.name.as_deref().unwrap_or_default()
+    }
 }
 
 /// Why an engine's container is gone.
@@ -62,7 +66,7 @@ pub enum GoneCause {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineReport {
     /// Docker reports the new container started; its start-settle check is still running (the
-    /// creation slot is free, the creation itself not yet confirmed).
+    /// creation permit is free, the creation itself not yet confirmed).
     Started {
         container_id: String,
     },
@@ -382,6 +386,7 @@ impl Counters {
 #[derive(Clone, Debug)]
 pub struct SupervisorSnapshot {
     pub engines: Vec<EngineView>,
+    /// The planner's lanes: each VPN's `lane`, or the plain-network lane in mode `none`.
     pub lanes: Vec<VpnView>,
     pub vpns: Vec<VpnStatus>,
     pub emergency: EmergencyState,

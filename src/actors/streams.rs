@@ -175,18 +175,18 @@ impl From<ActorRef<StreamsMsg>> for StreamsHandle {
 pub async fn start_supervised(args: StreamsArgs) -> anyhow::Result<StreamsHandle> {
     let supervisor = args.supervisor.clone();
     let handle: Arc<RwLock<Option<StreamsHandle>>> = Arc::default();
-    let slot = handle.clone();
+    let current = handle.clone();
     let spawn = ChildSpawner(Box::new(move |parent: ActorCell| {
-        let (args, slot) = (args.clone(), slot.clone());
+        let (args, current) = (args.clone(), current.clone());
         Box::pin(async move {
             let (actor, _) = Actor::spawn_linked(None, Streams, args, parent)
                 .await
                 .map_err(|e| format!("cannot start the streams actor: {e}"))?;
             let cell = actor.get_cell();
-            let mut slot = slot.write().unwrap_or_else(|e| e.into_inner());
-            match slot.as_ref() {
+            let mut current = current.write().unwrap_or_else(|e| e.into_inner());
+            match current.as_ref() {
                 Some(h) => h.set(actor),
-                None => *slot = Some(actor.into()),
+                None => *current = Some(actor.into()),
             }
             Ok(cell)
         })

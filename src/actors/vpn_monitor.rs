@@ -74,7 +74,7 @@ pub struct MonitorState {
     supervisor: ActorRef<SupervisorMsg>,
     vpns: Vec<Watched>,
     emergency: Emergency,
-    last_published: Option<(Vec<VpnView>, Vec<VpnStatus>)>,
+    last_published: Option<Vec<VpnStatus>>,
 }
 
 pub struct VpnMonitor;
@@ -408,10 +408,7 @@ fn publish(st: &mut MonitorState, events: Vec<(String, VpnEvent)>, now: Instant)
         .collect();
     let transition = st.emergency.update(now, &health);
     let upd = update(st, events, transition);
-    let current = (
-        upd.lanes.clone(),
-        upd.vpns.iter().map(without_time).collect::<Vec<_>>(),
-    );
+    let current: Vec<VpnStatus> = upd.vpns.iter().map(without_time).collect();
     let changed = st.last_published.as_ref() != Some(&current);
     if changed || !upd.events.is_empty() || upd.transition.is_some() {
         st.last_published = Some(current);
@@ -561,50 +558,41 @@ fn update(
     transition: Option<crate::core::emergency::Transition>,
 ) -> VpnUpdate {
     let now = Instant::now();
-    let lanes = st
-        .vpns
-        .iter()
-        .map(|v| VpnView {
-            name: Some(v.config.container.clone()),
-            container_id: v.watch.container_id().map(str::to_string),
-            started_at: v.info.as_ref().map(|c| c.started_at.clone()),
-            readiness: v.watch.readiness(),
-            failed: v.watch.failed(),
-            forwarding: v.config.forwarding,
-            port_wait_expired: v.watch.port_wait_expired(now),
-            engine_ports: v.config.engine_ports,
-        })
-        .collect();
-    let vpns = st.vpns.iter().map(status_of).collect();
+    let vpns = st.vpns.iter().map(|v| status_of(v, now)).collect();
     VpnUpdate {
         events,
-        lanes,
         vpns,
         emergency: st.emergency.state().clone(),
         transition,
     }
 }
 
-fn status_of(v: &Watched) -> VpnStatus {
+fn status_of(v: &Watched, now: Instant) -> VpnStatus {
     let r = v.watch.readiness();
     VpnStatus {
-        container_name: v.config.container.clone(),
-        container_id: v.watch.container_id().map(str::to_string),
         status: r.label(),
+        connected: r.is_up(),
+        lane: VpnView {
+            name: Some(v.config.container.clone()),
+            container_id: v.watch.container_id().map(str::to_string),
+            started_at: v.info.as_ref().map(|c| c.started_at.clone()),
+            readiness: r,
+            failed: v.watch.failed(),
+            forwarding: v.config.forwarding,
+            port_wait_expired: v.watch.port_wait_expired(now),
+            engine_ports: v.config.engine_ports,
+        },
         health: match v.info.as_ref().and_then(|c| c.health) {
             Some(DockerHealth::Healthy) => "healthy",
             Some(DockerHealth::Unhealthy) => "unhealthy",
             Some(DockerHealth::Starting) => "starting",
             None => "none",
         },
-        connected: r.is_up(),
-        forwarded_ports: r.ports(),
         ip: v
             .info
             .as_ref()
             .and_then(|c| c.ip_on(v.config.network.as_deref())),
         public_ip: v.public_ip.get().map(str::to_string),
-        failed: v.watch.failed(),
         last_check_at: v.last_check_at,
         last_error: v.last_error.clone(),
     }

@@ -30,16 +30,16 @@ fn mode_label(mode: VpnMode) -> &'static str {
 
 fn vpn_entry(v: &VpnStatus) -> VpnEntry {
     VpnEntry {
-        container_name: v.container_name.clone(),
+        container_name: v.name().to_string(),
         status: v.status.into(),
         health: v.health.into(),
         connected: v.connected,
-        forwarded_port: v.forwarded_ports.first(),
-        forwarded_ports: v.forwarded_ports.to_vec(),
+        forwarded_port: v.lane.forwarded_port(),
+        forwarded_ports: v.lane.forwarded_ports().to_vec(),
         public_ip: v.public_ip.clone(),
         last_check_at: v.last_check_at.map(rfc3339),
-        container_id: v.container_id.clone(),
-        failed: v.failed,
+        container_id: v.lane.container_id.clone(),
+        failed: v.lane.failed,
         last_error: v.last_error.clone(),
     }
 }
@@ -187,14 +187,14 @@ fn vpn_summary(ctx: &ApiContext, snap: &SupervisorSnapshot) -> Value {
         "mode": mode_label(ctx.mode),
         "connected": connected,
         "health": health,
-        "forwarded_port": snap.vpns.iter().find_map(|v| v.forwarded_ports.first()),
+        "forwarded_port": snap.vpns.iter().find_map(|v| v.lane.forwarded_port()),
         "emergency": snap.emergency.label(),
         "vpns": snap.vpns.iter().map(|v| json!({
-            "container_name": v.container_name,
+            "container_name": v.name(),
             "status": v.status,
             "connected": v.connected,
-            "forwarded_port": v.forwarded_ports.first(),
-            "forwarded_ports": v.forwarded_ports.to_vec(),
+            "forwarded_port": v.lane.forwarded_port(),
+            "forwarded_ports": v.lane.forwarded_ports().to_vec(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -28,9 +28,10 @@ pub struct ContainerSpec {
     pub attach: Attach,
 }
 
-/// What the spec of one engine depends on besides the template.
+/// Who one engine is (name, ordinal, VPN, forwarding, ports): what its spec depends on besides
+/// the template.
 #[derive(Clone, Debug)]
-pub struct EngineSlot<'a> {
+pub struct EngineIdentity<'a> {
     pub name: &'a str,
     pub ordinal: u32,
     pub vpn: Option<&'a str>,
@@ -52,32 +53,32 @@ pub struct SpecContext<'a> {
 pub fn engine_spec(
     template: &EngineTemplate,
     ctx: &SpecContext<'_>,
-    slot: &EngineSlot<'_>,
+    engine: &EngineIdentity<'_>,
 ) -> ContainerSpec {
-    let (cmd, env) = render(template, slot.name, &slot.ports);
+    let (cmd, env) = render(template, engine.name, &engine.ports);
     let mut labels = ctx.extra_labels.clone();
     labels.extend(ctx.keys.encode(&EngineLabels {
         instance: ctx.instance.to_string(),
-        ordinal: slot.ordinal,
-        vpn: slot.vpn.map(str::to_string),
-        vpn_id: slot.vpn_id.map(str::to_string),
-        vpn_started_at: slot.vpn_started_at.map(str::to_string),
-        forwarded: slot.forwarded,
-        p2p_port: slot.ports.p2p,
-        http_port: slot.ports.http,
+        ordinal: engine.ordinal,
+        vpn: engine.vpn.map(str::to_string),
+        vpn_id: engine.vpn_id.map(str::to_string),
+        vpn_started_at: engine.vpn_started_at.map(str::to_string),
+        forwarded: engine.forwarded,
+        p2p_port: engine.ports.p2p,
+        http_port: engine.ports.http,
         config_hash: config_hash(template),
     }));
-    let attach = match slot.vpn_id {
+    let attach = match engine.vpn_id {
         Some(id) => Attach::ContainerNamespace {
             container_id: id.to_string(),
         },
         None => Attach::Network {
             network: ctx.network.to_string(),
-            publish: vec![slot.ports.http],
+            publish: vec![engine.ports.http],
         },
     };
     ContainerSpec {
-        name: slot.name.to_string(),
+        name: engine.name.to_string(),
         image: template.image.clone(),
         cmd,
         env,

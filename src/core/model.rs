@@ -93,7 +93,7 @@ impl VpnView {
 /// Where an engine is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EnginePhase {
-    /// Slot claimed, container being created (not yet known to Docker, or not started).
+    /// Name claimed, container being created (not yet known to Docker, or not started).
     Creating,
     /// Container runs; its HTTP API has not answered yet.
     Starting,

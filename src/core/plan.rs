@@ -13,8 +13,8 @@
 //! its replacement, and it is removed once its lane's ready engines fill the lane's share again
 //! without it and at least `min_replicas` engines are ready without it. A forwarded engine's
 //! successor needs its P2P port, so its replacement is an ordinary engine (capacity never
-//! drops), and the forwarded slot is recreated once the old engine is gone, as for an unhealthy
-//! forwarded engine; the extra engine is then trimmed as surplus.
+//! drops), and the forwarded engine's place is filled again once the old engine is gone, as for
+//! an unhealthy forwarded engine; the extra engine is then trimmed as surplus.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -219,7 +219,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
             .filter(|e| e.counts() && !is_rolling(e))
             .count() as u32;
         let mut removed_here: Vec<&str> = Vec::new();
-        // The forwarded slot is claimed but its engine does not exist yet.
+        // A forwarded engine's place is claimed but its engine does not exist yet.
         let mut forwarded_claimed = false;
         let mut created_here = 0;
 
@@ -262,7 +262,7 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                     }
                     Some(k) if ports.iter().any(|q| q != p && clashes_with(k, q)) => {
                         // Its block holds another served port; its successor needs the same P2P
-                        // port, so it goes first and both slots are recreated next pass.
+                        // port, so it goes first and both places are filled again next pass.
                         if k.phase != EnginePhase::Creating {
                             removals.push(remove(k, RemoveReason::PortClash));
                             removed_here.push(&k.name);
@@ -278,8 +278,8 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                             !matches!(k.phase, EnginePhase::Creating | EnginePhase::Starting)
                     }
                     None => {
-                        // The forwarded slot is claimed now even when the port is still held by a
-                        // container on its way out, so ordinary engines never take its place.
+                        // The forwarded engine's place is claimed now even when the port is still
+                        // held by a container on its way out, so ordinary engines never take it.
                         all_ready = false;
                         missing += 1;
                         forwarded_claimed = true;
@@ -310,8 +310,8 @@ pub fn reconcile(input: &PlanInput<'_>) -> Vec<Action> {
                     }
                 }
             }
-            // An old forwarded engine that still counts holds a claimed slot until a successor
-            // is ready: counting both would make an idle engine look surplus.
+            // An old forwarded engine that still counts stands in for a claimed forwarded place
+            // until a successor is ready: counting both would make an idle engine look surplus.
             let old_counting = old
                 .iter()
                 .filter(|e| e.counts() && !clashing.iter().any(|c| c.name == e.name))

@@ -9,7 +9,7 @@
 //!   previous holder of the name waits with short backoff until the holder is gone (within the call
 //!   timeout); a name held by a container that is *not* being removed is a `Conflict` at once.
 //! - **A start that dies at once is a failed start.** `start_new` returns once Docker reports the
-//!   container started (so a caller's creation slot is free for the next one); `confirm_start`
+//!   container started (so a caller's creation permit is free for the next one); `confirm_start`
 //!   then gives it a short settle window, and if it exits inside it (an engine whose P2P port is
 //!   taken), fails with the exit code and the container's last log lines, and removes it.
 //! - **Listing is one call.** `list_brief` answers from Docker's container list alone (IDs,

@@ -17,7 +17,7 @@ use acevisor::api::{ApiContext, router};
 use acevisor::clients::engine::EngineClient;
 use acevisor::config::VpnMode;
 use acevisor::core::emergency::EmergencyState;
-use acevisor::core::model::EnginePhase;
+use acevisor::core::model::{EnginePhase, Readiness, VpnView};
 use acevisor::core::streams::StreamLimits;
 use axum::Router;
 use axum::body::Body;
@@ -165,17 +165,31 @@ pub fn engine(
     }
 }
 
+/// A VPN that is up with `port` forwarded, or down and failed.
 pub fn vpn(name: &str, connected: bool, port: Option<u16>) -> VpnStatus {
     VpnStatus {
-        container_name: name.into(),
-        container_id: Some(format!("{name}-id")),
+        lane: VpnView {
+            name: Some(name.into()),
+            container_id: Some(format!("{name}-id")),
+            started_at: None,
+            readiness: if connected {
+                Readiness::up(port)
+            } else {
+                Readiness::Down
+            },
+            failed: !connected,
+            forwarding: true,
+            port_wait_expired: false,
+            engine_ports: acevisor::core::ports::PortRange {
+                start: 40000,
+                end: 40999,
+            },
+        },
         status: if connected { "up" } else { "down" },
         health: if connected { "healthy" } else { "unhealthy" },
         connected,
-        forwarded_ports: acevisor::core::port_set::PortSet::from(port),
         ip: Some("172.18.0.2".into()),
         public_ip: connected.then(|| "203.0.113.7".into()),
-        failed: !connected,
         last_check_at: Some(SystemTime::now()),
         last_error: None,
     }

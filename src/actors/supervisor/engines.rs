@@ -29,7 +29,7 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
     let n = entry.fact.ordinal;
     let removing = entry.fact.phase == EnginePhase::Removing;
     match report {
-        // The creation slot is free once the container runs (see `reconcile`); the creation is
+        // The creation permit is free once the container runs (see `reconcile`); the creation is
         // confirmed, or failed, when its start-settle check ends.
         EngineReport::Started { container_id } if entry.container_id.is_none() => {
             entry.container_id = Some(container_id);
@@ -121,8 +121,9 @@ pub(super) fn on_engine_report(st: &mut SupervisorState, name: String, report: E
             names_cast(st, NameMsg::Gone(n));
             if cause != GoneCause::Removed {
                 st.counters.engines_lost += 1;
-                // Replacements reuse the lowest free name and ports, so an engine slot is the
-                // lane it serves: too many deaths there in the window and its creations back off.
+                // Replacements reuse the lowest free name and ports, so the restart-intensity
+                // slot is the lane the engine served: too many deaths there in the window and its
+                // creations back off.
                 let slot = death_slot(&lane);
                 if let Verdict::BackOff { until } = st.intensity.request(&slot, Instant::now()) {
                     st.counters.restarts_suppressed += 1;
@@ -237,7 +238,7 @@ pub(super) fn lane_host(st: &SupervisorState, vpn: Option<&str>) -> Option<Strin
     let vpn = vpn?;
     st.vpns
         .iter()
-        .find(|v| v.container_name == vpn)
+        .find(|v| v.name() == vpn)
         .and_then(|v| v.ip.clone())
 }
 

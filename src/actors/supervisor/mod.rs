@@ -37,7 +37,7 @@ use crate::clients::{EngineApi, VpnControl};
 use crate::config::{Config, VpnMode};
 use crate::core::breaker::Breaker;
 use crate::core::emergency::{EmergencyState, Transition};
-use crate::core::engine_spec::{EngineSlot, SpecContext, engine_spec};
+use crate::core::engine_spec::{EngineIdentity, SpecContext, engine_spec};
 use crate::core::intensity::{Intensity, Verdict};
 use crate::core::labels::LabelKeys;
 use crate::core::model::{EngineFact, EnginePhase, Readiness, VpnView};
@@ -103,6 +103,8 @@ pub struct SupervisorState {
     monitor: Option<ActorRef<MonitorMsg>>,
     engines: BTreeMap<String, EngineEntry>,
     actor_names: HashMap<ActorId, String>,
+    /// The planner's input: each VPN's `lane` (set with `vpns`), or the plain-network lane in
+    /// mode `none`.
     lanes: Vec<VpnView>,
     vpns: Vec<VpnStatus>,
     emergency: EmergencyState,

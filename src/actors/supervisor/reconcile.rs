@@ -61,7 +61,7 @@ pub(super) async fn reconcile(
     } else {
         info_span!(parent: cause, "reconcile", actions = actions.len())
     };
-    // A creation holds its slot until Docker reports its container started (it then has an ID),
+    // A creation holds its permit until Docker reports its container started (it then has an ID),
     // not through the start-settle check that follows.
     let mut creating = st
         .engines
@@ -122,7 +122,7 @@ pub(super) async fn reconcile(
                         extra_labels: &st.cfg.docker.labels,
                         network: &st.cfg.docker.network,
                     },
-                    &EngineSlot {
+                    &EngineIdentity {
                         name: &name,
                         ordinal: n,
                         vpn: vpn.as_deref(),

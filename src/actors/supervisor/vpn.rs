@@ -41,7 +41,7 @@ pub(super) async fn on_vpn_update(
         .map(transition_span)
         .unwrap_or_else(Span::none);
     record_incidents(st, &update, &span);
-    st.lanes = update.lanes;
+    st.lanes = update.vpns.iter().map(|v| v.lane.clone()).collect();
     st.vpns = update.vpns;
     st.emergency = update.emergency;
     let first = !st.vpn_seen;

@@ -33,18 +33,18 @@ impl Since {
     /// first look the latest incident about it that matches the status is the better guess,
     /// else the start of the API.
     fn vpn(&mut self, v: &VpnStatus, incidents: &[Incident], start: SystemTime, now: SystemTime) {
-        let entry = self.vpns.get(&v.container_name).copied();
+        let entry = self.vpns.get(v.name()).copied();
         let at = match entry {
             Some((status, at)) if status == v.status => at,
             Some(_) => now,
             None => incidents
                 .iter()
-                .find(|i| i.vpn.as_deref() == Some(&v.container_name))
+                .find(|i| i.vpn.as_deref() == Some(v.name()))
                 .filter(|i| (i.kind == "vpn_failed") == (v.status != "up"))
                 .map(|i| i.at)
                 .unwrap_or(start),
         };
-        self.vpns.insert(v.container_name.clone(), (v.status, at));
+        self.vpns.insert(v.name().to_string(), (v.status, at));
     }
 
     fn get(&self, vpn: &str) -> Option<SystemTime> {
@@ -100,22 +100,22 @@ pub async fn build(ctx: &ApiContext, since: &mut Since) -> ApiResult<Value> {
         .iter()
         .map(|v| {
             let engines: Vec<&str> = snap
-                .engines_on(&v.container_name)
+                .engines_on(v.name())
                 .iter()
                 .map(|e| e.name.as_str())
                 .collect();
             json!({
-                "name": v.container_name,
+                "name": v.name(),
                 "status": v.status,
                 "health": v.health,
                 "connected": v.connected,
-                "forwarded_port": v.forwarded_ports.first(),
-                "forwarded_ports": v.forwarded_ports.to_vec(),
+                "forwarded_port": v.lane.forwarded_port(),
+                "forwarded_ports": v.lane.forwarded_ports().to_vec(),
                 // The VPN container's IP on the Docker network (engines are reached at it).
                 "ip": v.ip,
                 "public_ip": v.public_ip,
                 "engines": engines,
-                "since": since.get(&v.container_name).map(rfc3339),
+                "since": since.get(v.name()).map(rfc3339),
                 "last_error": v.last_error,
             })
         })
