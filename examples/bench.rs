@@ -80,20 +80,30 @@ struct Row {
     unit: &'static str,
 }
 
+/// The median of `samples`, if any.
+fn median(samples: &[f64]) -> Option<f64> {
+    min_median_max(samples).map(|(m, _, _)| m)
+}
+
+/// `(median, min, max)` of `samples`, if any.
+fn min_median_max(samples: &[f64]) -> Option<(f64, f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Some((median, s[0], s[n - 1]))
+}
+
 impl Row {
     fn stats(&self) -> Option<(f64, f64, f64)> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut s = self.samples.clone();
-        s.sort_by(|a, b| a.total_cmp(b));
-        let n = s.len();
-        let median = if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            (s[n / 2 - 1] + s[n / 2]) / 2.0
-        };
-        Some((median, s[0], s[n - 1]))
+        min_median_max(&self.samples)
     }
 }
 
@@ -865,17 +875,15 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn footprint(binary: &PathBuf, window: Duration) -> Vec<Row> {
-    let run = Run::new();
-    let v1 = run.start_gluetun("vpn1", 34001);
-    let v2 = run.start_gluetun("vpn2", 35001);
-    let text = run.config_text("redundant", 50, &[(v1, 25000), (v2, 26000)], "");
+/// `acevisor run` with config `text`, in the run's temp dir (its log there too); returns the
+/// daemon and the dir.
+fn start_daemon(binary: &PathBuf, run: &Run, text: &str) -> (KillOnDrop, PathBuf) {
     let dir = std::env::temp_dir().join(format!("acevisor-bench-{}", run.id));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("acevisor.toml");
     std::fs::write(&path, text).expect("config file");
     let log = std::fs::File::create(dir.join("acevisor.log")).expect("log file");
-    let mut child = KillOnDrop(
+    let child = KillOnDrop(
         Command::new(binary)
             .args(["run", "--config"])
             .arg(&path)
@@ -885,6 +893,15 @@ fn footprint(binary: &PathBuf, window: Duration) -> Vec<Row> {
             .spawn()
             .expect("acevisor starts"),
     );
+    (child, dir)
+}
+
+fn footprint(binary: &PathBuf, window: Duration) -> Vec<Row> {
+    let run = Run::new();
+    let v1 = run.start_gluetun("vpn1", 34001);
+    let v2 = run.start_gluetun("vpn2", 35001);
+    let text = run.config_text("redundant", 50, &[(v1, 25000), (v2, 26000)], "");
+    let (mut child, dir) = start_daemon(binary, &run, &text);
     let pid = child.0.id();
     let t0 = Instant::now();
     while run.ids(&run.managed(), false).len() < 50 {

@@ -152,15 +152,7 @@ pub async fn failover_gap(reps: usize) -> Row {
     let _ = stop.send(());
     tree.stop().await;
     run.remove_engines();
-    let baseline = Row {
-        figure: String::new(),
-        samples: quiet,
-        baseline: None,
-        target: String::new(),
-        unit: "",
-    }
-    .stats()
-    .map(|(m, _, _)| m);
+    let baseline = median(&quiet);
     Row {
         figure: "failover-gap".into(),
         samples: gaps,
@@ -259,15 +251,7 @@ pub async fn time_to_first_byte(reps: usize) -> Row {
     let _ = stop.send(());
     tree.stop().await;
     run.remove_engines();
-    let own = Row {
-        figure: String::new(),
-        samples: direct,
-        baseline: None,
-        target: String::new(),
-        unit: "",
-    }
-    .stats()
-    .map(|(m, _, _)| m);
+    let own = median(&direct);
     Row {
         figure: "time-to-first-byte".into(),
         samples: via,
@@ -324,21 +308,7 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
         );
-    let dir = std::env::temp_dir().join(format!("acevisor-bench-{}", run.id));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("acevisor.toml");
-    std::fs::write(&path, text).expect("config file");
-    let log = std::fs::File::create(dir.join("acevisor.log")).expect("log file");
-    let child = KillOnDrop(
-        Command::new(binary)
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("acevisor starts"),
-    );
+    let (child, dir) = start_daemon(binary, &run, &text);
     let pid = child.0.id();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -412,17 +382,6 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
     run.remove_engines();
-    let median = |v: &[f64]| {
-        Row {
-            figure: String::new(),
-            samples: v.to_vec(),
-            baseline: None,
-            target: String::new(),
-            unit: "",
-        }
-        .stats()
-        .map(|(m, _, _)| m)
-    };
     vec![
         Row {
             figure: format!("fanout-{n}-cpu"),
