@@ -202,22 +202,7 @@ pub async fn time_to_first_byte(reps: usize) -> Row {
         // The engine's own first byte.
         let id = content_id(2 * rep);
         let t = Instant::now();
-        let v: serde_json::Value = http
-            .get(format!("{engine_base}/ace/getstream?id={id}&format=json"))
-            .send()
-            .await
-            .expect("engine getstream")
-            .json()
-            .await
-            .expect("engine JSON");
-        let url = v["response"]["playback_url"]
-            .as_str()
-            .expect("playback_url")
-            .to_string();
-        let cmd = v["response"]["command_url"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let (url, cmd) = engine_playback(&http, &engine_base, &id).await;
         let mut r = http.get(&url).send().await.expect("playback");
         r.chunk().await.expect("first byte").expect("a chunk");
         let own = t.elapsed().as_secs_f64() * 1000.0;
@@ -346,21 +331,7 @@ pub async fn fanout(binary: &PathBuf, n: usize, window: Duration) -> Vec<Row> {
         engine["host"].as_str().expect("host"),
         engine["port"].as_u64().expect("port")
     );
-    let v: serde_json::Value = http
-        .get(format!(
-            "{engine_base}/ace/getstream?id={}&format=json",
-            content_id(1)
-        ))
-        .send()
-        .await
-        .expect("engine getstream")
-        .json()
-        .await
-        .expect("engine JSON");
-    let upstream = v["response"]["playback_url"]
-        .as_str()
-        .expect("playback_url")
-        .to_string();
+    let (upstream, _) = engine_playback(&http, &engine_base, &content_id(1)).await;
     let relay_port = free_port();
     let me = std::env::current_exe().expect("own path");
     let relay = KillOnDrop(
@@ -447,4 +418,20 @@ pub fn relay(upstream: &str, port: u16) {
                 .retain(|tx| tx.try_send(chunk.clone()).is_ok());
         }
     });
+}
+
+/// Asks the engine at `engine_base` itself to play `id`: its `(playback_url, command_url)`.
+async fn engine_playback(http: &reqwest::Client, engine_base: &str, id: &str) -> (String, String) {
+    let v: serde_json::Value = http
+        .get(format!("{engine_base}/ace/getstream?id={id}&format=json"))
+        .send()
+        .await
+        .expect("engine getstream")
+        .json()
+        .await
+        .expect("engine JSON");
+    let field = |k: &str| v["response"][k].as_str().unwrap_or_default().to_string();
+    let url = field("playback_url");
+    assert!(!url.is_empty(), "the engine gave no playback_url: {v}");
+    (url, field("command_url"))
 }
