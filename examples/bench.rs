@@ -1319,6 +1319,35 @@ struct ScaleFigures {
 }
 
 impl ScaleFigures {
+    /// The pool of `tree` (started at `t0`) until all `n` are ready (cold start and its reconcile
+    /// time), then `window` of idling (health probes and polls only: RSS, CPU, steady reconcile).
+    /// Returns the snapshot at the end of the idle window.
+    async fn start_and_idle(
+        &mut self,
+        tree: &Tree,
+        t0: Instant,
+        n: usize,
+        within: Duration,
+        every: Duration,
+        window: Duration,
+    ) -> SupervisorSnapshot {
+        let first = tree.snap().await;
+        let d = tree
+            .until("all ready", t0, within, every, |s| all_ready(s, n))
+            .await;
+        self.cold.push(d.as_secs_f64() * 1000.0);
+        let ready = tree.snap().await;
+        self.reconcile_cold.push(reconcile_mean_ms(&first, &ready));
+        let before = tree.snap().await;
+        let (rss, cpu) = tokio::task::block_in_place(|| idle_footprint(window));
+        let after = tree.snap().await;
+        self.reconcile_steady
+            .push(reconcile_mean_ms(&before, &after));
+        self.rss.push(rss);
+        self.cpu.push(cpu);
+        after
+    }
+
     fn rows(self, name: &str, n: usize, window: Duration, where_: &str) -> Vec<Row> {
         let median = |v: &[f64]| {
             let mut v = v.to_vec();
@@ -1453,26 +1482,16 @@ async fn scale_memory(n: usize, reps: usize, window: Duration) -> Vec<Row> {
         };
         let t0 = Instant::now();
         let tree = Tree::start_with(cfg, deps).await;
-        let first = tree.snap().await;
-        let d = tree
-            .until(
-                "all ready",
+        let after = f
+            .start_and_idle(
+                &tree,
                 t0,
+                n,
                 Duration::from_secs(120),
                 Duration::from_millis(5),
-                |s| all_ready(s, n),
+                window,
             )
             .await;
-        f.cold.push(d.as_secs_f64() * 1000.0);
-        let ready = tree.snap().await;
-        f.reconcile_cold.push(reconcile_mean_ms(&first, &ready));
-        // Idle: health probes and polls only.
-        let before = tree.snap().await;
-        let (rss, cpu) = tokio::task::block_in_place(|| idle_footprint(window));
-        let after = tree.snap().await;
-        f.reconcile_steady.push(reconcile_mean_ms(&before, &after));
-        f.rss.push(rss);
-        f.cpu.push(cpu);
         // VPN 0 dies (its engines with it), comes back without a port, then gets one.
         let (v0, _) = &vpns[0];
         let t1 = Instant::now();
@@ -1521,10 +1540,12 @@ async fn scale_memory(n: usize, reps: usize, window: Duration) -> Vec<Row> {
         let end = tree.snap().await;
         f.reconcile_failure.push(reconcile_mean_ms(&after, &end));
         eprintln!(
-            "  rep {}: cold {:.0} ms, reconcile {:.3} ms idle, RSS {rss:.1} MiB, CPU {cpu:.2} %, detection {:.1} ms, recovery {:.0} ms",
+            "  rep {}: cold {:.0} ms, reconcile {:.3} ms idle, RSS {:.1} MiB, CPU {:.2} %, detection {:.1} ms, recovery {:.0} ms",
             rep + 1,
             f.cold[rep],
             f.reconcile_steady[rep],
+            f.rss[rep],
+            f.cpu[rep],
             f.detection[rep],
             f.recovery[rep]
         );
@@ -1559,25 +1580,16 @@ async fn scale_docker(n: usize, reps: usize, window: Duration) -> Vec<Row> {
     for rep in 0..reps {
         let t0 = Instant::now();
         let tree = Tree::start(cfg.clone()).await;
-        let first = tree.snap().await;
-        let d = tree
-            .until(
-                "all ready",
+        let after = f
+            .start_and_idle(
+                &tree,
                 t0,
+                n,
                 Duration::from_secs(300),
                 Duration::from_millis(10),
-                |s| all_ready(s, n),
+                window,
             )
             .await;
-        f.cold.push(d.as_secs_f64() * 1000.0);
-        let ready = tree.snap().await;
-        f.reconcile_cold.push(reconcile_mean_ms(&first, &ready));
-        let before = tree.snap().await;
-        let (rss, cpu) = tokio::task::block_in_place(|| idle_footprint(window));
-        let after = tree.snap().await;
-        f.reconcile_steady.push(reconcile_mean_ms(&before, &after));
-        f.rss.push(rss);
-        f.cpu.push(cpu);
         let v0 = vpns[0].0.clone();
         let t1 = Instant::now();
         let kill = {
@@ -1641,11 +1653,13 @@ async fn scale_docker(n: usize, reps: usize, window: Duration) -> Vec<Row> {
         f.cold_baseline
             .push(docker_run_loop(&run, &vpn_ids, n as u32));
         eprintln!(
-            "  rep {}: cold {:.0} ms (docker run loop {:.0} ms), reconcile {:.3} ms idle, RSS {rss:.1} MiB, CPU {cpu:.2} %, detection {:.1} ms, recovery {:.0} ms",
+            "  rep {}: cold {:.0} ms (docker run loop {:.0} ms), reconcile {:.3} ms idle, RSS {:.1} MiB, CPU {:.2} %, detection {:.1} ms, recovery {:.0} ms",
             rep + 1,
             f.cold[rep],
             f.cold_baseline[rep],
             f.reconcile_steady[rep],
+            f.rss[rep],
+            f.cpu[rep],
             f.detection[rep],
             f.recovery[rep]
         );
