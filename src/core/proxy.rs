@@ -217,10 +217,72 @@ pub fn after_loss(since_loss: Duration, failover_timeout: Duration, viewers: usi
     }
 }
 
+/// A reserved engine as the trouble check sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReservedEngine {
+    pub name: String,
+    pub unhealthy: bool,
+    /// Its VPN has failed.
+    pub vpn_failed: bool,
+}
+
+/// The reserved engines in trouble now (unhealthy, or on a failed VPN), and of those the ones to
+/// tell the sessions about: new since `before`, the set of the previous check. An engine stays
+/// told until its trouble is over (its spell ends), so a session hears of each spell once.
+pub fn trouble(
+    reserved: impl IntoIterator<Item = ReservedEngine>,
+    before: &BTreeSet<String>,
+) -> (BTreeSet<String>, Vec<String>) {
+    let now: BTreeSet<String> = reserved
+        .into_iter()
+        .filter(|e| e.unhealthy || e.vpn_failed)
+        .map(|e| e.name)
+        .collect();
+    let tell = now.difference(before).cloned().collect();
+    (now, tell)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn engine(name: &str, unhealthy: bool, vpn_failed: bool) -> ReservedEngine {
+        ReservedEngine {
+            name: name.into(),
+            unhealthy,
+            vpn_failed,
+        }
+    }
+
+    #[test]
+    fn trouble_is_told_once_per_spell() {
+        let none = BTreeSet::new();
+        let (now, tell) = trouble(
+            [
+                engine("a", true, false),
+                engine("b", false, true),
+                engine("c", false, false),
+            ],
+            &none,
+        );
+        assert_eq!(tell, ["a", "b"]);
+        // Still in trouble: not told again; c joins.
+        let (now, tell) = trouble(
+            [
+                engine("a", true, false),
+                engine("b", false, true),
+                engine("c", true, false),
+            ],
+            &now,
+        );
+        assert_eq!(tell, ["c"]);
+        // a recovers, then falls again: a new spell, told again.
+        let (now, tell) = trouble([engine("a", false, false), engine("c", true, false)], &now);
+        assert!(tell.is_empty());
+        let (_, tell) = trouble([engine("a", true, false), engine("c", true, false)], &now);
+        assert_eq!(tell, ["a"]);
+    }
 
     fn cand(name: &str, vpn_healthy: bool, forwarded: bool, external: u32) -> Candidate {
         Candidate {

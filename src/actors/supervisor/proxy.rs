@@ -6,7 +6,7 @@
 //! fails, in the span of the incident, so they move before any stall.
 
 use super::*;
-use crate::core::proxy::{Candidate, Choice, Reservations, choose_engine};
+use crate::core::proxy::{Candidate, Choice, Reservations, ReservedEngine, choose_engine, trouble};
 use std::collections::BTreeSet;
 
 #[derive(Default)]
@@ -106,18 +106,19 @@ fn refresh_streams(st: &mut SupervisorState) {
 /// the last call (once per spell); runs in the span of the message that caused it (a VPN
 /// incident's `vpn.failed`), which the watchers' failover spans hang under.
 pub(super) fn notify_trouble(st: &mut SupervisorState) {
-    let now: BTreeSet<String> = st
+    let reserved: Vec<ReservedEngine> = st
         .proxy
         .reserved
         .engines()
         .filter_map(|(name, _)| st.engines.get(name))
-        .filter(|e| {
-            matches!(e.fact.phase, EnginePhase::Unhealthy { .. })
-                || lane_failed(st, e.fact.vpn.as_deref())
+        .map(|e| ReservedEngine {
+            name: e.fact.name.clone(),
+            unhealthy: matches!(e.fact.phase, EnginePhase::Unhealthy { .. }),
+            vpn_failed: lane_failed(st, e.fact.vpn.as_deref()),
         })
-        .map(|e| e.fact.name.clone())
         .collect();
-    for name in now.difference(&st.proxy.troubled) {
+    let (now, tell) = trouble(reserved, &st.proxy.troubled);
+    for name in &tell {
         let container_id = st.engines.get(name).and_then(|e| e.container_id.clone());
         warn!(engine = %name, "a reserved engine is unhealthy or lost its VPN: its stream sessions move");
         let ev = EngineRemoved {
