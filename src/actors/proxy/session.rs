@@ -174,6 +174,9 @@ async fn run(a: SessionArgs) {
     let mut last_byte: Option<Instant> = None;
     // The `stream.failover` span while a failover runs (until the first byte of the new engine).
     let mut failover: Option<Span> = None;
+    // While a failover runs, the record stays open on the engine left (the next start replaces
+    // it, same id): why it would end, should the failover give up.
+    let mut moving: Option<&'static str> = None;
     loop {
         let window = if first {
             a.config.start_timeout
@@ -197,6 +200,9 @@ async fn run(a: SessionArgs) {
                 }
                 warn!(content = %label, reason = %refusal.message, "stream session ends: no engine");
                 sh.viewers.clear();
+                if let (Some(reason), Some(streams)) = (moving, &a.streams) {
+                    record_ended(streams, &label, reason);
+                }
                 return;
             }
         };
@@ -229,10 +235,13 @@ async fn run(a: SessionArgs) {
             content: label.clone(),
         });
         let reason = lost.as_ref().map_or("no_viewer", |(c, _)| c.label());
-        if let Some(streams) = &a.streams {
-            record_ended(streams, &label, reason);
-        }
+        let end_record = || {
+            if let Some(streams) = &a.streams {
+                record_ended(streams, &label, reason);
+            }
+        };
         let Some((cause, incident)) = lost else {
+            end_record();
             info!(content = %label, engine = %engine, "no viewer left after the linger: engine session stopped");
             return;
         };
@@ -258,6 +267,7 @@ async fn run(a: SessionArgs) {
                     warn!(content = %label, engine = %engine, cause = cause.label(), detail = ?cause, "stream moves to another engine");
                 });
                 failover = Some(span);
+                moving = Some(reason);
                 a.shared.lock().unwrap().failovers += 1;
                 // Only the engine just left (and those that fail to open it now) are passed
                 // over: the ones of earlier failovers may be back (a name is reused, too).
@@ -265,6 +275,7 @@ async fn run(a: SessionArgs) {
                 exclude.push(engine);
             }
             AfterLoss::GiveUp => {
+                end_record();
                 info!(content = %label, engine = %engine, cause = cause.label(), viewers, "stream session ends");
                 a.shared.lock().unwrap().viewers.clear();
                 return;

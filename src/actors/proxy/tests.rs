@@ -33,6 +33,39 @@ struct World {
     /// Open playback connections over all engines.
     playing: AtomicI64,
     stops: AtomicU32,
+    /// What the sessions told the Streams actor: `started <engine port>` / `ended <reason>`.
+    records: Mutex<Vec<String>>,
+}
+
+/// A Streams actor that only notes what the sessions record.
+struct FakeStreams;
+
+impl Actor for FakeStreams {
+    type Msg = crate::actors::streams::StreamsMsg;
+    type State = Arc<World>;
+    type Arguments = Arc<World>;
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        w: Arc<World>,
+    ) -> Result<Arc<World>, ActorProcessingErr> {
+        Ok(w)
+    }
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        w: &mut Arc<World>,
+    ) -> Result<(), ActorProcessingErr> {
+        use crate::actors::streams::StreamsMsg;
+        let note = match msg {
+            StreamsMsg::Started(req, _) => format!("started {}", req.engine.port),
+            StreamsMsg::Ended(req, _) => format!("ended {}", req.reason.unwrap_or_default()),
+            _ => return Ok(()),
+        };
+        w.records.lock().unwrap().push(note);
+        Ok(())
+    }
 }
 
 impl World {
@@ -170,12 +203,13 @@ async fn start(w: &Arc<World>) -> ActorRef<ProxyMsg> {
         w.ports.lock().unwrap().push(port);
     }
     let (sup, _) = Actor::spawn(None, FakeSup, w.clone()).await.unwrap();
+    let (streams, _) = Actor::spawn(None, FakeStreams, w.clone()).await.unwrap();
     let (proxy, _) = Actor::spawn(
         None,
         Proxy,
         ProxyArgs {
             supervisor: sup,
-            streams: None,
+            streams: Some(streams.into()),
             config: ProxyConfig {
                 linger: Duration::from_millis(200),
                 start_timeout: Duration::from_secs(5),
@@ -285,6 +319,19 @@ async fn a_trouble_notice_moves_the_session_at_once_under_the_incidents_span() {
     read(&mut rx, 20_000).await;
     let s = session(&proxy).await;
     assert_eq!((s.failovers, s.viewers, s.restarts), (1, 1, 0));
+    // The one record moved with it: started again on the new engine, never ended between.
+    let ports = w.ports.lock().unwrap().clone();
+    until("recorded on the new engine", || async {
+        w.records.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        *w.records.lock().unwrap(),
+        [
+            format!("started {}", ports[0]),
+            format!("started {}", ports[1])
+        ]
+    );
     assert!(s.delivered >= 40_000 && s.bytes >= s.delivered, "{s:?}");
     assert_eq!(
         w.holding(),
