@@ -249,41 +249,20 @@ impl Run {
         ]);
         name
     }
-    /// The TOML of a config over `vpns` (name, engine port range start).
+    /// The TOML of a config over `vpns` (name, engine port range start), its API on loopback.
     fn config_text(&self, mode: &str, min: u32, vpns: &[(String, u16)], extra: &str) -> String {
-        let mut gluetun = String::new();
-        // Validation wants room for max_replicas on every VPN (an emergency may shift them).
-        for (name, start) in vpns {
-            gluetun.push_str(&format!(
-                "[[vpn.gluetun]]\ncontainer = \"{name}\"\nengine_ports = \"{start}-{}\"\n",
-                start + 4 * (min as u16 + 4) - 1
-            ));
-        }
         let id = &self.id;
-        let engine_image = image("engine");
-        format!(
-            r#"instance = "{id}"
-[docker]
-call_timeout = "20s"
-stop_timeout = "1s"
-labels = {{ "acevisor-test.run" = "{id}" }}
-[engines]
-prefix = "avt-{id}-ace"
-min_replicas = {min}
-max_replicas = {min}
-min_free = 0
-variant = "custom"
-image = "{engine_image}"
-command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}", "--bind-all"]
-env = {{ FAKE_STARTUP_MS = "0" }}
-{extra}
-[vpn]
-mode = "{mode}"
-{gluetun}
-[api]
-listen = "127.0.0.1:0"
-"#
-        )
+        pool_config(&PoolConfig {
+            instance: id,
+            prefix: &format!("avt-{id}-ace"),
+            image: &image("engine"),
+            mode,
+            n: min as usize,
+            vpns,
+            engines_extra: extra,
+            vpn_extra: "",
+            tail: "[api]\nlisten = \"127.0.0.1:0\"\n",
+        })
     }
 }
 
@@ -1428,13 +1407,58 @@ fn scale_config(
     vpns: &[(String, u16)],
     image: &str,
 ) -> String {
+    pool_config(&PoolConfig {
+        instance,
+        prefix,
+        image,
+        mode: "redundant",
+        n,
+        vpns,
+        engines_extra: "",
+        vpn_extra: &format!("poll_interval = \"{POLL_MS}ms\""),
+        tail: "",
+    })
+}
+
+/// What a bench pool's config is made of.
+struct PoolConfig<'a> {
+    instance: &'a str,
+    prefix: &'a str,
+    image: &'a str,
+    mode: &'a str,
+    /// min_replicas = max_replicas.
+    n: usize,
+    /// (VPN container, engine port range start).
+    vpns: &'a [(String, u16)],
+    /// TOML at the end of `[engines]`.
+    engines_extra: &'a str,
+    /// TOML in `[vpn]` before its Gluetun containers.
+    vpn_extra: &'a str,
+    /// TOML after the VPNs.
+    tail: &'a str,
+}
+
+/// A pool of `n` fake engines over `vpns`, labelled for the bench's sweep.
+fn pool_config(c: &PoolConfig<'_>) -> String {
     let mut gluetun = String::new();
-    for (name, start) in vpns {
+    // Validation wants room for max_replicas on every VPN (an emergency may shift them).
+    for (name, start) in c.vpns {
         gluetun.push_str(&format!(
             "[[vpn.gluetun]]\ncontainer = \"{name}\"\nengine_ports = \"{start}-{}\"\n",
-            start + 4 * (n as u16 + 4) - 1
+            start + 4 * (c.n as u16 + 4) - 1
         ));
     }
+    let PoolConfig {
+        instance,
+        prefix,
+        image,
+        mode,
+        n,
+        engines_extra,
+        vpn_extra,
+        tail,
+        ..
+    } = c;
     format!(
         r#"instance = "{instance}"
 [docker]
@@ -1450,11 +1474,12 @@ variant = "custom"
 image = "{image}"
 command = ["--http-port", "{{http_port}}", "--https-port", "{{https_port}}", "--api-port", "{{api_port}}", "--port", "{{p2p_port}}", "--bind-all"]
 env = {{ FAKE_STARTUP_MS = "0" }}
+{engines_extra}
 [vpn]
-mode = "redundant"
-poll_interval = "{POLL_MS}ms"
+mode = "{mode}"
+{vpn_extra}
 {gluetun}
-"#
+{tail}"#
     )
 }
 

@@ -360,30 +360,24 @@ async fn labels_above_the_cap_are_refused() {
     assert_eq!(all, json!([]));
 }
 
+/// A stream start refused with 429, its detail naming `setting`.
+async fn refused(h: &Harness, port: u16, id: &str, setting: &str) {
+    let (status, answer) = start(h, port, id).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    let detail = answer["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(setting), "{answer}");
+}
+
 #[tokio::test]
 async fn active_streams_are_capped_per_engine_and_in_total() {
     let h = Harness::with_limits(pool(), Some(KEY), Duration::ZERO, small_limits()).await;
     assert_eq!(start(&h, 19000, "a1").await.0, StatusCode::OK);
     assert_eq!(start(&h, 19000, "a2").await.0, StatusCode::OK);
-    let (status, answer) = start(&h, 19000, "a3").await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
-    assert!(
-        answer["detail"]
-            .as_str()
-            .unwrap()
-            .contains("api.max_streams_per_engine")
-    );
+    refused(&h, 19000, "a3", "api.max_streams_per_engine").await;
     // Restarting an active id replaces it: no new place taken.
     assert_eq!(start(&h, 19000, "a2").await.0, StatusCode::OK);
     assert_eq!(start(&h, 19004, "b1").await.0, StatusCode::OK);
-    let (status, answer) = start(&h, 19004, "b2").await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
-    assert!(
-        answer["detail"]
-            .as_str()
-            .unwrap()
-            .contains("api.max_streams")
-    );
+    refused(&h, 19004, "b2", "api.max_streams").await;
     // Ending one frees a place.
     let (status, _) = h
         .post("/events/stream_ended", &json!({"stream_id": "a1"}))

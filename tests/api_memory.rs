@@ -153,6 +153,23 @@ async fn api_over_the_real_tree() {
 
 /// The API over a running tree, with its own Streams actor (no collector rounds: anything that
 /// ends a stream here is not a stats tick).
+/// The tree over `memrt` with `cfg` once `n` engines are ready, and its API.
+async fn ready_api(
+    memrt: &MemoryRuntime,
+    cfg: &acevisor::config::Config,
+    n: usize,
+) -> (Tree, axum::Router) {
+    let tree = Tree::start(memrt, cfg.clone()).await;
+    tree.wait(
+        &format!("{n} ready engines"),
+        Duration::from_secs(120),
+        |s| s.ready_count() == n,
+    )
+    .await;
+    let app = api_over(&tree, cfg).await;
+    (tree, app)
+}
+
 async fn api_over(tree: &Tree, cfg: &acevisor::config::Config) -> axum::Router {
     let (streams, _) = Actor::spawn(
         None,
@@ -224,12 +241,7 @@ async fn can_provision_agrees_with_provisioning_in_every_state() {
     memrt.add_vpn(VPN1, 55747, Some(DockerHealth::Healthy));
     let mut cfg = config("single", 2, "");
     cfg.engines.max_replicas = 3;
-    let tree = Tree::start(&memrt, cfg.clone()).await;
-    tree.wait("two ready engines", Duration::from_secs(120), |s| {
-        s.ready_count() == 2
-    })
-    .await;
-    let app = api_over(&tree, &cfg).await;
+    let (tree, app) = ready_api(&memrt, &cfg, 2).await;
 
     // Below max_replicas: taken.
     assert_eq!(status_then_provision(&app, "below max").await, None);
@@ -301,12 +313,7 @@ async fn provisioning_answers_before_the_engine_is_ready_and_it_joins_engines_la
     let memrt = MemoryRuntime::new();
     memrt.add_vpn(VPN1, 55747, Some(DockerHealth::Healthy));
     let cfg = config("single", 1, "");
-    let tree = Tree::start(&memrt, cfg.clone()).await;
-    tree.wait("one ready engine", Duration::from_secs(120), |s| {
-        s.ready_count() == 1
-    })
-    .await;
-    let app = api_over(&tree, &cfg).await;
+    let (tree, app) = ready_api(&memrt, &cfg, 1).await;
     memrt.new_engines_hung(true);
     let body = json!({"labels": {}, "env": {}, "host_port": null});
     let (status, p) = call(&app, "POST", "/provision/acestream", Some(body.clone())).await;
@@ -372,12 +379,7 @@ async fn operator_routes_and_stream_end_on_removal_over_the_real_tree() {
     let memrt = MemoryRuntime::new();
     memrt.add_vpn(VPN1, 55747, Some(DockerHealth::Healthy));
     let cfg = config("single", 2, "");
-    let tree = Tree::start(&memrt, cfg.clone()).await;
-    tree.wait("two ready engines", Duration::from_secs(120), |s| {
-        s.ready_count() == 2
-    })
-    .await;
-    let app = api_over(&tree, &cfg).await;
+    let (tree, app) = ready_api(&memrt, &cfg, 2).await;
 
     // /engines shows the container's real labels: managed = the instance id.
     let (_, engines) = call(&app, "GET", "/engines", None).await;
@@ -501,12 +503,7 @@ async fn streams_end_when_a_failed_vpn_takes_their_engine() {
     let memrt = MemoryRuntime::new();
     tree::two_vpns(&memrt, 55747, 34817);
     let cfg = config("redundant", 2, "");
-    let tree = Tree::start(&memrt, cfg.clone()).await;
-    tree.wait("two ready engines", Duration::from_secs(120), |s| {
-        s.ready_count() == 2
-    })
-    .await;
-    let app = api_over(&tree, &cfg).await;
+    let (tree, app) = ready_api(&memrt, &cfg, 2).await;
     let s = tree.snap().await;
     let on_vpn2 = s.engines_on(tree::VPN2)[0].clone();
     let body = started_body(

@@ -18,9 +18,37 @@ const KEY: &str = "proxy-key";
 struct Api {
     base: String,
     http: reqwest::Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    running: acevisor::api::RunningApi,
 }
 
 impl Api {
+    /// The API of `tree` served on `cfg.api.listen` (with `key`, if any) until `shut_down`.
+    async fn serve(cfg: &acevisor::config::Config, tree: &tree::Tree, key: Option<&str>) -> Api {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let running = acevisor::api::launch_with_key(
+            cfg,
+            tree.sup.clone(),
+            key.map(str::to_string),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
+        .await
+        .expect("API starts");
+        Api {
+            base: format!("http://{}", running.local_addr),
+            http: reqwest::Client::new(),
+            stop,
+            running,
+        }
+    }
+
+    async fn shut_down(self) {
+        let _ = self.stop.send(true);
+        let _ = self.running.server.await;
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http
@@ -68,18 +96,7 @@ async fn proxy_round_trip_with_autoscaling() {
     cfg.api.stats_interval = Duration::from_millis(300);
     let api_cfg = cfg.clone();
     let tree = w.acevisor(cfg, vec![None]).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running =
-        acevisor::api::launch_with_key(&api_cfg, tree.sup.clone(), Some(KEY.into()), async move {
-            let mut stopped = stopped;
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await
-        .expect("API starts");
-    let api = Api {
-        base: format!("http://{}", running.local_addr),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::serve(&api_cfg, &tree, Some(KEY)).await;
     tree.wait("1 engine", 60 * SEC, |s| full(s, w.vpn(0), 1, 35001))
         .await;
     support::wait_until(30 * SEC, "readyz", || async {
@@ -174,8 +191,7 @@ async fn proxy_round_trip_with_autoscaling() {
         .await;
     assert_eq!(s.counters.engines_removed.get("surplus"), Some(&1));
 
-    let _ = stop.send(true);
-    let _ = running.server.await;
+    api.shut_down().await;
     tree.stop().await;
 }
 
@@ -194,18 +210,7 @@ async fn provisioning_answers_before_a_slow_engine_is_ready() {
     cfg.api.listen = "127.0.0.1:0".into();
     let api_cfg = cfg.clone();
     let tree = w.acevisor(cfg, vec![None]).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running =
-        acevisor::api::launch_with_key(&api_cfg, tree.sup.clone(), Some(KEY.into()), async move {
-            let mut stopped = stopped;
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await
-        .expect("API starts");
-    let api = Api {
-        base: format!("http://{}", running.local_addr),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::serve(&api_cfg, &tree, Some(KEY)).await;
     tree.wait("1 engine", 60 * SEC, |s| full(s, w.vpn(0), 1, 35201))
         .await;
     let (_, status) = api.get("/orchestrator/status").await;
@@ -242,8 +247,7 @@ async fn provisioning_answers_before_a_slow_engine_is_ready() {
     })
     .await;
 
-    let _ = stop.send(true);
-    let _ = running.server.await;
+    api.shut_down().await;
     tree.stop().await;
 }
 
@@ -256,17 +260,7 @@ async fn hung_engine_replaced_and_crashing_engine_backs_off_visibly() {
     cfg.api.listen = "127.0.0.1:0".into();
     let api_cfg = cfg.clone();
     let tree = w.acevisor(cfg, vec![None]).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = acevisor::api::launch_with_key(&api_cfg, tree.sup.clone(), None, async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
-    })
-    .await
-    .expect("API starts");
-    let api = Api {
-        base: format!("http://{}", running.local_addr),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::serve(&api_cfg, &tree, None).await;
     let s = tree
         .wait("2 engines", 60 * SEC, |s| full(s, w.vpn(0), 2, 35501))
         .await;
@@ -334,7 +328,6 @@ async fn hung_engine_replaced_and_crashing_engine_backs_off_visibly() {
     );
     assert_eq!(api.get("/livez").await.0, 200, "the daemon stays up");
 
-    let _ = stop.send(true);
-    let _ = running.server.await;
+    api.shut_down().await;
     tree.stop().await;
 }

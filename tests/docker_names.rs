@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use acevisor::actors::messages::SupervisorSnapshot;
-use acevisor::core::model::EnginePhase;
 use docker_world::{World, fake_engines_confirm};
 use tree::full;
 
@@ -150,27 +149,7 @@ async fn a_template_change_is_rolled_over_a_running_pool_with_graceful_stops() {
     let deadline = tokio::time::Instant::now() + 3 * MINUTE;
     loop {
         let s = tree.snap().await;
-        tree::check_invariants(&s);
-        let ready = s
-            .engines
-            .iter()
-            .filter(|e| e.phase == EnginePhase::Ready)
-            .count();
-        reached |= ready >= 3;
-        assert!(!reached || ready >= 3, "fewer than 3 ready engines: {s:#?}");
-        let going: Vec<&String> = s
-            .engines
-            .iter()
-            .filter(|e| e.phase == EnginePhase::Removing)
-            .filter_map(|e| e.container_id.as_ref())
-            .filter(|id| old.contains(*id))
-            .collect();
-        assert!(going.len() <= 1, "two old engines going at once: {s:#?}");
-        let left = s
-            .engines
-            .iter()
-            .filter(|e| e.container_id.as_ref().is_some_and(|id| old.contains(id)))
-            .count();
+        let left = tree::check_roll(&s, &old, 3, &mut reached);
         if left == 0 && full(&s, w.vpn(0), 3, 30001) && names_are_one_to(&w, &s, 3) {
             fake_engines_confirm(&s, w.vpn(0), 30001).await;
             break;

@@ -186,6 +186,39 @@ pub fn two_vpns(mem: &MemoryRuntime, p1: u16, p2: u16) {
 }
 
 /// The invariants of docs/behavior.md that must hold at every instant.
+/// One look at a rolling update of the engines `old` (container IDs): the invariants hold, once
+/// `min_ready` engines were ready never fewer are (`reached` remembers), and never two old engines
+/// go at once. Returns how many old engines are left.
+pub fn check_roll(
+    s: &SupervisorSnapshot,
+    old: &std::collections::BTreeSet<String>,
+    min_ready: usize,
+    reached: &mut bool,
+) -> usize {
+    check_invariants(s);
+    let ready = s
+        .engines
+        .iter()
+        .filter(|e| e.phase == EnginePhase::Ready)
+        .count();
+    *reached |= ready >= min_ready;
+    assert!(
+        !*reached || ready >= min_ready,
+        "fewer than {min_ready} ready engines: {s:#?}"
+    );
+    let is_old = |e: &&acevisor::actors::messages::EngineView| {
+        e.container_id.as_ref().is_some_and(|id| old.contains(id))
+    };
+    let going = s
+        .engines
+        .iter()
+        .filter(|e| e.phase == EnginePhase::Removing)
+        .filter(is_old)
+        .count();
+    assert!(going <= 1, "two old engines going at once: {s:#?}");
+    s.engines.iter().filter(is_old).count()
+}
+
 pub fn check_invariants(s: &SupervisorSnapshot) {
     for lane in &s.lanes {
         let vpn = lane.key();
